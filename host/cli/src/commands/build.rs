@@ -1,0 +1,44 @@
+//! `switchyard plugin build`.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchyard_build::{BuildRequest, Toolchain};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The connector crate's directory (where its Cargo.toml is).
+    crate_dir: PathBuf,
+    /// Cargo target directory. Default: cargo's (the crate's or workspace's `target/`).
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+    /// Also copy the component into this directory (e.g. the plugin dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let toolchain = Toolchain::detect()?;
+    eprintln!(
+        "building {} with {}",
+        args.crate_dir.display(),
+        toolchain.describe()
+    );
+    let mut request = BuildRequest::crate_dir(&args.crate_dir)?;
+    request.target_dir = args.target_dir;
+    let built = switchyard_build::build(&request, &toolchain)?;
+    for component in built {
+        let mut path = component.path;
+        if let Some(out) = &args.out {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let dest = out.join(path.file_name().unwrap_or_default());
+            std::fs::copy(&path, &dest)
+                .with_context(|| format!("cannot copy to {}", dest.display()))?;
+            path = dest;
+        }
+        eprintln!("built {}", component.package);
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,13 @@
+//! One module per subcommand.
+
+pub mod build;
+pub mod call;
+pub mod inspect;
+pub mod serve;
+
+/// A multi-threaded tokio runtime for commands that call guests.
+pub fn tokio() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

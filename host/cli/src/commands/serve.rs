@@ -1,0 +1,68 @@
+//! `switchyard serve`.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use switchyard_runtime::{Runtime, SwitchyardConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Config file. Default: ./switchyard.toml if present, else built-in defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding `listen` in the config.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Plugin directory, overriding `plugin_dir` in the config.
+    #[arg(long)]
+    plugin_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = SwitchyardConfig::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.plugin_dir {
+        config.plugin_dir = Some(dir);
+    }
+    super::tokio()?.block_on(async {
+        let runtime = Runtime::from_config(&config).await?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let names: Vec<String> = runtime
+            .connections()
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect();
+        if names.is_empty() {
+            tracing::warn!(
+                plugin_dir = %config.plugin_dir().display(),
+                "no plugins loaded; put .wasm components in the plugin dir"
+            );
+        }
+        tracing::info!(%addr, connections = ?names, "switchyard listening");
+        eprintln!("switchyard listening on http://{addr}");
+        switchyard_server::serve(runtime, listener, shutdown_signal()).await?;
+        tracing::info!("switchyard stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,73 @@
+//! `switchyard`: serve connectors, call them once, inspect and build plugins.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Switchyard runs integration connectors as sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every configured connection over HTTP.
+    Serve(commands::serve::Args),
+    /// Call one action once and print its JSON result.
+    Call(commands::call::Args),
+    /// Work with plugin files.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Show a component's WIT version, exports, imports, size and sha256.
+    Inspect(commands::inspect::Args),
+    /// Build a connector crate into a component.
+    Build(commands::build::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Call(args) => commands::call::run(args),
+        Command::Plugin(PluginCommand::Inspect(args)) => commands::inspect::run(args),
+        Command::Plugin(PluginCommand::Build(args)) => commands::build::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,cranelift=warn,wasmtime=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,215 @@
+//! `switchyard.toml`: the operator's configuration.
+//!
+//! Every key is optional; a missing file means all defaults (see
+//! [`SwitchyardConfig::default`]). Relative paths are resolved against the
+//! directory of the config file.
+
+use crate::limits::Limits;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The config file looked for when none is named.
+pub const DEFAULT_CONFIG_FILE: &str = "switchyard.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SwitchyardConfig {
+    /// Address the HTTP server binds. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Where Switchyard keeps its own files (compile cache, state).
+    /// Default: `.switchyard`.
+    pub data_dir: PathBuf,
+    /// Directory scanned for `*.wasm` plugins at start-up. Default:
+    /// `<data_dir>/plugins`.
+    pub plugin_dir: Option<PathBuf>,
+    /// Invocation limits. Default: see [`Limits`].
+    pub limits: Limits,
+    /// Plugins by name, in addition to those found in `plugin_dir`.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Named, configured instances of plugins. A plugin no connection names
+    /// gets a default connection of its own name.
+    pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+impl Default for SwitchyardConfig {
+    fn default() -> Self {
+        SwitchyardConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(".switchyard"),
+            plugin_dir: None,
+            limits: Limits::default(),
+            plugins: BTreeMap::new(),
+            connections: BTreeMap::new(),
+        }
+    }
+}
+
+/// One plugin: the code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Path to the component file.
+    pub path: PathBuf,
+}
+
+/// One connection: a plugin plus the settings it runs with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Name of the plugin this connection runs.
+    pub plugin: String,
+    /// Non-secret settings the connector reads through `config`. Scalars
+    /// only; numbers and booleans are passed as their TOML text.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl ConnectionConfig {
+    /// The settings as strings, or the key that is not a scalar.
+    pub fn values(&self) -> Result<BTreeMap<String, String>, String> {
+        self.config
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(_)
+                    | toml::Value::Float(_)
+                    | toml::Value::Boolean(_)
+                    | toml::Value::Datetime(_) => value.to_string(),
+                    toml::Value::Array(_) | toml::Value::Table(_) => {
+                        return Err(format!(
+                            "`{key}` must be a string, number or boolean, not a table or array"
+                        ));
+                    }
+                };
+                Ok((key.clone(), text))
+            })
+            .collect()
+    }
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl SwitchyardConfig {
+    /// Loads `path`, or `switchyard.toml` in the working directory when
+    /// `path` is `None`. A missing default file gives the defaults; a
+    /// missing file the operator named is an error.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(SwitchyardConfig::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let base = path.parent().unwrap_or(Path::new(""));
+        Self::parse(&text, base).map_err(|message| ConfigError::Parse { path, message })
+    }
+
+    /// Parses TOML text, resolving relative paths against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut config: SwitchyardConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.limits.validate()?;
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.data_dir);
+        if let Some(dir) = config.plugin_dir.as_mut() {
+            resolve(dir);
+        }
+        for plugin in config.plugins.values_mut() {
+            resolve(&mut plugin.path);
+        }
+        for (name, connection) in &config.connections {
+            connection
+                .values()
+                .map_err(|e| format!("connections.{name}.config: {e}"))?;
+        }
+        Ok(config)
+    }
+
+    /// The plugin directory after defaults.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.plugin_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    /// The compile cache directory: `<data_dir>/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("cache")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_is_all_defaults() {
+        let c = SwitchyardConfig::parse("", Path::new("/etc/sy")).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.plugin_dir(), Path::new("/etc/sy/.switchyard/plugins"));
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = SwitchyardConfig::parse("[limits]\ndeadline = 5", Path::new("")).unwrap_err();
+        assert!(err.contains("deadline"), "{err}");
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let err =
+            SwitchyardConfig::parse("[limits]\nmax_concurrent = 0", Path::new("")).unwrap_err();
+        assert!(err.contains("limits.max_concurrent"), "{err}");
+    }
+
+    #[test]
+    fn connection_values_are_stringified_and_tables_refused() {
+        let ok = SwitchyardConfig::parse(
+            "[connections.a]\nplugin = \"echo\"\nconfig = { n = 3, on = true, s = \"x\" }",
+            Path::new(""),
+        )
+        .unwrap();
+        let values = ok.connections["a"].values().unwrap();
+        assert_eq!(values["n"], "3");
+        assert_eq!(values["on"], "true");
+        assert_eq!(values["s"], "x");
+        let err = SwitchyardConfig::parse(
+            "[connections.a]\nplugin = \"echo\"\nconfig = { t = { x = 1 } }",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(err.contains("connections.a.config"), "{err}");
+    }
+
+    #[test]
+    fn a_named_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = SwitchyardConfig::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+}

@@ -1,0 +1,42 @@
+//! Host implementations of the interfaces a connector imports, one module per
+//! WIT interface. Each has the same four parts, after wasmtime's capability
+//! crates: a cheap-to-clone context (`XCtx`), a borrowed view the generated
+//! `Host` trait is implemented on (`XCtxView`), a trait the store data
+//! implements to hand out that view (`XView`), and `add_to_linker`.
+
+pub mod config;
+pub mod log;
+
+/// Replaces control characters so a guest cannot forge log lines or
+/// terminal escapes, and cuts the text at `max` bytes on a char boundary.
+pub(crate) fn sanitize(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if out.len() >= max {
+            out.push_str("…[truncated]");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn escapes_newlines_and_escape_sequences() {
+        assert_eq!(sanitize("a\nb\u{1b}[31m", 100), "a\\nb\\u{1b}[31m");
+    }
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        let s = sanitize("ééééé", 4);
+        assert_eq!(s, "éé…[truncated]");
+    }
+}

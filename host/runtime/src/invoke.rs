@@ -1,0 +1,335 @@
+//! Calling a connector: one fresh store and instance per invocation, under
+//! the plugin's concurrency gate and the invocation limits.
+
+use crate::bindings::{
+    ConnectorError, ConnectorInfo, Message, Page, Plugin as PluginBindings, ReadRequest,
+    WebhookRequest, WriteOutcome,
+};
+use crate::error::InvokeError;
+use crate::host::log::LogCtx;
+use crate::limits::Limits;
+use crate::runtime::Connection;
+use crate::state::InvocationState;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::{Engine, Store, Trap};
+
+/// One call into a connector's exports.
+#[derive(Debug)]
+pub(crate) enum Call {
+    Describe,
+    Action { action: String, input: Vec<u8> },
+    Webhook(WebhookRequest),
+    Transform(Vec<Message>),
+    Read(ReadRequest),
+    Write(Vec<Message>),
+}
+
+/// What a [`Call`] returned.
+#[derive(Debug)]
+pub(crate) enum Output {
+    Describe(ConnectorInfo),
+    Action(Vec<u8>),
+    Messages(Vec<Message>),
+    Page(Page),
+    Write(Vec<WriteOutcome>),
+}
+
+impl Output {
+    /// Bytes the guest handed back, for `limits.output_bytes`.
+    fn size(&self) -> usize {
+        fn message(m: &Message) -> usize {
+            m.payload.len()
+                + m.id.len()
+                + m.stream.len()
+                + m.key.as_ref().map_or(0, String::len)
+                + m.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+        }
+        match self {
+            Output::Describe(_) => 0,
+            Output::Action(bytes) => bytes.len(),
+            Output::Messages(ms) => ms.iter().map(message).sum(),
+            Output::Page(p) => p.messages.iter().map(message).sum(),
+            Output::Write(outcomes) => outcomes.iter().map(|o| o.id.len()).sum(),
+        }
+    }
+}
+
+/// Bounds the invocations of one plugin: `max_concurrent` run, up to
+/// `max_queued` wait up to `queue_timeout`, the rest are refused as busy.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    limits: Limits,
+}
+
+impl Gate {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Gate {
+            permits: Arc::new(Semaphore::new(limits.max_concurrent)),
+            waiting: AtomicUsize::new(0),
+            limits: limits.clone(),
+        }
+    }
+
+    /// Invocations running right now.
+    pub(crate) fn running(&self) -> usize {
+        self.limits.max_concurrent - self.permits.available_permits()
+    }
+
+    async fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.max_queued {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        // Decrements on every exit path, including cancellation.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        let acquire = self.permits.clone().acquire_owned();
+        match tokio::time::timeout(self.limits.queue_timeout(), acquire).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `call` on a fresh instance of `connection`'s plugin.
+pub(crate) async fn invoke(
+    engine: &Engine,
+    limits: &Limits,
+    connection: &Connection,
+    invocation_id: u64,
+    call: Call,
+) -> Result<Output, InvokeError> {
+    let plugin = connection.plugin();
+    let Some(_permit) = plugin.gate.enter().await else {
+        return Err(InvokeError::Busy {
+            connection: connection.name().to_owned(),
+            running: plugin.gate.running(),
+        });
+    };
+    let mut store = new_store(engine, limits, connection, invocation_id);
+    let pre = plugin.pre.clone();
+    let run = async {
+        let bindings = pre.instantiate_async(&mut store).await?;
+        dispatch(&bindings, &mut store, call).await
+    };
+    // Epoch interruption stops guest code; this outer bound also covers time
+    // spent in host functions, which epochs cannot interrupt.
+    let grace = crate::engine::EPOCH_TICK * 5;
+    let result = match tokio::time::timeout(limits.deadline() + grace, run).await {
+        Ok(result) => result,
+        Err(_) => {
+            store.data_mut().flush_output();
+            return Err(InvokeError::Timeout {
+                deadline_ms: limits.deadline_ms,
+            });
+        }
+    };
+    store.data_mut().flush_output();
+    finish(result, &store, limits)
+}
+
+pub(crate) fn new_store(
+    engine: &Engine,
+    limits: &Limits,
+    connection: &Connection,
+    invocation_id: u64,
+) -> Store<InvocationState> {
+    let plugin = connection.plugin();
+    let log = LogCtx {
+        plugin: plugin.name_arc(),
+        plugin_version: plugin.version_arc(),
+        connection: connection.name_arc(),
+        invocation_id,
+    };
+    let state = InvocationState::new(log, connection.config_ctx().clone(), limits);
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    arm_deadline(&mut store, limits);
+    store
+}
+
+/// (Re)starts the epoch deadline for one call.
+pub(crate) fn arm_deadline(store: &mut Store<InvocationState>, limits: &Limits) {
+    let ticks = limits
+        .deadline()
+        .as_millis()
+        .div_ceil(crate::engine::EPOCH_TICK.as_millis()) as u64;
+    store.set_epoch_deadline(ticks.max(1));
+    store.epoch_deadline_trap();
+}
+
+pub(crate) async fn dispatch(
+    bindings: &PluginBindings,
+    store: &mut Store<InvocationState>,
+    call: Call,
+) -> wasmtime::Result<Result<Output, ConnectorError>> {
+    let guest = bindings.switchyard_connector_connector();
+    Ok(match call {
+        Call::Describe => Ok(Output::Describe(guest.call_describe(&mut *store).await?)),
+        Call::Action { action, input } => guest
+            .call_call_action(&mut *store, &action, &input)
+            .await?
+            .map(Output::Action),
+        Call::Webhook(request) => guest
+            .call_handle_webhook(&mut *store, &request)
+            .await?
+            .map(Output::Messages),
+        Call::Transform(messages) => guest
+            .call_transform(&mut *store, &messages)
+            .await?
+            .map(Output::Messages),
+        Call::Read(request) => guest
+            .call_read(&mut *store, &request)
+            .await?
+            .map(Output::Page),
+        Call::Write(messages) => guest
+            .call_write(&mut *store, &messages)
+            .await?
+            .map(Output::Write),
+    })
+}
+
+/// Turns a raw call result into the library's error tiers.
+pub(crate) fn finish(
+    result: wasmtime::Result<Result<Output, ConnectorError>>,
+    store: &Store<InvocationState>,
+    limits: &Limits,
+) -> Result<Output, InvokeError> {
+    match result {
+        Ok(Ok(output)) => {
+            let size = output.size();
+            if size > limits.output_bytes {
+                return Err(InvokeError::OutputTooLarge {
+                    size,
+                    limit: limits.output_bytes,
+                });
+            }
+            Ok(output)
+        }
+        Ok(Err(guest)) => Err(InvokeError::Guest(guest)),
+        Err(err) => Err(classify_trap(err, store, limits)),
+    }
+}
+
+fn classify_trap(
+    err: wasmtime::Error,
+    store: &Store<InvocationState>,
+    limits: &Limits,
+) -> InvokeError {
+    if let Some(limit) = &store.data().limiter.exceeded {
+        return InvokeError::ResourceLimit(limit.clone());
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => InvokeError::Timeout {
+            deadline_ms: limits.deadline_ms,
+        },
+        Some(Trap::StackOverflow) => InvokeError::Trap {
+            message: format!(
+                "wasm stack overflow (limits.wasm_stack_bytes = {}); unbounded recursion?",
+                limits.wasm_stack_bytes
+            ),
+        },
+        Some(Trap::UnreachableCodeReached) => InvokeError::Trap {
+            message: format!(
+                "the guest aborted (a Rust panic or `unreachable`); see the log for its output\n{err:?}"
+            ),
+        },
+        Some(trap) => InvokeError::Trap {
+            message: format!("{trap}\n{err:?}"),
+        },
+        None => {
+            let text = format!("{err:#}");
+            if text.contains("maximum concurrent") || text.contains("pooling allocator") {
+                InvokeError::ResourceLimit(format!("instance pool exhausted: {text}"))
+            } else {
+                InvokeError::Host(text)
+            }
+        }
+    }
+}
+
+/// A long-lived instance for callers that trade isolation for speed: state
+/// left by one call is visible to the next. Each call still has the
+/// deadline and limits of an invocation.
+pub struct Session {
+    store: Store<InvocationState>,
+    bindings: PluginBindings,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) async fn start(
+        engine: &Engine,
+        limits: &Limits,
+        connection: &Connection,
+        invocation_id: u64,
+    ) -> Result<Self, InvokeError> {
+        let mut store = new_store(engine, limits, connection, invocation_id);
+        let bindings = connection
+            .plugin()
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| classify_trap(e, &store, limits))?;
+        Ok(Session {
+            store,
+            bindings,
+            limits: limits.clone(),
+        })
+    }
+
+    /// Transforms a batch on the session's instance.
+    pub async fn transform(&mut self, messages: Vec<Message>) -> Result<Vec<Message>, InvokeError> {
+        match self.run(Call::Transform(messages)).await? {
+            Output::Messages(ms) => Ok(ms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Calls an action on the session's instance.
+    pub async fn call_action(
+        &mut self,
+        action: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, InvokeError> {
+        let call = Call::Action {
+            action: action.to_owned(),
+            input: input.to_vec(),
+        };
+        match self.run(call).await? {
+            Output::Action(bytes) => Ok(bytes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn run(&mut self, call: Call) -> Result<Output, InvokeError> {
+        arm_deadline(&mut self.store, &self.limits);
+        let result = dispatch(&self.bindings, &mut self.store, call).await;
+        finish(result, &self.store, &self.limits)
+    }
+}
+
+pub(crate) fn unexpected(output: Output) -> InvokeError {
+    InvokeError::Host(format!("unexpected output kind: {output:?}"))
+}

@@ -1,0 +1,97 @@
+//! Per-invocation and per-plugin resource limits.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Limits applied to every invocation of a plugin.
+///
+/// Every field has a default suited to request/response connectors; operators
+/// override them under `[limits]` in `switchyard.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock budget for one invocation, instantiation included.
+    /// Default: 5000 ms. Enforced by epoch interruption (10 ms ticks).
+    pub deadline_ms: u64,
+    /// Largest linear memory a guest may grow to. Default: 64 MiB.
+    pub memory_bytes: usize,
+    /// Largest wasm stack a guest may use. Default: 512 KiB.
+    pub wasm_stack_bytes: usize,
+    /// Most elements in one table. Default: 20 000.
+    pub table_elements: usize,
+    /// Most core instances one component may create. Default: 50.
+    pub instances: usize,
+    /// Most tables one component may create. Default: 20.
+    pub tables: usize,
+    /// Most linear memories one component may create. Default: 4.
+    pub memories: usize,
+    /// Largest result a guest may return (sum of payload bytes). Default: 4 MiB.
+    pub output_bytes: usize,
+    /// Invocations of one plugin running at once. Default: 32.
+    pub max_concurrent: usize,
+    /// Invocations waiting for a slot before new ones are refused as busy.
+    /// Default: 256.
+    pub max_queued: usize,
+    /// How long a queued invocation waits for a slot before failing busy.
+    /// Default: 2000 ms.
+    pub queue_timeout_ms: u64,
+    /// Bytes of guest stdout plus stderr kept per invocation and copied to
+    /// the log. Default: 64 KiB.
+    pub stdio_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline_ms: 5_000,
+            memory_bytes: 64 << 20,
+            wasm_stack_bytes: 512 << 10,
+            table_elements: 20_000,
+            instances: 50,
+            tables: 20,
+            memories: 4,
+            output_bytes: 4 << 20,
+            max_concurrent: 32,
+            max_queued: 256,
+            queue_timeout_ms: 2_000,
+            stdio_bytes: 64 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// The invocation deadline as a [`Duration`].
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+
+    /// The queue wait bound as a [`Duration`].
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// Checks the limits are usable, naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("deadline_ms", self.deadline_ms as usize),
+            ("memory_bytes", self.memory_bytes),
+            ("wasm_stack_bytes", self.wasm_stack_bytes),
+            ("instances", self.instances),
+            ("memories", self.memories),
+            ("output_bytes", self.output_bytes),
+            ("max_concurrent", self.max_concurrent),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("limits.{key} must be greater than zero"));
+            }
+        }
+        if self.wasm_stack_bytes > 64 << 20 {
+            return Err("limits.wasm_stack_bytes must be at most 64 MiB".into());
+        }
+        if self.memory_bytes > 4 << 30 {
+            return Err("limits.memory_bytes must be at most 4 GiB (wasm32)".into());
+        }
+        Ok(())
+    }
+}

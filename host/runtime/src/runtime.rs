@@ -1,0 +1,496 @@
+//! The [`Runtime`]: plugins, connections and the calls into them.
+
+use crate::bindings::{
+    ConnectorInfo, Message, Page, PluginPre, ReadRequest, WebhookRequest, WriteOutcome,
+};
+use crate::cache::CompileCache;
+use crate::config::SwitchyardConfig;
+use crate::engine::SharedEngine;
+use crate::error::{InvokeError, LoadError};
+use crate::host::config::ConfigCtx;
+use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
+use crate::limits::Limits;
+use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
+use crate::state::InvocationState;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use wasmtime::component::Linker;
+
+/// A loaded plugin: the code, compiled once and pre-linked.
+pub struct Plugin {
+    name: Arc<str>,
+    version: Arc<str>,
+    path: PathBuf,
+    summary: ComponentSummary,
+    info: ConnectorInfo,
+    from_cache: bool,
+    pub(crate) pre: PluginPre<InvocationState>,
+    pub(crate) gate: Gate,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The plugin's name in this host (config key or file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The connector's own version, from `describe`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Imports, exports, WIT version, size and hash.
+    pub fn summary(&self) -> &ComponentSummary {
+        &self.summary
+    }
+    /// What the connector said about itself at load.
+    pub fn info(&self) -> &ConnectorInfo {
+        &self.info
+    }
+    /// Whether compiled code came from the on-disk cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
+    }
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+    pub(crate) fn version_arc(&self) -> Arc<str> {
+        self.version.clone()
+    }
+}
+
+/// A named, configured instance of a plugin. Connections of the same plugin
+/// share code but nothing else.
+#[derive(Debug)]
+pub struct Connection {
+    name: Arc<str>,
+    plugin: Arc<Plugin>,
+    config: ConfigCtx,
+}
+
+impl Connection {
+    /// The connection's name, as routes and commands address it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The plugin it runs.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+    pub(crate) fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+    pub(crate) fn config_ctx(&self) -> &ConfigCtx {
+        &self.config
+    }
+}
+
+/// Builds a [`Runtime`].
+#[derive(Debug, Default)]
+pub struct RuntimeBuilder {
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeBuilder {
+    /// Invocation limits. Default: [`Limits::default`].
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Directory for precompiled components. Default: none (compile on
+    /// every load).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Creates the engine and linker.
+    pub fn build(self) -> Result<Runtime, LoadError> {
+        self.limits.validate().map_err(LoadError::Config)?;
+        let engine = SharedEngine::new(&self.limits)
+            .map_err(|e| LoadError::Config(format!("cannot create engine: {e:#}")))?;
+        let mut linker = Linker::new(engine.engine());
+        let link = |linker: &mut Linker<InvocationState>| -> wasmtime::Result<()> {
+            // WASI p2 with nothing granted, so guests from any toolchain
+            // link; the context in InvocationState denies every resource.
+            wasmtime_wasi::p2::add_to_linker_async(linker)?;
+            crate::host::log::add_to_linker(linker)?;
+            crate::host::config::add_to_linker(linker)?;
+            Ok(())
+        };
+        link(&mut linker).map_err(|e| LoadError::Config(format!("cannot link host: {e:#}")))?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                limits: self.limits,
+                cache: self.cache_dir.map(CompileCache::new),
+                plugins: RwLock::default(),
+                connections: RwLock::default(),
+                next_invocation: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+/// Loads connector plugins and calls them, each call in a fresh instance.
+/// Cheap to clone; clones share everything.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: SharedEngine,
+    linker: Linker<InvocationState>,
+    limits: Limits,
+    cache: Option<CompileCache>,
+    plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
+    connections: RwLock<BTreeMap<String, Arc<Connection>>>,
+    next_invocation: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.limits)
+            .field("cache", &self.cache)
+            .field("plugins", &self.plugins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A builder with default limits and no compile cache.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// A runtime configured from `config`, with every plugin in the plugin
+    /// directory and under `[plugins]` loaded and every connection created.
+    pub async fn from_config(config: &SwitchyardConfig) -> Result<Runtime, LoadError> {
+        let runtime = Runtime::builder()
+            .limits(config.limits.clone())
+            .cache_dir(config.cache_dir())
+            .build()?;
+        let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let dir = config.plugin_dir();
+        if dir.is_dir() {
+            let entries = std::fs::read_dir(&dir).map_err(|source| LoadError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "wasm") {
+                    if let Some(name) = plugin_name_from_path(&path) {
+                        files.insert(name, path);
+                    }
+                }
+            }
+        }
+        for (name, plugin) in &config.plugins {
+            if let Some(existing) = files.get(name) {
+                if existing != &plugin.path {
+                    return Err(LoadError::Conflict(format!(
+                        "plugin `{name}` is both {} (plugin dir) and {} ([plugins.{name}])",
+                        existing.display(),
+                        plugin.path.display()
+                    )));
+                }
+            }
+            files.insert(name.clone(), plugin.path.clone());
+        }
+        for (name, path) in &files {
+            runtime.load_plugin(name, path).await?;
+        }
+        for (name, connection) in &config.connections {
+            let values = connection
+                .values()
+                .map_err(|e| LoadError::Config(format!("connections.{name}.config: {e}")))?;
+            runtime.add_connection(name, &connection.plugin, values)?;
+        }
+        let named: Vec<String> = config
+            .connections
+            .values()
+            .map(|c| c.plugin.clone())
+            .collect();
+        for name in files.keys() {
+            let has_connection = named.contains(name) || config.connections.contains_key(name);
+            if !has_connection {
+                runtime.add_connection(name, name, BTreeMap::new())?;
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// The limits every invocation runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The wasmtime engine (for embedders that inspect components).
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.inner.engine.engine()
+    }
+
+    /// The compile cache, if one is configured.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Validates, compiles and registers the component at `path` as `name`,
+    /// then asks it to describe itself. Replaces nothing: a second plugin of
+    /// the same name is a [`LoadError::Conflict`].
+    pub async fn load_plugin(&self, name: &str, path: &Path) -> Result<Arc<Plugin>, LoadError> {
+        if self.inner.plugins.read().unwrap().contains_key(name) {
+            return Err(LoadError::Conflict(format!(
+                "plugin `{name}` is already loaded"
+            )));
+        }
+        let loaded = load_component(
+            self.engine(),
+            &self.inner.linker,
+            path,
+            self.inner.cache.as_ref(),
+        )?;
+        let mut plugin = Plugin {
+            name: name.into(),
+            version: "unknown".into(),
+            path: path.to_owned(),
+            summary: loaded.summary,
+            info: ConnectorInfo {
+                name: name.into(),
+                version: "unknown".into(),
+                description: String::new(),
+                roles: Vec::new(),
+                actions: Vec::new(),
+                streams: Vec::new(),
+            },
+            from_cache: loaded.from_cache,
+            pre: loaded.pre,
+            gate: Gate::new(&self.inner.limits),
+        };
+        // Describe through a throwaway connection so the call runs under
+        // the same limits and isolation as any other.
+        let probe = Connection {
+            name: format!("{name}#describe").into(),
+            plugin: Arc::new(plugin),
+            config: ConfigCtx::default(),
+        };
+        let info = match self.run(&probe, Call::Describe).await {
+            Ok(Output::Describe(info)) => info,
+            Ok(other) => return Err(LoadError::Config(unexpected(other).to_string())),
+            Err(e) => {
+                return Err(LoadError::Invalid {
+                    path: path.to_owned(),
+                    reason: format!("`describe` failed: {e}"),
+                });
+            }
+        };
+        let Connection {
+            plugin: probe_plugin,
+            ..
+        } = probe;
+        plugin = Arc::into_inner(probe_plugin).expect("no other references to a new plugin");
+        plugin.version = info.version.as_str().into();
+        plugin.info = info;
+        let plugin = Arc::new(plugin);
+        tracing::info!(
+            plugin = name,
+            version = %plugin.version,
+            wit = plugin.summary.wit_version.as_deref().unwrap_or("?"),
+            cached = plugin.from_cache,
+            path = %path.display(),
+            "plugin loaded"
+        );
+        self.inner
+            .plugins
+            .write()
+            .unwrap()
+            .insert(name.to_owned(), plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Creates connection `name` running `plugin` with `config`.
+    pub fn add_connection(
+        &self,
+        name: &str,
+        plugin: &str,
+        config: BTreeMap<String, String>,
+    ) -> Result<Arc<Connection>, LoadError> {
+        let Some(plugin_ref) = self.plugin(plugin) else {
+            return Err(LoadError::Config(format!(
+                "connection `{name}` names plugin `{plugin}`, which is not loaded; put {plugin}.wasm in the plugin dir or add [plugins.{plugin}]"
+            )));
+        };
+        let mut connections = self.inner.connections.write().unwrap();
+        if connections.contains_key(name) {
+            return Err(LoadError::Conflict(format!(
+                "connection `{name}` already exists"
+            )));
+        }
+        let connection = Arc::new(Connection {
+            name: name.into(),
+            plugin: plugin_ref,
+            config: ConfigCtx::new(config),
+        });
+        connections.insert(name.to_owned(), connection.clone());
+        Ok(connection)
+    }
+
+    /// The plugin called `name`.
+    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.inner.plugins.read().unwrap().get(name).cloned()
+    }
+
+    /// The connection called `name`.
+    pub fn connection(&self, name: &str) -> Option<Arc<Connection>> {
+        self.inner.connections.read().unwrap().get(name).cloned()
+    }
+
+    /// All connections, sorted by name.
+    pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.inner
+            .connections
+            .read()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Calls `action` on connection `connection` with `input` (JSON by
+    /// convention) and returns the connector's output.
+    pub async fn call_action(
+        &self,
+        connection: &str,
+        action: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, InvokeError> {
+        let call = Call::Action {
+            action: action.to_owned(),
+            input: input.to_vec(),
+        };
+        match self.call(connection, call).await? {
+            Output::Action(bytes) => Ok(bytes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Hands an inbound webhook to the connection.
+    pub async fn handle_webhook(
+        &self,
+        connection: &str,
+        request: WebhookRequest,
+    ) -> Result<Vec<Message>, InvokeError> {
+        match self.call(connection, Call::Webhook(request)).await? {
+            Output::Messages(ms) => Ok(ms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Transforms a batch of messages.
+    pub async fn transform(
+        &self,
+        connection: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Message>, InvokeError> {
+        match self.call(connection, Call::Transform(messages)).await? {
+            Output::Messages(ms) => Ok(ms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads the next page of a stream.
+    pub async fn read(&self, connection: &str, request: ReadRequest) -> Result<Page, InvokeError> {
+        match self.call(connection, Call::Read(request)).await? {
+            Output::Page(page) => Ok(page),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes a batch of messages.
+    pub async fn write(
+        &self,
+        connection: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<WriteOutcome>, InvokeError> {
+        match self.call(connection, Call::Write(messages)).await? {
+            Output::Write(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Opens a [`Session`]: one instance reused across calls. Faster, but
+    /// calls are not isolated from each other.
+    pub async fn session(&self, connection: &str) -> Result<Session, InvokeError> {
+        let connection = self.lookup(connection)?;
+        let id = self.inner.next_invocation.fetch_add(1, Ordering::Relaxed);
+        Session::start(self.engine(), &self.inner.limits, &connection, id).await
+    }
+
+    fn lookup(&self, connection: &str) -> Result<Arc<Connection>, InvokeError> {
+        self.connection(connection)
+            .ok_or_else(|| InvokeError::UnknownConnection(connection.to_owned()))
+    }
+
+    async fn call(&self, connection: &str, call: Call) -> Result<Output, InvokeError> {
+        let connection = self.lookup(connection)?;
+        self.run(&connection, call).await
+    }
+
+    async fn run(&self, connection: &Connection, call: Call) -> Result<Output, InvokeError> {
+        let id = self.inner.next_invocation.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let kind = call_kind(&call);
+        let result = invoke(self.engine(), &self.inner.limits, connection, id, call).await;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(_) => tracing::debug!(
+                connection = connection.name(),
+                invocation = id,
+                call = kind,
+                elapsed_us,
+                "invocation ok"
+            ),
+            Err(e) => tracing::warn!(
+                connection = connection.name(),
+                invocation = id,
+                call = kind,
+                elapsed_us,
+                error.kind = e.kind(),
+                error = %e,
+                "invocation failed"
+            ),
+        }
+        result
+    }
+}
+
+fn call_kind(call: &Call) -> &'static str {
+    match call {
+        Call::Describe => "describe",
+        Call::Action { .. } => "action",
+        Call::Webhook(_) => "webhook",
+        Call::Transform(_) => "transform",
+        Call::Read(_) => "read",
+        Call::Write(_) => "write",
+    }
+}

@@ -1,0 +1,187 @@
+//! The data each store holds: one per invocation, dropped with it.
+
+use crate::host::config::{ConfigCtx, ConfigCtxView, ConfigView};
+use crate::host::log::{LogBudget, LogCtx, LogCtxView, LogView};
+use crate::limits::Limits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Store data for one invocation: WASI with nothing granted, the brokered
+/// interfaces, and the limiter.
+pub struct InvocationState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+    pub(crate) log: LogCtx,
+    log_budget: LogBudget,
+    config: ConfigCtx,
+    pub(crate) limiter: InvocationLimiter,
+}
+
+impl std::fmt::Debug for InvocationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvocationState")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InvocationState {
+    /// A fresh state: no files, no sockets, no environment, no arguments;
+    /// stdin closed; stdout and stderr captured up to `limits.stdio_bytes`.
+    pub fn new(log: LogCtx, config: ConfigCtx, limits: &Limits) -> Self {
+        let stdout = MemoryOutputPipe::new(limits.stdio_bytes);
+        let stderr = MemoryOutputPipe::new(limits.stdio_bytes);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        InvocationState {
+            wasi,
+            table: ResourceTable::new(),
+            stdout,
+            stderr,
+            log,
+            log_budget: LogBudget::default(),
+            config,
+            limiter: InvocationLimiter::new(limits),
+        }
+    }
+
+    /// Copies captured stdout/stderr into the log and reports dropped events.
+    pub(crate) fn flush_output(&mut self) {
+        for stream in ["stdout", "stderr"] {
+            let pipe = if stream == "stdout" {
+                &self.stdout
+            } else {
+                &self.stderr
+            };
+            let bytes = pipe.contents();
+            if bytes.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let level = if stream == "stderr" {
+                    crate::bindings::switchyard::connector::log::Level::Warn
+                } else {
+                    crate::bindings::switchyard::connector::log::Level::Info
+                };
+                self.log()
+                    .emit(level, line, &[("stream".into(), stream.into())]);
+            }
+        }
+        if self.log_budget.dropped > 0 {
+            tracing::warn!(
+                target: "switchyard::guest",
+                plugin = &*self.log.plugin,
+                connection = &*self.log.connection,
+                invocation = self.log.invocation_id,
+                dropped = self.log_budget.dropped,
+                "guest log events dropped over the per-invocation budget"
+            );
+        }
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl LogView for InvocationState {
+    fn log(&mut self) -> LogCtxView<'_> {
+        LogCtxView {
+            ctx: &self.log,
+            budget: &mut self.log_budget,
+        }
+    }
+}
+
+impl ConfigView for InvocationState {
+    fn config(&mut self) -> ConfigCtxView<'_> {
+        ConfigCtxView { ctx: &self.config }
+    }
+}
+
+/// Enforces memory and table limits and remembers which one was hit, so the
+/// caller can report "memory limit" rather than a bare trap.
+#[derive(Debug)]
+pub(crate) struct InvocationLimiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    instances: usize,
+    tables: usize,
+    memories: usize,
+    pub(crate) exceeded: Option<String>,
+}
+
+impl InvocationLimiter {
+    fn new(limits: &Limits) -> Self {
+        InvocationLimiter {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            instances: limits.instances,
+            tables: limits.tables,
+            memories: limits.memories,
+            exceeded: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for InvocationLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            let msg = format!(
+                "memory: guest asked for {desired} bytes, limit is {} (limits.memory_bytes)",
+                self.memory_bytes
+            );
+            self.exceeded = Some(msg.clone());
+            return Err(wasmtime::Error::msg(msg));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            let msg = format!(
+                "table: guest asked for {desired} elements, limit is {} (limits.table_elements)",
+                self.table_elements
+            );
+            self.exceeded = Some(msg.clone());
+            return Err(wasmtime::Error::msg(msg));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+}

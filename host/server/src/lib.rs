@@ -1,0 +1,180 @@
+//! HTTP front end for a [`Runtime`]: a thin axum router over the library.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | liveness: `{"status":"ok","connections":N}` |
+//! | `GET /v1/connectors` | every connection with its plugin, version and actions |
+//! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out |
+//!
+//! Errors are JSON, `{"error":{"kind":…,"message":…}}`, with a status the
+//! caller can act on; see [`status_for`].
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
+
+/// Largest request body accepted. Default: 4 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
+
+/// The router, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
+pub fn router(runtime: Runtime) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/connectors", get(list_connectors))
+        .route("/v1/connectors/{name}/actions/{action}", post(call_action))
+        .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
+        .with_state(runtime)
+}
+
+/// Serves `runtime` on `listener` until `shutdown` resolves, then finishes
+/// in-flight requests.
+pub async fn serve(
+    runtime: Runtime,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(runtime))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz(State(runtime): State<Runtime>) -> Response {
+    axum::Json(json!({ "status": "ok", "connections": runtime.connections().len() }))
+        .into_response()
+}
+
+async fn list_connectors(State(runtime): State<Runtime>) -> Response {
+    let connections: Vec<_> = runtime
+        .connections()
+        .iter()
+        .map(|c| {
+            let plugin = c.plugin();
+            let info = plugin.info();
+            json!({
+                "name": c.name(),
+                "plugin": plugin.name(),
+                "version": plugin.version(),
+                "wit": plugin.summary().wit_version,
+                "description": info.description,
+                "roles": info.roles.iter().map(|r| role_name(*r)).collect::<Vec<_>>(),
+                "actions": info.actions.iter().map(|a| json!({"name": a.name, "description": a.description})).collect::<Vec<_>>(),
+                "streams": info.streams.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "connections": connections })).into_response()
+}
+
+async fn call_action(
+    State(runtime): State<Runtime>,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(connection) = runtime.connection(&name) else {
+        return error_response(&InvokeError::UnknownConnection(name));
+    };
+    let info = connection.plugin().info();
+    if !info.actions.iter().any(|a| a.name == action) {
+        let known: Vec<&str> = info.actions.iter().map(|a| a.name.as_str()).collect();
+        let message = format!(
+            "connection `{name}` has no action `{action}`; it has: {}",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+        return error_body(StatusCode::NOT_FOUND, "unknown_action", &message);
+    }
+    let input: &[u8] = if body.is_empty() { b"null" } else { &body };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(input) {
+        let message = format!("request body is not JSON: {e}");
+        return error_body(StatusCode::BAD_REQUEST, "invalid_input", &message);
+    }
+    match runtime.call_action(&name, &action, input).await {
+        Ok(output) => {
+            let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&output).is_ok() {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            };
+            ([(header::CONTENT_TYPE, content_type)], output).into_response()
+        }
+        Err(err) => error_response(&err),
+    }
+}
+
+/// The HTTP status for an invocation error: 400 invalid input, 404 unknown
+/// connection, 422 permanent, 429 rate limited, 503 retryable or busy, 504
+/// timeout, 502 when the connector crashed or broke a limit, 500 host.
+pub fn status_for(err: &InvokeError) -> StatusCode {
+    match err {
+        InvokeError::Guest(ConnectorError::InvalidInput(_)) => StatusCode::BAD_REQUEST,
+        InvokeError::Guest(ConnectorError::Permanent(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        InvokeError::Guest(ConnectorError::RateLimited(_)) => StatusCode::TOO_MANY_REQUESTS,
+        InvokeError::Guest(ConnectorError::Retryable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        InvokeError::UnknownConnection(_) => StatusCode::NOT_FOUND,
+        InvokeError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        InvokeError::Trap { .. }
+        | InvokeError::ResourceLimit(_)
+        | InvokeError::OutputTooLarge { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error_response(err: &InvokeError) -> Response {
+    let message = match err {
+        InvokeError::Guest(inner) => guest_message(inner).to_owned(),
+        // Trap text carries a backtrace; keep the first line for callers.
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let mut response = error_body(status_for(err), err.kind(), &message);
+    let retry_after_secs = match err {
+        InvokeError::Guest(ConnectorError::RateLimited(r)) => {
+            Some(r.retry_after_ms.map_or(1, |ms| ms.div_ceil(1000)))
+        }
+        InvokeError::Busy { .. } => Some(1),
+        _ => None,
+    };
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn guest_message(err: &ConnectorError) -> &str {
+    match err {
+        ConnectorError::Retryable(m)
+        | ConnectorError::Permanent(m)
+        | ConnectorError::InvalidInput(m) => m,
+        ConnectorError::RateLimited(r) => &r.message,
+    }
+}
+
+fn error_body(status: StatusCode, kind: &str, message: &str) -> Response {
+    let body = json!({ "error": { "kind": kind, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Action => "action",
+        Role::Webhook => "webhook",
+        Role::Transform => "transform",
+        Role::Source => "source",
+        Role::Sink => "sink",
+    }
+}

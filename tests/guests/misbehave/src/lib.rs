@@ -1,0 +1,93 @@
+//! A guest that does, on request, everything a hostile or buggy connector
+//! might: panic, spin, allocate without bound, recurse, flood the log.
+
+use switchyard_sdk::{Connector, ConnectorInfo, Error, Message, Role, config, log};
+
+struct Misbehave;
+
+#[inline(never)]
+fn recurse(depth: u64, trail: &mut [u8; 64]) -> u64 {
+    trail[(depth % 64) as usize] = depth as u8;
+    // The addition after the call keeps this from becoming a loop.
+    recurse(depth + 1, trail) + u64::from(trail[0])
+}
+
+impl Connector for Misbehave {
+    fn describe() -> ConnectorInfo {
+        ConnectorInfo::new("misbehave", "0.1.0")
+            .action("echo", "returns the input")
+            .action("panic", "panics")
+            .action("loop", "never returns")
+            .action("alloc", "allocates until stopped")
+            .action("recurse", "recurses without bound")
+            .action("big-output", "returns `input` MiB")
+            .action("log-flood", "logs 5000 events")
+            .action("print", "writes to stdout and stderr")
+            .action("config", "returns every setting as k=v lines")
+            .action("fail", "returns the error named by the input")
+            .role(Role::Transform)
+    }
+
+    fn call_action(action: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
+        match action {
+            "echo" => Ok(input.to_vec()),
+            "panic" => panic!("deliberate panic for the test"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => {
+                let mut trail = [0u8; 64];
+                Ok(recurse(0, &mut trail).to_le_bytes().to_vec())
+            }
+            "big-output" => {
+                let mib: usize = String::from_utf8_lossy(input).trim().parse().unwrap_or(1);
+                Ok(vec![b'x'; mib << 20])
+            }
+            "log-flood" => {
+                for i in 0..5000 {
+                    log::event(log::Level::Info, "flood\nline", &[("i", &i.to_string())]);
+                }
+                Ok(b"done".to_vec())
+            }
+            "print" => {
+                println!("hello from stdout");
+                eprintln!("hello from stderr");
+                Ok(b"printed".to_vec())
+            }
+            "config" => Ok(config::all()
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect::<String>()
+                .into_bytes()),
+            "fail" => Err(match input {
+                b"retryable" => Error::retryable("try again"),
+                b"rate-limited" => Error::rate_limited("slow down", Some(1500)),
+                b"invalid" => Error::invalid_input("field `x` is required"),
+                _ => Error::permanent("nope"),
+            }),
+            other => Err(Error::unknown_action(other)),
+        }
+    }
+
+    fn transform(messages: Vec<Message>) -> Result<Vec<Message>, Error> {
+        Ok(messages
+            .into_iter()
+            .map(|mut m| {
+                m.payload.reverse();
+                m
+            })
+            .collect())
+    }
+}
+
+switchyard_sdk::export!(Misbehave);

@@ -1,0 +1,71 @@
+//! Test support: builds every guest component once per test process, from
+//! source, with the same tooling `switchyard plugin build` uses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use switchyard_build::{BuildRequest, Toolchain};
+use switchyard_runtime::{Limits, Runtime};
+
+/// Every guest crate the tests use, by package name.
+pub const GUEST_PACKAGES: &[&str] = &[
+    "echo",
+    "field-mapper",
+    "guest-misbehave",
+    "guest-wrong-world",
+    "guest-future-version",
+    "guest-extra-import",
+    "guest-wasi-probe",
+];
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// Paths of the built guest components, by package name.
+pub fn guests() -> &'static BTreeMap<String, PathBuf> {
+    static GUESTS: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    GUESTS.get_or_init(|| {
+        let root = workspace_root();
+        let toolchain = Toolchain::detect().unwrap_or_else(|e| panic!("{e}"));
+        let request = BuildRequest {
+            manifest_path: root.join("Cargo.toml"),
+            packages: GUEST_PACKAGES.iter().map(|p| (*p).to_owned()).collect(),
+            // One shared target dir: std is built once for every guest.
+            target_dir: Some(root.join("target").join("guests")),
+            verbose: std::env::var_os("SWITCHYARD_TEST_VERBOSE").is_some(),
+        };
+        let built = switchyard_build::build(&request, &toolchain)
+            .unwrap_or_else(|e| panic!("building guest components failed: {e}"));
+        built.into_iter().map(|c| (c.package, c.path)).collect()
+    })
+}
+
+/// The component built from `package`.
+pub fn guest(package: &str) -> PathBuf {
+    guests()
+        .get(package)
+        .unwrap_or_else(|| panic!("no guest component `{package}`; is it in GUEST_PACKAGES?"))
+        .clone()
+}
+
+/// A runtime with `limits` and each named guest loaded with a default
+/// connection of the same name.
+pub async fn runtime_with(limits: Limits, packages: &[&str]) -> Runtime {
+    let runtime = Runtime::builder().limits(limits).build().expect("runtime");
+    for package in packages {
+        let path = guest(package);
+        runtime
+            .load_plugin(package, &path)
+            .await
+            .unwrap_or_else(|e| panic!("loading {package}: {e}"));
+        runtime
+            .add_connection(package, package, BTreeMap::new())
+            .expect("connection");
+    }
+    runtime
+}
