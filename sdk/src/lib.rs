@@ -130,11 +130,23 @@ impl<T: Connector> bindings::exports::switchyard::connector::connector::Guest fo
 
 /// Exports a [`Connector`] implementation as the component's entry points.
 /// Use it once per crate, at the top level.
+///
+/// Exports exist only when compiling for wasm32. On other targets the macro
+/// emits a plain `__switchyard_describe` function instead, so a connector
+/// crate builds and unit-tests natively.
 #[macro_export]
 macro_rules! export {
     ($connector:ty) => {
+        #[cfg(target_arch = "wasm32")]
         #[doc(hidden)]
         type __SwitchyardExport = $crate::Export<$connector>;
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin!(__SwitchyardExport with_types_in $crate::bindings);
+
+        #[cfg(not(target_arch = "wasm32"))]
+        #[doc(hidden)]
+        pub fn __switchyard_describe() -> $crate::ConnectorInfo {
+            <$connector as $crate::Connector>::describe()
+        }
     };
 }

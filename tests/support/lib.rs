@@ -15,6 +15,7 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "guest-wrong-world",
     "guest-future-version",
     "guest-extra-import",
+    "guest-missing-export",
     "guest-wasi-probe",
 ];
 

@@ -12,8 +12,9 @@ use crate::runtime::Connection;
 use crate::state::InvocationState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 /// One call into a connector's exports.
 #[derive(Debug)]
@@ -159,18 +160,25 @@ pub(crate) fn new_store(
     let state = InvocationState::new(log, connection.config_ctx().clone(), limits);
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
+    store.epoch_deadline_callback(|ctx| {
+        Ok(if Instant::now() >= ctx.data().deadline_at {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
     arm_deadline(&mut store, limits);
     store
 }
 
-/// (Re)starts the epoch deadline for one call.
+/// (Re)starts the deadline for one call.
+///
+/// The epoch check runs every tick: past the deadline it traps, otherwise it
+/// yields to the executor, so a spinning guest neither outlives its budget
+/// nor starves other tasks on the same worker thread.
 pub(crate) fn arm_deadline(store: &mut Store<InvocationState>, limits: &Limits) {
-    let ticks = limits
-        .deadline()
-        .as_millis()
-        .div_ceil(crate::engine::EPOCH_TICK.as_millis()) as u64;
-    store.set_epoch_deadline(ticks.max(1));
-    store.epoch_deadline_trap();
+    store.data_mut().deadline_at = Instant::now() + limits.deadline();
+    store.set_epoch_deadline(1);
 }
 
 pub(crate) async fn dispatch(

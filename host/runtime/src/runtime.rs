@@ -61,6 +61,10 @@ impl Plugin {
     pub fn info(&self) -> &ConnectorInfo {
         &self.info
     }
+    /// Invocations of this plugin running right now, across its connections.
+    pub fn in_flight(&self) -> usize {
+        self.gate.running()
+    }
     /// Whether compiled code came from the on-disk cache.
     pub fn from_cache(&self) -> bool {
         self.from_cache

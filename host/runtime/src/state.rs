@@ -18,6 +18,8 @@ pub struct InvocationState {
     log_budget: LogBudget,
     config: ConfigCtx,
     pub(crate) limiter: InvocationLimiter,
+    /// When the current call must stop; checked on every epoch tick.
+    pub(crate) deadline_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for InvocationState {
@@ -50,6 +52,7 @@ impl InvocationState {
             log_budget: LogBudget::default(),
             config,
             limiter: InvocationLimiter::new(limits),
+            deadline_at: std::time::Instant::now() + limits.deadline(),
         }
     }
 

@@ -12,6 +12,7 @@ use mapping::Mapping;
 use switchyard_sdk::{Connector, ConnectorInfo, Error, Message, Role, config, json};
 
 /// The connector; public so the benchmark can reach it natively.
+#[derive(Debug)]
 pub struct FieldMapper;
 
 fn current_mapping() -> Result<Mapping, Error> {

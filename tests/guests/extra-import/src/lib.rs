@@ -9,6 +9,7 @@ wit_bindgen::generate!({
     ",
 });
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Greedy;
 
 impl exports::switchyard::connector::connector::Guest for Greedy {
@@ -17,4 +18,6 @@ impl exports::switchyard::connector::connector::Guest for Greedy {
     }
 }
 
+// Exports only on wasm32: native builds of a cdylib cannot link WIT export names.
+#[cfg(target_arch = "wasm32")]
 export!(Greedy);

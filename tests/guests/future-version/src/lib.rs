@@ -8,6 +8,7 @@ wit_bindgen::generate!({
     ",
 });
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Future;
 
 impl exports::switchyard::connector::connector::Guest for Future {
@@ -16,4 +17,6 @@ impl exports::switchyard::connector::connector::Guest for Future {
     }
 }
 
+// Exports only on wasm32: native builds of a cdylib cannot link WIT export names.
+#[cfg(target_arch = "wasm32")]
 export!(Future);

@@ -5,7 +5,11 @@ use switchyard_sdk::{Connector, ConnectorInfo, Error, Message, Role, config, log
 
 struct Misbehave;
 
+/// Counts calls on this instance; a fresh instance always answers 1.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[inline(never)]
+#[allow(unconditional_recursion)] // the point of the test
 fn recurse(depth: u64, trail: &mut [u8; 64]) -> u64 {
     trail[(depth % 64) as usize] = depth as u8;
     // The addition after the call keeps this from becoming a loop.
@@ -25,12 +29,17 @@ impl Connector for Misbehave {
             .action("print", "writes to stdout and stderr")
             .action("config", "returns every setting as k=v lines")
             .action("fail", "returns the error named by the input")
+            .action("count", "calls seen by this instance")
             .role(Role::Transform)
     }
 
     fn call_action(action: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         match action {
             "echo" => Ok(input.to_vec()),
+            "count" => {
+                let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Ok(n.to_string().into_bytes())
+            }
             "panic" => panic!("deliberate panic for the test"),
             "loop" => {
                 let mut n: u64 = 0;
@@ -69,12 +78,16 @@ impl Connector for Misbehave {
                 .map(|(k, v)| format!("{k}={v}\n"))
                 .collect::<String>()
                 .into_bytes()),
-            "fail" => Err(match input {
-                b"retryable" => Error::retryable("try again"),
-                b"rate-limited" => Error::rate_limited("slow down", Some(1500)),
-                b"invalid" => Error::invalid_input("field `x` is required"),
-                _ => Error::permanent("nope"),
-            }),
+            "fail" => {
+                // Accepts a bare word or a JSON string.
+                let kind = String::from_utf8_lossy(input);
+                Err(match kind.trim().trim_matches('"') {
+                    "retryable" => Error::retryable("try again"),
+                    "rate-limited" => Error::rate_limited("slow down", Some(1500)),
+                    "invalid" => Error::invalid_input("field `x` is required"),
+                    _ => Error::permanent("nope"),
+                })
+            }
             other => Err(Error::unknown_action(other)),
         }
     }

@@ -7,6 +7,7 @@ wit_bindgen::generate!({
     ",
 });
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Other;
 
 impl Guest for Other {
@@ -15,4 +16,6 @@ impl Guest for Other {
     }
 }
 
+// Exports only on wasm32: native builds of a cdylib cannot link WIT export names.
+#[cfg(target_arch = "wasm32")]
 export!(Other);
