@@ -109,23 +109,46 @@ impl<T> core::fmt::Debug for Export<T> {
 
 impl<T: Connector> bindings::exports::switchyard::connector::connector::Guest for Export<T> {
     fn describe() -> ConnectorInfo {
+        report_panics();
         T::describe()
     }
     fn call_action(action: String, input: Vec<u8>) -> Result<Vec<u8>, Error> {
+        report_panics();
         T::call_action(&action, &input)
     }
     fn handle_webhook(request: WebhookRequest) -> Result<Vec<Message>, Error> {
+        report_panics();
         T::handle_webhook(request)
     }
     fn transform(messages: Vec<Message>) -> Result<Vec<Message>, Error> {
+        report_panics();
         T::transform(messages)
     }
     fn read(request: ReadRequest) -> Result<Page, Error> {
+        report_panics();
         T::read(request)
     }
     fn write(messages: Vec<Message>) -> Result<Vec<WriteOutcome>, Error> {
+        report_panics();
         T::write(messages)
     }
+}
+
+/// Sends panic messages to the host log (field `panic=true`), which the
+/// host quotes in the error it reports; without this a wasm panic is a
+/// bare `unreachable` trap.
+fn report_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.payload_as_str().unwrap_or("(non-string payload)");
+            let text = match info.location() {
+                Some(at) => format!("panicked at {at}: {message}"),
+                None => format!("panicked: {message}"),
+            };
+            log::event(log::Level::Error, &text, &[("panic", "true")]);
+        }));
+    });
 }
 
 /// Exports a [`Connector`] implementation as the component's entry points.

@@ -242,6 +242,9 @@ fn classify_trap(
     if let Some(limit) = &store.data().limiter.exceeded {
         return InvokeError::ResourceLimit(limit.clone());
     }
+    // The full error carries a wasm backtrace: useful to the operator, noise
+    // to the caller.
+    tracing::debug!(error = ?err, "guest trapped");
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => InvokeError::Timeout {
             deadline_ms: limits.deadline_ms,
@@ -253,17 +256,20 @@ fn classify_trap(
             ),
         },
         Some(Trap::UnreachableCodeReached) => InvokeError::Trap {
-            message: format!(
-                "the guest aborted (a Rust panic or `unreachable`); see the log for its output\n{err:?}"
-            ),
+            message: match store.data().panic_message() {
+                Some(panic) => format!("the connector {panic}"),
+                None => "the connector aborted (a panic or `unreachable`)".to_owned(),
+            },
         },
         Some(trap) => InvokeError::Trap {
-            message: format!("{trap}\n{err:?}"),
+            message: trap.to_string(),
         },
         None => {
             let text = format!("{err:#}");
             if text.contains("maximum concurrent") || text.contains("pooling allocator") {
-                InvokeError::ResourceLimit(format!("instance pool exhausted: {text}"))
+                InvokeError::ResourceLimit(format!(
+                    "instance pool exhausted ({text}); raise limits.pool_instances"
+                ))
             } else {
                 InvokeError::Host(text)
             }

@@ -38,6 +38,10 @@ pub struct Limits {
     /// Bytes of guest stdout plus stderr kept per invocation and copied to
     /// the log. Default: 64 KiB.
     pub stdio_bytes: usize,
+    /// Instances alive at once across all plugins: the size of the pooling
+    /// allocator, which reserves (not commits) about 4 GiB of address space
+    /// per instance. Default: 1000.
+    pub pool_instances: u32,
 }
 
 impl Default for Limits {
@@ -55,6 +59,7 @@ impl Default for Limits {
             max_queued: 256,
             queue_timeout_ms: 2_000,
             stdio_bytes: 64 << 10,
+            pool_instances: 1_000,
         }
     }
 }
@@ -80,6 +85,7 @@ impl Limits {
             ("memories", self.memories),
             ("output_bytes", self.output_bytes),
             ("max_concurrent", self.max_concurrent),
+            ("pool_instances", self.pool_instances as usize),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -56,6 +56,11 @@ impl InvocationState {
         }
     }
 
+    /// The panic message the guest reported during this invocation, if any.
+    pub(crate) fn panic_message(&self) -> Option<&str> {
+        self.log_budget.panic.as_deref()
+    }
+
     /// Copies captured stdout/stderr into the log and reports dropped events.
     pub(crate) fn flush_output(&mut self) {
         for stream in ["stdout", "stderr"] {

@@ -26,6 +26,9 @@ pub struct LogCtx {
 pub struct LogBudget {
     pub emitted: u32,
     pub dropped: u32,
+    /// The message of a panic the guest reported (an error event with the
+    /// field `panic=true`, as the Rust SDK's panic hook sends).
+    pub panic: Option<String>,
 }
 
 /// Borrowed view handed to the generated `Host` impl.
@@ -43,6 +46,10 @@ pub trait LogView: Send {
 impl LogCtxView<'_> {
     /// Emits one event on behalf of the guest, within budget.
     pub fn emit(&mut self, level: Level, message: &str, fields: &[(String, String)]) {
+        if matches!(level, Level::Error) && fields.iter().any(|(k, v)| k == "panic" && v == "true")
+        {
+            self.budget.panic = Some(super::sanitize(message, MAX_LOG_TEXT));
+        }
         if self.budget.emitted >= MAX_LOG_EVENTS {
             self.budget.dropped += 1;
             return;

@@ -1,0 +1,194 @@
+//! The `switchyard` binary, run as an operator would.
+
+use sha2::Digest;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use switchyard_tests::guest;
+
+fn switchyard(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(cwd)
+        .env("SWITCHYARD_LOG", "warn")
+        .output()
+        .expect("running switchyard")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["call", "--help"],
+        &["plugin", "--help"],
+        &["plugin", "inspect", "--help"],
+        &["plugin", "build", "--help"],
+    ] {
+        let out = switchyard(dir.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn call_prints_the_json_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = guest("echo");
+    let out = switchyard(
+        dir.path(),
+        &["call", echo.to_str().unwrap(), "greet", "--input", r#"{"name":"Ada"}"#, "--set", "greeting=Hi"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value, serde_json::json!({"message": "Hi, Ada!"}));
+}
+
+#[test]
+fn call_failures_exit_non_zero_with_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = guest("echo");
+    let echo = echo.to_str().unwrap();
+    let out = switchyard(dir.path(), &["call", echo, "greet", "--input", "{}"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error (invalid_input)") && stderr.contains("missing field `name`"), "{stderr}");
+
+    let out = switchyard(dir.path(), &["call", echo, "greet", "--input", "{oops"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--input is not valid JSON"));
+
+    let out = switchyard(dir.path(), &["call", "no-such-connection", "x"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no connection named `no-such-connection`"));
+}
+
+#[test]
+fn inspect_reports_version_exports_imports_size_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = guest("echo");
+    let out = switchyard(dir.path(), &["plugin", "inspect", echo.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bytes = std::fs::read(&echo).unwrap();
+    assert_eq!(report["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(report["size"], bytes.len());
+    assert_eq!(report["wit_version"], "0.1.0");
+    assert_eq!(report["exports"][0], "switchyard:connector/connector@0.1.0");
+    assert!(report["imports"].as_array().unwrap().iter().any(|i| i == "switchyard:connector/config@0.1.0"));
+    assert_eq!(report["loadable"], true);
+    assert_eq!(report["connector"]["actions"][0], "echo");
+
+    let out = switchyard(dir.path(), &["plugin", "inspect", echo.to_str().unwrap()]);
+    let human = text(&out.stdout);
+    assert!(human.contains("wit:         switchyard:connector@0.1.0"), "{human}");
+    assert!(human.contains("loadable:    yes"), "{human}");
+}
+
+#[test]
+fn inspect_explains_unloadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = guest("guest-wrong-world");
+    let out = switchyard(dir.path(), &["plugin", "inspect", wrong.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains("loadable:    no: "), "{}", text(&out.stdout));
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let out = switchyard(dir.path(), &["plugin", "inspect", "core.wasm"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("core.wasm: this is a core WebAssembly module"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn build_produces_a_loadable_component_and_prints_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = switchyard_tests::workspace_root();
+    let out_dir = dir.path().join("out");
+    let out = switchyard(
+        &root,
+        &[
+            "plugin",
+            "build",
+            "plugins/echo",
+            "--target-dir",
+            root.join("target/guests").to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout).trim().to_owned();
+    assert_eq!(Path::new(&printed), out_dir.join("echo.wasm"));
+    let inspect = switchyard(dir.path(), &["plugin", "inspect", &printed]);
+    assert!(inspect.status.success(), "{}", text(&inspect.stdout));
+
+    let out = switchyard(dir.path(), &["plugin", "build", "."]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no Cargo.toml here"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn serve_answers_over_http_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(guest("echo"), plugins.join("echo.wasm")).unwrap();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n\n[connections.echo-fr]\nplugin = \"echo\"\nconfig = {{ greeting = \"Bonjour\" }}\n"
+    );
+    std::fs::write(dir.path().join("switchyard.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    let health = loop {
+        if let Some(response) = http(port, "GET", "/healthz", "") {
+            break response;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // The config names echo-fr, so echo gets no default connection.
+    assert!(health.ends_with(r#"{"connections":1,"status":"ok"}"#), "{health}");
+    let response = http(port, "POST", "/v1/connectors/echo-fr/actions/greet", r#"{"name":"Ada"}"#).unwrap();
+    assert!(response.ends_with(r#"{"message":"Bonjour, Ada!"}"#), "{response}");
+    assert!(dir.path().join("data/cache").is_dir(), "compile cache under data_dir");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(exit.success(), "exit {exit:?}: {stderr}");
+}
+
+/// One HTTP/1.1 request on a fresh connection; `None` if nothing listens.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}

@@ -1,0 +1,87 @@
+//! Guest logs and stdio reach `tracing` with the invocation's identity,
+//! escaped and within budget.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use switchyard_runtime::Limits;
+use switchyard_tests::runtime_with;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Runs `action` on the misbehave guest with a JSON log subscriber installed
+/// on this (current-thread) test, and returns the log lines.
+async fn logs_of(action: &str) -> Vec<serde_json::Value> {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = runtime_with(Limits::default(), &["guest-misbehave"]).await;
+    runtime
+        .call_action("guest-misbehave", action, b"")
+        .await
+        .unwrap();
+    captured
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["target"] == "switchyard::guest")
+        .collect()
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_are_logged_with_the_invocation_identity() {
+    let logs = logs_of("print").await;
+    let stdout = logs
+        .iter()
+        .find(|l| l["fields"]["message"] == "hello from stdout")
+        .expect("stdout line logged");
+    assert_eq!(stdout["level"], "INFO");
+    assert_eq!(stdout["fields"]["plugin"], "guest-misbehave");
+    assert_eq!(stdout["fields"]["connection"], "guest-misbehave");
+    assert_eq!(stdout["fields"]["plugin_version"], "0.1.0");
+    assert_eq!(stdout["fields"]["fields"], "stream=stdout");
+    assert!(stdout["fields"]["invocation"].as_u64().unwrap() > 0);
+    let stderr = logs
+        .iter()
+        .find(|l| l["fields"]["message"] == "hello from stderr")
+        .expect("stderr line logged");
+    assert_eq!(stderr["level"], "WARN");
+}
+
+#[tokio::test]
+async fn a_log_flood_is_capped_and_escaped() {
+    let logs = logs_of("log-flood").await;
+    let events: Vec<_> = logs
+        .iter()
+        .filter(|l| l["fields"]["message"].as_str().unwrap().starts_with("flood"))
+        .collect();
+    assert_eq!(events.len(), 1000, "the per-invocation budget");
+    // The guest wrote "flood\nline": the newline arrives escaped.
+    assert_eq!(events[0]["fields"]["message"], "flood\\nline");
+    let dropped = logs
+        .iter()
+        .find(|l| l["fields"]["dropped"].is_u64())
+        .expect("a summary of dropped events");
+    assert_eq!(dropped["fields"]["dropped"], 4000);
+}
