@@ -25,9 +25,9 @@ impl Captured {
     }
 }
 
-/// Runs `action` on the misbehave guest with a JSON log subscriber installed
+/// Runs `action` on `guest` with a JSON log subscriber installed
 /// on this (current-thread) test, and returns the log lines.
-async fn logs_of(action: &str) -> Vec<serde_json::Value> {
+async fn logs_of(guest: &str, action: &str) -> Vec<serde_json::Value> {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -36,11 +36,8 @@ async fn logs_of(action: &str) -> Vec<serde_json::Value> {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = runtime_with(Limits::default(), &["guest-misbehave"]).await;
-    runtime
-        .call_action("guest-misbehave", action, b"")
-        .await
-        .unwrap();
+    let runtime = runtime_with(Limits::default(), &[guest]).await;
+    runtime.call_action(guest, action, b"").await.unwrap();
     captured
         .text()
         .lines()
@@ -51,14 +48,14 @@ async fn logs_of(action: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn stdout_and_stderr_are_logged_with_the_invocation_identity() {
-    let logs = logs_of("print").await;
+    let logs = logs_of("guest-wasi-probe", "print").await;
     let stdout = logs
         .iter()
         .find(|l| l["fields"]["message"] == "hello from stdout")
         .expect("stdout line logged");
     assert_eq!(stdout["level"], "INFO");
-    assert_eq!(stdout["fields"]["plugin"], "guest-misbehave");
-    assert_eq!(stdout["fields"]["connection"], "guest-misbehave");
+    assert_eq!(stdout["fields"]["plugin"], "guest-wasi-probe");
+    assert_eq!(stdout["fields"]["connection"], "guest-wasi-probe");
     assert_eq!(stdout["fields"]["plugin_version"], "0.1.0");
     assert_eq!(stdout["fields"]["fields"], "stream=stdout");
     assert!(stdout["fields"]["invocation"].as_u64().unwrap() > 0);
@@ -71,10 +68,15 @@ async fn stdout_and_stderr_are_logged_with_the_invocation_identity() {
 
 #[tokio::test]
 async fn a_log_flood_is_capped_and_escaped() {
-    let logs = logs_of("log-flood").await;
+    let logs = logs_of("guest-misbehave", "log-flood").await;
     let events: Vec<_> = logs
         .iter()
-        .filter(|l| l["fields"]["message"].as_str().unwrap().starts_with("flood"))
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("flood")
+        })
         .collect();
     assert_eq!(events.len(), 1000, "the per-invocation budget");
     // The guest wrote "flood\nline": the newline arrives escaped.

@@ -24,6 +24,9 @@ fn payload() -> Vec<u8> {
         "last_name": "Lovelace",
         "email": "ada.lovelace@example.com",
         "phone": "+44 20 7946 0958",
+        "website": "https://analytical-engines.example.com/team/ada-lovelace",
+        "locale": "en-GB",
+        "timezone": "Europe/London",
         "ssn": "078-05-1120",
         "address": {
             "line1": "12 St James's Square",
@@ -93,19 +96,27 @@ fn main() {
         .build()
         .unwrap();
     let component = switchyard_tests::guest("field-mapper");
-    let runtime = tokio.block_on(async {
-        let runtime = Runtime::builder().limits(Limits::default()).build().unwrap();
-        runtime.load_plugin("field-mapper", &component).await.unwrap();
-        let settings = BTreeMap::from([
-            ("rename".to_owned(), RENAME.to_owned()),
-            ("drop".to_owned(), DROP.to_owned()),
-            ("defaults".to_owned(), DEFAULTS.to_owned()),
-        ]);
-        runtime
-            .add_connection("bench", "field-mapper", settings)
-            .unwrap();
-        runtime
-    });
+    let runtime = {
+        tokio.block_on(async {
+            let runtime = Runtime::builder()
+                .limits(Limits::default())
+                .build()
+                .unwrap();
+            runtime
+                .load_plugin("field-mapper", &component)
+                .await
+                .unwrap();
+            let settings = BTreeMap::from([
+                ("rename".to_owned(), RENAME.to_owned()),
+                ("drop".to_owned(), DROP.to_owned()),
+                ("defaults".to_owned(), DEFAULTS.to_owned()),
+            ]);
+            runtime
+                .add_connection("bench", "field-mapper", settings)
+                .unwrap();
+            runtime
+        })
+    };
     let fresh_out = tokio
         .block_on(runtime.call_action("bench", "map", &input))
         .unwrap();
@@ -122,6 +133,25 @@ fn main() {
         let out = tokio.block_on(runtime.call_action("bench", "map", &input));
         std::hint::black_box(out.unwrap());
     });
+
+    let state_only = measure(iterations, || {
+        let log = switchyard_runtime::host::log::LogCtx {
+            plugin: "p".into(),
+            plugin_version: "1".into(),
+            connection: "c".into(),
+            invocation_id: 1,
+        };
+        let state = switchyard_runtime::state::InvocationState::new(
+            log,
+            Default::default(),
+            &Limits::default(),
+        );
+        drop(std::hint::black_box(state));
+    });
+    println!(
+        "store data alone: {:.2} µs",
+        state_only.median.as_secs_f64() * 1e6
+    );
     let instantiate = measure(iterations, || {
         let session = tokio.block_on(runtime.session("bench"));
         drop(std::hint::black_box(session.unwrap()));

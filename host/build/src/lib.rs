@@ -158,6 +158,20 @@ pub fn build(
 /// Turns a core module carrying wit-bindgen's component-type section into a
 /// component.
 pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
+    let has_type_info = wasmparser::Parser::new(0)
+        .parse_all(module)
+        .any(|payload| match payload {
+            Ok(wasmparser::Payload::CustomSection(section)) => {
+                section.name().starts_with("component-type")
+            }
+            _ => false,
+        });
+    if !has_type_info {
+        return Err(
+            "the module carries no component type information (wit-bindgen's `component-type` section)"
+                .into(),
+        );
+    }
     wit_component::ComponentEncoder::default()
         .module(module)
         .and_then(|encoder| encoder.validate(true).encode())

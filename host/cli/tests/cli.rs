@@ -44,7 +44,15 @@ fn call_prints_the_json_result() {
     let echo = guest("echo");
     let out = switchyard(
         dir.path(),
-        &["call", echo.to_str().unwrap(), "greet", "--input", r#"{"name":"Ada"}"#, "--set", "greeting=Hi"],
+        &[
+            "call",
+            echo.to_str().unwrap(),
+            "greet",
+            "--input",
+            r#"{"name":"Ada"}"#,
+            "--set",
+            "greeting=Hi",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -59,7 +67,10 @@ fn call_failures_exit_non_zero_with_the_error() {
     let out = switchyard(dir.path(), &["call", echo, "greet", "--input", "{}"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("error (invalid_input)") && stderr.contains("missing field `name`"), "{stderr}");
+    assert!(
+        stderr.contains("error (invalid_input)") && stderr.contains("missing field `name`"),
+        "{stderr}"
+    );
 
     let out = switchyard(dir.path(), &["call", echo, "greet", "--input", "{oops"]);
     assert!(!out.status.success());
@@ -74,7 +85,10 @@ fn call_failures_exit_non_zero_with_the_error() {
 fn inspect_reports_version_exports_imports_size_and_hash() {
     let dir = tempfile::tempdir().unwrap();
     let echo = guest("echo");
-    let out = switchyard(dir.path(), &["plugin", "inspect", echo.to_str().unwrap(), "--json"]);
+    let out = switchyard(
+        dir.path(),
+        &["plugin", "inspect", echo.to_str().unwrap(), "--json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let bytes = std::fs::read(&echo).unwrap();
@@ -82,13 +96,22 @@ fn inspect_reports_version_exports_imports_size_and_hash() {
     assert_eq!(report["size"], bytes.len());
     assert_eq!(report["wit_version"], "0.1.0");
     assert_eq!(report["exports"][0], "switchyard:connector/connector@0.1.0");
-    assert!(report["imports"].as_array().unwrap().iter().any(|i| i == "switchyard:connector/config@0.1.0"));
+    assert!(
+        report["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "switchyard:connector/config@0.1.0")
+    );
     assert_eq!(report["loadable"], true);
     assert_eq!(report["connector"]["actions"][0], "echo");
 
     let out = switchyard(dir.path(), &["plugin", "inspect", echo.to_str().unwrap()]);
     let human = text(&out.stdout);
-    assert!(human.contains("wit:         switchyard:connector@0.1.0"), "{human}");
+    assert!(
+        human.contains("wit:         switchyard:connector@0.1.0"),
+        "{human}"
+    );
     assert!(human.contains("loadable:    yes"), "{human}");
 }
 
@@ -98,11 +121,19 @@ fn inspect_explains_unloadable_files() {
     let wrong = guest("guest-wrong-world");
     let out = switchyard(dir.path(), &["plugin", "inspect", wrong.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stdout).contains("loadable:    no: "), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("loadable:    no: "),
+        "{}",
+        text(&out.stdout)
+    );
     std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let out = switchyard(dir.path(), &["plugin", "inspect", "core.wasm"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("core.wasm: this is a core WebAssembly module"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("core.wasm: this is a core WebAssembly module"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -130,7 +161,11 @@ fn build_produces_a_loadable_component_and_prints_where() {
 
     let out = switchyard(dir.path(), &["plugin", "build", "."]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no Cargo.toml here"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no Cargo.toml here"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -161,21 +196,47 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
         if let Some(response) = http(port, "GET", "/healthz", "") {
             break response;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     // The config names echo-fr, so echo gets no default connection.
-    assert!(health.ends_with(r#"{"connections":1,"status":"ok"}"#), "{health}");
-    let response = http(port, "POST", "/v1/connectors/echo-fr/actions/greet", r#"{"name":"Ada"}"#).unwrap();
-    assert!(response.ends_with(r#"{"message":"Bonjour, Ada!"}"#), "{response}");
-    assert!(dir.path().join("data/cache").is_dir(), "compile cache under data_dir");
+    assert!(
+        health.ends_with(r#"{"connections":1,"status":"ok"}"#),
+        "{health}"
+    );
+    let response = http(
+        port,
+        "POST",
+        "/v1/connectors/echo-fr/actions/greet",
+        r#"{"name":"Ada"}"#,
+    )
+    .unwrap();
+    assert!(
+        response.ends_with(r#"{"message":"Bonjour, Ada!"}"#),
+        "{response}"
+    );
+    assert!(
+        dir.path().join("data/cache").is_dir(),
+        "compile cache under data_dir"
+    );
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(exit.success(), "exit {exit:?}: {stderr}");
 }
 

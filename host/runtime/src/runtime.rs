@@ -202,22 +202,22 @@ impl Runtime {
             })?;
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.extension().is_some_and(|e| e == "wasm") {
-                    if let Some(name) = plugin_name_from_path(&path) {
-                        files.insert(name, path);
-                    }
+                if path.extension().is_some_and(|e| e == "wasm")
+                    && let Some(name) = plugin_name_from_path(&path)
+                {
+                    files.insert(name, path);
                 }
             }
         }
         for (name, plugin) in &config.plugins {
-            if let Some(existing) = files.get(name) {
-                if existing != &plugin.path {
-                    return Err(LoadError::Conflict(format!(
-                        "plugin `{name}` is both {} (plugin dir) and {} ([plugins.{name}])",
-                        existing.display(),
-                        plugin.path.display()
-                    )));
-                }
+            if let Some(existing) = files.get(name)
+                && existing != &plugin.path
+            {
+                return Err(LoadError::Conflict(format!(
+                    "plugin `{name}` is both {} (plugin dir) and {} ([plugins.{name}])",
+                    existing.display(),
+                    plugin.path.display()
+                )));
             }
             files.insert(name.clone(), plugin.path.clone());
         }

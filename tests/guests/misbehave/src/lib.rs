@@ -26,7 +26,6 @@ impl Connector for Misbehave {
             .action("recurse", "recurses without bound")
             .action("big-output", "returns `input` MiB")
             .action("log-flood", "logs 5000 events")
-            .action("print", "writes to stdout and stderr")
             .action("config", "returns every setting as k=v lines")
             .action("fail", "returns the error named by the input")
             .action("count", "calls seen by this instance")
@@ -67,11 +66,6 @@ impl Connector for Misbehave {
                     log::event(log::Level::Info, "flood\nline", &[("i", &i.to_string())]);
                 }
                 Ok(b"done".to_vec())
-            }
-            "print" => {
-                println!("hello from stdout");
-                eprintln!("hello from stderr");
-                Ok(b"printed".to_vec())
             }
             "config" => Ok(config::all()
                 .into_iter()
