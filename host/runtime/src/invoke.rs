@@ -38,6 +38,20 @@ pub(crate) enum Output {
 }
 
 impl Output {
+    pub(crate) fn into_action(self) -> Result<Vec<u8>, InvokeError> {
+        match self {
+            Output::Action(bytes) => Ok(bytes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) fn into_messages(self) -> Result<Vec<Message>, InvokeError> {
+        match self {
+            Output::Messages(messages) => Ok(messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Bytes the guest handed back, for `limits.output_bytes`.
     fn size(&self) -> usize {
         fn message(m: &Message) -> usize {
@@ -315,10 +329,7 @@ impl Session {
 
     /// Transforms a batch on the session's instance.
     pub async fn transform(&mut self, messages: Vec<Message>) -> Result<Vec<Message>, InvokeError> {
-        match self.run(Call::Transform(messages)).await? {
-            Output::Messages(ms) => Ok(ms),
-            other => Err(unexpected(other)),
-        }
+        self.run(Call::Transform(messages)).await?.into_messages()
     }
 
     /// Calls an action on the session's instance.
@@ -331,10 +342,7 @@ impl Session {
             action: action.to_owned(),
             input: input.to_vec(),
         };
-        match self.run(call).await? {
-            Output::Action(bytes) => Ok(bytes),
-            other => Err(unexpected(other)),
-        }
+        self.run(call).await?.into_action()
     }
 
     async fn run(&mut self, call: Call) -> Result<Output, InvokeError> {

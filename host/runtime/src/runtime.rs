@@ -392,10 +392,7 @@ impl Runtime {
             action: action.to_owned(),
             input: input.to_vec(),
         };
-        match self.call(connection, call).await? {
-            Output::Action(bytes) => Ok(bytes),
-            other => Err(unexpected(other)),
-        }
+        self.call(connection, call).await?.into_action()
     }
 
     /// Hands an inbound webhook to the connection.
@@ -404,10 +401,9 @@ impl Runtime {
         connection: &str,
         request: WebhookRequest,
     ) -> Result<Vec<Message>, InvokeError> {
-        match self.call(connection, Call::Webhook(request)).await? {
-            Output::Messages(ms) => Ok(ms),
-            other => Err(unexpected(other)),
-        }
+        self.call(connection, Call::Webhook(request))
+            .await?
+            .into_messages()
     }
 
     /// Transforms a batch of messages.
@@ -416,10 +412,9 @@ impl Runtime {
         connection: &str,
         messages: Vec<Message>,
     ) -> Result<Vec<Message>, InvokeError> {
-        match self.call(connection, Call::Transform(messages)).await? {
-            Output::Messages(ms) => Ok(ms),
-            other => Err(unexpected(other)),
-        }
+        self.call(connection, Call::Transform(messages))
+            .await?
+            .into_messages()
     }
 
     /// Reads the next page of a stream.
