@@ -34,6 +34,7 @@ pub mod host;
 mod invoke;
 pub mod limits;
 pub mod plugin;
+pub mod policy;
 mod runtime;
 pub mod state;
 
