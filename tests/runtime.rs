@@ -341,11 +341,17 @@ async fn from_config_gives_unconfigured_plugins_a_default_connection() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(guest("echo"), plugins.join("echo.wasm")).unwrap();
     std::fs::copy(guest("field-mapper"), plugins.join("field_mapper.wasm")).unwrap();
+    std::fs::write(
+        plugins.join("field_mapper.manifest.toml"),
+        "http = [\"https://api.crm.example\"]\nstate = true\n",
+    )
+    .unwrap();
     let text = r#"
         plugin_dir = "plugins"
         [connections.crm]
         plugin = "field-mapper"
         config = { rename = "a=b" }
+        grants = { allow = ["https://api.crm.example", "https://other.example"] }
     "#;
     let config = switchyard_runtime::SwitchyardConfig::parse(text, dir.path()).unwrap();
     let runtime = Runtime::from_config(&config).await.unwrap();

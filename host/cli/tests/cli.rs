@@ -253,3 +253,68 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     stream.read_to_string(&mut response).ok()?;
     Some(response)
 }
+
+#[test]
+fn inspect_shows_requests_grants_and_what_a_new_version_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let installed = dir.path().join("plugins");
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir_all(&installed).unwrap();
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::copy(guest("echo"), installed.join("echo.wasm")).unwrap();
+    std::fs::copy(guest("echo"), incoming.join("echo.wasm")).unwrap();
+    std::fs::write(
+        installed.join("echo.manifest.toml"),
+        "http = [\"https://api.example.com\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        incoming.join("echo.manifest.toml"),
+        "http = [\"https://api.example.com\", \"https://hooks.example.net\"]\nsecrets = [\"token\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("switchyard.toml"),
+        "plugin_dir = \"plugins\"\n[connections.echo-a]\nplugin = \"echo\"\ngrants = { allow = [\"https://*.example.com\"] }\n",
+    )
+    .unwrap();
+    let out = switchyard(dir.path(), &["plugin", "inspect", "incoming/echo.wasm"]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}{}", text(&out.stderr));
+    assert!(
+        report.contains("  http https://hooks.example.net\n  secret token"),
+        "{report}"
+    );
+    assert!(
+        report.contains("plugins/echo.wasm: http https://hooks.example.net, secret token"),
+        "{report}"
+    );
+    assert!(
+        report.contains("connection echo-a: not granted: allow = [\"https://hooks.example.net\"], secret `token`"),
+        "{report}"
+    );
+
+    let out = switchyard(
+        dir.path(),
+        &["plugin", "inspect", "incoming/echo.wasm", "--json"],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["requests"]["secrets"][0], "token");
+    assert_eq!(
+        json["beyond_installed"]["requests"]["http"][0],
+        "https://hooks.example.net"
+    );
+
+    std::fs::write(
+        incoming.join("echo.manifest.toml"),
+        "http = [\"gopher://x\"]\n",
+    )
+    .unwrap();
+    let out = switchyard(dir.path(), &["plugin", "inspect", "incoming/echo.wasm"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("echo.manifest.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -4,6 +4,7 @@
 //! [`SwitchyardConfig::default`]). Relative paths are resolved against the
 //! directory of the config file.
 
+use crate::capabilities::Grants;
 use crate::limits::Limits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -65,6 +66,10 @@ pub struct ConnectionConfig {
     /// only; numbers and booleans are passed as their TOML text.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// Rights granted to this connection; effective rights are these
+    /// intersected with the plugin's manifest. Default: nothing.
+    #[serde(default)]
+    pub grants: Grants,
 }
 
 impl ConnectionConfig {
@@ -145,6 +150,8 @@ impl SwitchyardConfig {
             connection
                 .values()
                 .map_err(|e| format!("connections.{name}.config: {e}"))?;
+            crate::policy::EgressPolicy::parse(&connection.grants.allow)
+                .map_err(|e| format!("connections.{name}.grants.allow: {e}"))?;
         }
         Ok(config)
     }
@@ -204,6 +211,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("connections.a.config"), "{err}");
+    }
+
+    #[test]
+    fn grants_are_parsed_and_checked() {
+        let ok = SwitchyardConfig::parse(
+            "[connections.a]\nplugin = \"p\"\n[connections.a.grants]\nallow = [\"https://*.stripe.com\"]\nstate = true\n",
+            Path::new(""),
+        )
+        .unwrap();
+        assert!(ok.connections["a"].grants.state);
+        let err = SwitchyardConfig::parse(
+            "[connections.a]\nplugin = \"p\"\ngrants = { allow = [\"gopher://x\"] }\n",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(err.contains("connections.a.grants.allow"), "{err}");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum LoadError {
     /// The bytes claim to be a component but do not validate or compile.
     #[error("{path}: invalid component: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// The plugin's capability manifest is unreadable or invalid.
+    #[error("{0}")]
+    Manifest(String),
     /// Two plugins or connections claim the same name.
     #[error("{0}")]
     Conflict(String),

@@ -27,6 +27,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod capabilities;
 pub mod config;
 pub mod engine;
 pub mod error;

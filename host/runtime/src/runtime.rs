@@ -4,6 +4,7 @@ use crate::bindings::{
     ConnectorInfo, Message, Page, PluginPre, ReadRequest, WebhookRequest, WriteOutcome,
 };
 use crate::cache::CompileCache;
+use crate::capabilities::{EffectiveRights, Grants, PluginManifest};
 use crate::config::SwitchyardConfig;
 use crate::engine::SharedEngine;
 use crate::error::{InvokeError, LoadError};
@@ -25,6 +26,7 @@ pub struct Plugin {
     path: PathBuf,
     summary: ComponentSummary,
     info: ConnectorInfo,
+    manifest: PluginManifest,
     from_cache: bool,
     pub(crate) pre: PluginPre<InvocationState>,
     pub(crate) gate: Gate,
@@ -57,6 +59,10 @@ impl Plugin {
     pub fn summary(&self) -> &ComponentSummary {
         &self.summary
     }
+    /// What the plugin requests (its manifest; empty when it has none).
+    pub fn manifest(&self) -> &PluginManifest {
+        &self.manifest
+    }
     /// What the connector said about itself at load.
     pub fn info(&self) -> &ConnectorInfo {
         &self.info
@@ -84,6 +90,7 @@ pub struct Connection {
     name: Arc<str>,
     plugin: Arc<Plugin>,
     config: ConfigCtx,
+    rights: EffectiveRights,
 }
 
 impl Connection {
@@ -94,6 +101,10 @@ impl Connection {
     /// The plugin it runs.
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
+    }
+    /// What this connection may use: the plugin's requests ∩ its grants.
+    pub fn rights(&self) -> &EffectiveRights {
+        &self.rights
     }
     pub(crate) fn name_arc(&self) -> Arc<str> {
         self.name.clone()
@@ -228,7 +239,12 @@ impl Runtime {
             let values = connection
                 .values()
                 .map_err(|e| LoadError::Config(format!("connections.{name}.config: {e}")))?;
-            runtime.add_connection(name, &connection.plugin, values)?;
+            runtime.add_connection_with_grants(
+                name,
+                &connection.plugin,
+                values,
+                &connection.grants,
+            )?;
         }
         let named: Vec<String> = config
             .connections
@@ -268,6 +284,7 @@ impl Runtime {
                 "plugin `{name}` is already loaded"
             )));
         }
+        let manifest = PluginManifest::load_for(path).map_err(LoadError::Manifest)?;
         let loaded = load_component(
             self.engine(),
             &self.inner.linker,
@@ -279,6 +296,7 @@ impl Runtime {
             version: "unknown".into(),
             path: path.to_owned(),
             summary: loaded.summary,
+            manifest,
             info: ConnectorInfo {
                 name: name.into(),
                 version: "unknown".into(),
@@ -297,6 +315,7 @@ impl Runtime {
             name: format!("{name}#describe").into(),
             plugin: Arc::new(plugin),
             config: ConfigCtx::default(),
+            rights: EffectiveRights::default(),
         };
         let info = match self.run(&probe, Call::Describe).await {
             Ok(Output::Describe(info)) => info,
@@ -332,18 +351,41 @@ impl Runtime {
         Ok(plugin)
     }
 
-    /// Creates connection `name` running `plugin` with `config`.
+    /// Creates connection `name` running `plugin` with `config` and no
+    /// grants.
     pub fn add_connection(
         &self,
         name: &str,
         plugin: &str,
         config: BTreeMap<String, String>,
     ) -> Result<Arc<Connection>, LoadError> {
+        self.add_connection_with_grants(name, plugin, config, &Grants::default())
+    }
+
+    /// Creates connection `name` running `plugin` with `config`; it may use
+    /// what the plugin requests and `grants` allows.
+    pub fn add_connection_with_grants(
+        &self,
+        name: &str,
+        plugin: &str,
+        config: BTreeMap<String, String>,
+        grants: &Grants,
+    ) -> Result<Arc<Connection>, LoadError> {
         let Some(plugin_ref) = self.plugin(plugin) else {
             return Err(LoadError::Config(format!(
                 "connection `{name}` names plugin `{plugin}`, which is not loaded; put {plugin}.wasm in the plugin dir or add [plugins.{plugin}]"
             )));
         };
+        let rights = EffectiveRights::new(plugin_ref.manifest(), grants)
+            .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
+        if !rights.missing.is_empty() {
+            tracing::warn!(
+                connection = name,
+                plugin,
+                missing = %rights.missing.join(", "),
+                "the plugin requests rights this connection is not granted; they stay denied"
+            );
+        }
         let mut connections = self.inner.connections.write().unwrap();
         if connections.contains_key(name) {
             return Err(LoadError::Conflict(format!(
@@ -354,6 +396,7 @@ impl Runtime {
             name: name.into(),
             plugin: plugin_ref,
             config: ConfigCtx::new(config),
+            rights,
         });
         connections.insert(name.to_owned(), connection.clone());
         Ok(connection)

@@ -1,8 +1,10 @@
 //! `switchyard plugin inspect`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use switchyard_runtime::{Runtime, inspect_component};
+use switchyard_runtime::capabilities::{EffectiveRights, PluginManifest};
+use switchyard_runtime::plugin::plugin_name_from_path;
+use switchyard_runtime::{Runtime, SwitchyardConfig, inspect_component};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -11,6 +13,50 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Config to compare against (installed version, grants). Default:
+    /// ./switchyard.toml if present.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// The plugin's requests next to what the operator's config says about it.
+struct CapabilityReport {
+    requests: PluginManifest,
+    /// What it requests beyond the installed plugin of the same name.
+    beyond_installed: Option<(PathBuf, PluginManifest)>,
+    /// Per configured connection of this plugin: requested but not granted.
+    connections: Vec<(String, Vec<String>)>,
+}
+
+fn capability_report(file: &Path, config: Option<&Path>) -> anyhow::Result<CapabilityReport> {
+    let requests = PluginManifest::load_for(file).map_err(anyhow::Error::msg)?;
+    let config = SwitchyardConfig::load(config)?;
+    let name = plugin_name_from_path(file).unwrap_or_default();
+    let installed = config
+        .plugins
+        .get(&name)
+        .map(|p| p.path.clone())
+        .unwrap_or_else(|| config.plugin_dir().join(format!("{name}.wasm")));
+    let same_file = std::fs::canonicalize(&installed).ok() == std::fs::canonicalize(file).ok();
+    let beyond_installed = if installed.is_file() && !same_file {
+        let old = PluginManifest::load_for(&installed).map_err(anyhow::Error::msg)?;
+        Some((installed, requests.beyond(&old)))
+    } else {
+        None
+    };
+    let mut connections = Vec::new();
+    for (conn, settings) in &config.connections {
+        if settings.plugin == name {
+            let rights =
+                EffectiveRights::new(&requests, &settings.grants).map_err(anyhow::Error::msg)?;
+            connections.push((conn.clone(), rights.missing));
+        }
+    }
+    Ok(CapabilityReport {
+        requests,
+        beyond_installed,
+        connections,
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -18,6 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (_, summary) = inspect_component(runtime.engine(), &args.file, None)?;
     // Full load check: world, version, imports, exports, then `describe`.
     let verdict = super::tokio()?.block_on(runtime.load_plugin("inspect", &args.file));
+    let caps = capability_report(&args.file, args.config.as_deref())?;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
         value["file"] = args.file.display().to_string().into();
@@ -38,6 +85,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 value["error"] = err.to_string().into();
             }
         }
+        value["requests"] = serde_json::to_value(&caps.requests)?;
+        if let Some((path, extra)) = &caps.beyond_installed {
+            value["beyond_installed"] = serde_json::json!({
+                "installed": path.display().to_string(),
+                "requests": extra,
+            });
+        }
+        value["connections"] = caps
+            .connections
+            .iter()
+            .map(|(name, missing)| serde_json::json!({"name": name, "not_granted": missing}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("file:        {}", args.file.display());
@@ -76,6 +135,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("loadable:    yes");
             }
             Err(err) => println!("loadable:    no: {err}"),
+        }
+        let requests = caps.requests.describe();
+        if requests.is_empty() {
+            println!("requests:    nothing");
+        } else {
+            println!("requests:");
+            for line in requests {
+                println!("  {line}");
+            }
+        }
+        if let Some((path, extra)) = &caps.beyond_installed {
+            let extra = extra.describe();
+            println!(
+                "beyond the installed {}: {}",
+                path.display(),
+                if extra.is_empty() {
+                    "nothing new".to_owned()
+                } else {
+                    extra.join(", ")
+                }
+            );
+        }
+        for (name, missing) in &caps.connections {
+            if missing.is_empty() {
+                println!("connection {name}: everything requested is granted");
+            } else {
+                println!("connection {name}: not granted: {}", missing.join(", "));
+            }
         }
     }
     Ok(if verdict.is_ok() {
