@@ -87,3 +87,57 @@ async fn a_log_flood_is_capped_and_escaped() {
         .expect("a summary of dropped events");
     assert_eq!(dropped["fields"]["dropped"], 4000);
 }
+
+#[tokio::test]
+async fn secret_values_are_redacted_from_logs_errors_and_outputs() {
+    const CANARY: &str = "sk_test_CANARY_7f3a9";
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("api-token");
+    std::fs::write(&secret_file, format!("{CANARY}\n")).unwrap();
+    // The plugin must request the secret and the connection must grant it.
+    let wasm = dir.path().join("misbehave.wasm");
+    std::fs::copy(switchyard_tests::guest("guest-misbehave"), &wasm).unwrap();
+    std::fs::write(
+        dir.path().join("misbehave.manifest.toml"),
+        "secrets = [\"api\"]\n",
+    )
+    .unwrap();
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let runtime = switchyard_runtime::Runtime::builder().build().unwrap();
+    runtime.load_plugin("m", &wasm).await.unwrap();
+    let grants: switchyard_runtime::capabilities::Grants = toml::from_str(&format!(
+        "[secrets.api]\nfile = {:?}\n",
+        secret_file.display().to_string()
+    ))
+    .unwrap();
+    let conn = runtime
+        .add_connection_with_grants("m", "m", Default::default(), &grants)
+        .unwrap();
+    assert!(conn.rights().secrets.contains("api"));
+    assert!(!format!("{conn:?}").contains(CANARY));
+
+    let leaked = format!("token={CANARY}");
+    let out = runtime
+        .call_action("m", "echo", leaked.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(out, b"token=[redacted]");
+    let err = runtime
+        .call_action("m", "leak", leaked.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "permanent: leaked token=[redacted]");
+
+    let logs = captured.text();
+    assert!(logs.contains("leaking token=[redacted]"), "{logs}");
+    assert_eq!(logs.matches(CANARY).count(), 0, "{logs}");
+}

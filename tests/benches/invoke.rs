@@ -140,6 +140,7 @@ fn main() {
             plugin_version: "1".into(),
             connection: "c".into(),
             invocation_id: 1,
+            redactor: Default::default(),
         };
         let state = switchyard_runtime::state::InvocationState::new(
             log,

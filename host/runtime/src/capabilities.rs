@@ -9,8 +9,9 @@
 //! denied, and a plugin without a manifest requests nothing.
 
 use crate::policy::{Denied, Destination, EgressPolicy};
+use crate::secrets::SecretGrant;
 use serde::Deserialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What a plugin asks for. Every list defaults to empty.
@@ -92,8 +93,9 @@ impl PluginManifest {
 pub struct Grants {
     /// Destinations this connection may reach (egress rules).
     pub allow: Vec<String>,
-    /// Secret names bound for this connection.
-    pub secrets: BTreeSet<String>,
+    /// Secrets bound for this connection: where each comes from and where
+    /// it may be sent.
+    pub secrets: BTreeMap<String, SecretGrant>,
     /// Rate-limit buckets configured for this connection.
     pub rate_limits: BTreeSet<String>,
     /// Whether this connection may keep state.
@@ -130,7 +132,11 @@ impl EffectiveRights {
                 missing.push(format!("allow = [\"{dest}\"]"));
             }
         }
-        for name in manifest.secrets.difference(&grants.secrets) {
+        for name in manifest
+            .secrets
+            .iter()
+            .filter(|n| !grants.secrets.contains_key(*n))
+        {
             missing.push(format!("secret `{name}`"));
         }
         for name in manifest.rate_limits.difference(&grants.rate_limits) {
@@ -144,7 +150,8 @@ impl EffectiveRights {
             granted_http,
             secrets: manifest
                 .secrets
-                .intersection(&grants.secrets)
+                .iter()
+                .filter(|n| grants.secrets.contains_key(*n))
                 .cloned()
                 .collect(),
             rate_limits: manifest
@@ -198,7 +205,10 @@ mod tests {
                 "https://api.stripe.com".into(),
                 "https://evil.example".into(),
             ],
-            secrets: ["stripe-key".to_owned(), "other".to_owned()].into(),
+            secrets: BTreeMap::from([
+                ("stripe-key".to_owned(), SecretGrant::default()),
+                ("other".to_owned(), SecretGrant::default()),
+            ]),
             rate_limits: BTreeSet::new(),
             state: false,
         };

@@ -9,6 +9,7 @@ use crate::error::InvokeError;
 use crate::host::log::LogCtx;
 use crate::limits::Limits;
 use crate::runtime::Connection;
+use crate::secrets::Redactor;
 use crate::state::InvocationState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +39,26 @@ pub(crate) enum Output {
 }
 
 impl Output {
+    /// The output with the connection's secret values scrubbed.
+    fn redacted(self, redactor: &Redactor) -> Output {
+        if redactor.is_empty() {
+            return self;
+        }
+        let message = |mut m: Message| {
+            m.payload = redactor.redact_bytes(&m.payload);
+            m
+        };
+        match self {
+            Output::Action(bytes) => Output::Action(redactor.redact_bytes(&bytes)),
+            Output::Messages(ms) => Output::Messages(ms.into_iter().map(message).collect()),
+            Output::Page(mut page) => {
+                page.messages = page.messages.into_iter().map(message).collect();
+                Output::Page(page)
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn into_action(self) -> Result<Vec<u8>, InvokeError> {
         match self {
             Output::Action(bytes) => Ok(bytes),
@@ -170,6 +191,7 @@ pub(crate) fn new_store(
         plugin_version: plugin.version_arc(),
         connection: connection.name_arc(),
         invocation_id,
+        redactor: connection.redactor().clone(),
     };
     let state = InvocationState::new(log, connection.config_ctx().clone(), limits);
     let mut store = Store::new(engine, state);
@@ -232,8 +254,10 @@ pub(crate) fn finish(
     store: &Store<InvocationState>,
     limits: &Limits,
 ) -> Result<Output, InvokeError> {
+    let redactor = &store.data().log.redactor;
     match result {
         Ok(Ok(output)) => {
+            let output = output.redacted(redactor);
             let size = output.size();
             if size > limits.output_bytes {
                 return Err(InvokeError::OutputTooLarge {
@@ -243,8 +267,20 @@ pub(crate) fn finish(
             }
             Ok(output)
         }
-        Ok(Err(guest)) => Err(InvokeError::Guest(guest)),
+        Ok(Err(guest)) => Err(InvokeError::Guest(redact_error(guest, redactor))),
         Err(err) => Err(classify_trap(err, store, limits)),
+    }
+}
+
+fn redact_error(err: ConnectorError, redactor: &Redactor) -> ConnectorError {
+    match err {
+        ConnectorError::Retryable(m) => ConnectorError::Retryable(redactor.redact(&m)),
+        ConnectorError::Permanent(m) => ConnectorError::Permanent(redactor.redact(&m)),
+        ConnectorError::InvalidInput(m) => ConnectorError::InvalidInput(redactor.redact(&m)),
+        ConnectorError::RateLimited(mut r) => {
+            r.message = redactor.redact(&r.message);
+            ConnectorError::RateLimited(r)
+        }
     }
 }
 

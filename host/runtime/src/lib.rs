@@ -37,6 +37,7 @@ pub mod limits;
 pub mod plugin;
 pub mod policy;
 mod runtime;
+pub mod secrets;
 pub mod state;
 
 pub use bindings::{

@@ -12,6 +12,7 @@ use crate::host::config::ConfigCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::limits::Limits;
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
+use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretGrant, SecretProvider};
 use crate::state::InvocationState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,8 @@ pub struct Connection {
     plugin: Arc<Plugin>,
     config: ConfigCtx,
     rights: EffectiveRights,
+    secrets: ConnectionSecrets,
+    redactor: Arc<Redactor>,
 }
 
 impl Connection {
@@ -101,6 +104,13 @@ impl Connection {
     /// The plugin it runs.
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
+    }
+    /// The connection's resolved secrets (requested and granted only).
+    pub fn secrets(&self) -> &ConnectionSecrets {
+        &self.secrets
+    }
+    pub(crate) fn redactor(&self) -> &Arc<Redactor> {
+        &self.redactor
     }
     /// What this connection may use: the plugin's requests ∩ its grants.
     pub fn rights(&self) -> &EffectiveRights {
@@ -115,10 +125,20 @@ impl Connection {
 }
 
 /// Builds a [`Runtime`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RuntimeBuilder {
     limits: Limits,
     cache_dir: Option<PathBuf>,
+    secret_provider: Option<Arc<dyn SecretProvider>>,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("limits", &self.limits)
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RuntimeBuilder {
@@ -132,6 +152,12 @@ impl RuntimeBuilder {
     /// every load).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Where secret values come from. Default: [`EnvOrFile`].
+    pub fn secret_provider(mut self, provider: Arc<dyn SecretProvider>) -> Self {
+        self.secret_provider = Some(provider);
         self
     }
 
@@ -156,6 +182,7 @@ impl RuntimeBuilder {
                 linker,
                 limits: self.limits,
                 cache: self.cache_dir.map(CompileCache::new),
+                secret_provider: self.secret_provider.unwrap_or_else(|| Arc::new(EnvOrFile)),
                 plugins: RwLock::default(),
                 connections: RwLock::default(),
                 next_invocation: AtomicU64::new(1),
@@ -176,6 +203,7 @@ struct Inner {
     linker: Linker<InvocationState>,
     limits: Limits,
     cache: Option<CompileCache>,
+    secret_provider: Arc<dyn SecretProvider>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     connections: RwLock<BTreeMap<String, Arc<Connection>>>,
     next_invocation: AtomicU64,
@@ -316,6 +344,8 @@ impl Runtime {
             plugin: Arc::new(plugin),
             config: ConfigCtx::default(),
             rights: EffectiveRights::default(),
+            secrets: ConnectionSecrets::default(),
+            redactor: Arc::default(),
         };
         let info = match self.run(&probe, Call::Describe).await {
             Ok(Output::Describe(info)) => info,
@@ -386,6 +416,16 @@ impl Runtime {
                 "the plugin requests rights this connection is not granted; they stay denied"
             );
         }
+        // Resolve only what is both requested and granted.
+        let wanted: BTreeMap<String, SecretGrant> = grants
+            .secrets
+            .iter()
+            .filter(|(n, _)| rights.secrets.contains(*n))
+            .map(|(n, g)| (n.clone(), g.clone()))
+            .collect();
+        let secrets = ConnectionSecrets::resolve(&wanted, &*self.inner.secret_provider)
+            .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
+        let redactor = Arc::new(secrets.redactor());
         let mut connections = self.inner.connections.write().unwrap();
         if connections.contains_key(name) {
             return Err(LoadError::Conflict(format!(
@@ -397,6 +437,8 @@ impl Runtime {
             plugin: plugin_ref,
             config: ConfigCtx::new(config),
             rights,
+            secrets,
+            redactor,
         });
         connections.insert(name.to_owned(), connection.clone());
         Ok(connection)

@@ -1,6 +1,7 @@
 //! `switchyard:connector/log`: guest logging into `tracing`.
 
 use crate::bindings::switchyard::connector::log::{self, Level};
+use crate::secrets::Redactor;
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -19,6 +20,8 @@ pub struct LogCtx {
     pub plugin_version: Arc<str>,
     pub connection: Arc<str>,
     pub invocation_id: u64,
+    /// Scrubs the connection's secret values from everything logged.
+    pub redactor: Arc<Redactor>,
 }
 
 /// Per-invocation log budget, kept in the store.
@@ -55,7 +58,8 @@ impl LogCtxView<'_> {
             return;
         }
         self.budget.emitted += 1;
-        let message = super::sanitize(message, MAX_LOG_TEXT);
+        let redactor = &self.ctx.redactor;
+        let message = super::sanitize(&redactor.redact(message), MAX_LOG_TEXT);
         let fields = fields
             .iter()
             .take(MAX_LOG_FIELDS)
@@ -63,7 +67,7 @@ impl LogCtxView<'_> {
                 format!(
                     "{}={}",
                     super::sanitize(k, 64),
-                    super::sanitize(v, MAX_LOG_TEXT)
+                    super::sanitize(&redactor.redact(v), MAX_LOG_TEXT)
                 )
             })
             .collect::<Vec<_>>()

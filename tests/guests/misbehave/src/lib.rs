@@ -29,12 +29,22 @@ impl Connector for Misbehave {
             .action("config", "returns every setting as k=v lines")
             .action("fail", "returns the error named by the input")
             .action("count", "calls seen by this instance")
+            .action("leak", "logs its input and fails with it")
             .role(Role::Transform)
     }
 
     fn call_action(action: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
         match action {
             "echo" => Ok(input.to_vec()),
+            "leak" => {
+                let text = String::from_utf8_lossy(input);
+                log::event(
+                    log::Level::Warn,
+                    &format!("leaking {text}"),
+                    &[("copy", &text)],
+                );
+                Err(Error::permanent(format!("leaked {text}")))
+            }
             "count" => {
                 let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 Ok(n.to_string().into_bytes())

@@ -1,0 +1,280 @@
+//! Secrets: resolved by the host, never handed to guests.
+//!
+//! A connection's grants bind secret names to a source (an environment
+//! variable or a file) and to the destinations the secret may be sent to.
+//! A guest only ever sees a placeholder, `{{secret:NAME}}`; the host
+//! replaces it with the value at egress, and only for a bound destination.
+//! Values are zeroized when dropped, print as `[redacted]`, and the
+//! [`Redactor`] scrubs them from anything a guest hands back (logs, errors,
+//! outputs) in case one leaks some other way.
+
+use crate::policy::{Destination, EgressPolicy};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// Where a secret comes from and where it may go, per connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretGrant {
+    /// Read the value from this environment variable of the host.
+    pub env: Option<String>,
+    /// Read the value from this file (trailing newline trimmed).
+    pub file: Option<PathBuf>,
+    /// Egress rules the value may be sent to. Default: none, so the secret
+    /// can be used for signing but never leaves the host.
+    #[serde(default)]
+    pub destinations: Vec<String>,
+}
+
+/// A secret value. Zeroized on drop; never printed.
+#[derive(Clone)]
+pub struct SecretValue(Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    /// Wraps bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretValue(Zeroizing::new(bytes))
+    }
+
+    /// The bytes, for the host's own use at egress or when signing.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Why a secret could not be resolved. Never contains the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    #[error("secret `{0}`: set exactly one of `env` or `file`")]
+    Source(String),
+    #[error("secret `{name}`: environment variable `{var}` is not set")]
+    MissingEnv { name: String, var: String },
+    #[error("secret `{name}`: cannot read {path}: {reason}")]
+    File {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("secret `{name}`: the value is empty")]
+    Empty { name: String },
+    #[error("secret `{name}`: {reason}")]
+    Destinations { name: String, reason: String },
+    #[error("no secret `{0}` is granted to this connection")]
+    NotGranted(String),
+}
+
+/// Resolves a grant's source to a value. Swap it to plug in a vault.
+pub trait SecretProvider: Send + Sync {
+    /// The value for `name` as `grant` describes it.
+    fn resolve(&self, name: &str, grant: &SecretGrant) -> Result<SecretValue, SecretError>;
+}
+
+/// The built-in provider: environment variables and files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvOrFile;
+
+impl SecretProvider for EnvOrFile {
+    fn resolve(&self, name: &str, grant: &SecretGrant) -> Result<SecretValue, SecretError> {
+        let bytes = match (&grant.env, &grant.file) {
+            (Some(var), None) => std::env::var_os(var)
+                .ok_or_else(|| SecretError::MissingEnv {
+                    name: name.into(),
+                    var: var.clone(),
+                })?
+                .into_encoded_bytes(),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path).map_err(|e| SecretError::File {
+                    name: name.into(),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                bytes
+            }
+            _ => return Err(SecretError::Source(name.into())),
+        };
+        if bytes.is_empty() {
+            return Err(SecretError::Empty { name: name.into() });
+        }
+        Ok(SecretValue::new(bytes))
+    }
+}
+
+struct BoundSecret {
+    value: SecretValue,
+    destinations: EgressPolicy,
+}
+
+/// The resolved secrets of one connection.
+#[derive(Default)]
+pub struct ConnectionSecrets {
+    secrets: BTreeMap<String, BoundSecret>,
+}
+
+impl std::fmt::Debug for ConnectionSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.secrets.keys()).finish()
+    }
+}
+
+impl ConnectionSecrets {
+    /// Resolves every grant with `provider`, failing on the first problem.
+    pub fn resolve(
+        grants: &BTreeMap<String, SecretGrant>,
+        provider: &dyn SecretProvider,
+    ) -> Result<Self, SecretError> {
+        let mut secrets = BTreeMap::new();
+        for (name, grant) in grants {
+            let destinations = EgressPolicy::parse(&grant.destinations).map_err(|reason| {
+                SecretError::Destinations {
+                    name: name.clone(),
+                    reason,
+                }
+            })?;
+            let value = provider.resolve(name, grant)?;
+            secrets.insert(
+                name.clone(),
+                BoundSecret {
+                    value,
+                    destinations,
+                },
+            );
+        }
+        Ok(ConnectionSecrets { secrets })
+    }
+
+    /// The placeholder a guest gets instead of the value of `name`.
+    pub fn placeholder(&self, name: &str) -> Result<String, SecretError> {
+        if self.secrets.contains_key(name) {
+            Ok(placeholder(name))
+        } else {
+            Err(SecretError::NotGranted(name.into()))
+        }
+    }
+
+    /// Replaces placeholders in `text` with values bound to `destination`.
+    /// A placeholder of a secret not bound there stays as it is, so the
+    /// value never reaches a destination it was not granted for.
+    pub fn substitute(&self, text: &str, destination: &Destination) -> Vec<u8> {
+        let mut out = text.as_bytes().to_vec();
+        for (name, secret) in &self.secrets {
+            let bound = secret
+                .destinations
+                .check_url(&destination.to_string())
+                .is_ok();
+            if bound {
+                out = replace(&out, placeholder(name).as_bytes(), secret.value.expose());
+            }
+        }
+        out
+    }
+
+    /// HMAC-SHA256 of `message` keyed by secret `name`, as lowercase hex.
+    pub fn hmac_sha256(&self, name: &str, message: &[u8]) -> Result<String, SecretError> {
+        Ok(hex::encode(
+            self.mac(name, message)?.finalize().into_bytes(),
+        ))
+    }
+
+    /// Checks a hex HMAC-SHA256 `signature` in constant time.
+    pub fn verify_hmac_sha256(
+        &self,
+        name: &str,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<bool, SecretError> {
+        let Ok(expected) = hex::decode(signature.trim()) else {
+            return Ok(false);
+        };
+        Ok(self.mac(name, message)?.verify_slice(&expected).is_ok())
+    }
+
+    fn mac(&self, name: &str, message: &[u8]) -> Result<Hmac<Sha256>, SecretError> {
+        let secret = self
+            .secrets
+            .get(name)
+            .ok_or_else(|| SecretError::NotGranted(name.into()))?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.value.expose())
+            .expect("HMAC accepts keys of any length");
+        mac.update(message);
+        Ok(mac)
+    }
+
+    /// A redactor for every value of this connection.
+    pub fn redactor(&self) -> Redactor {
+        Redactor {
+            values: self.secrets.values().map(|s| s.value.clone()).collect(),
+        }
+    }
+}
+
+/// `{{secret:NAME}}`.
+pub fn placeholder(name: &str) -> String {
+    format!("{{{{secret:{name}}}}}")
+}
+
+/// Scrubs secret values out of text and bytes a guest hands back.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    values: Vec<SecretValue>,
+}
+
+/// What a redacted value is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+impl Redactor {
+    /// Whether there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// `bytes` with every secret value replaced by [`REDACTED`].
+    pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        self.values.iter().fold(bytes.to_vec(), |acc, v| {
+            replace(&acc, v.expose(), REDACTED.as_bytes())
+        })
+    }
+
+    /// `text` with every secret value replaced by [`REDACTED`].
+    pub fn redact(&self, text: &str) -> String {
+        if self.values.is_empty() {
+            return text.to_owned();
+        }
+        String::from_utf8_lossy(&self.redact_bytes(text.as_bytes())).into_owned()
+    }
+}
+
+fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return haystack.to_vec();
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "secrets_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+use super::*;
+use crate::policy::EgressPolicy;
+
+/// A provider with fixed values, so tests need no environment.
+struct Fixed(&'static [(&'static str, &'static str)]);
+
+impl SecretProvider for Fixed {
+    fn resolve(&self, name: &str, _grant: &SecretGrant) -> Result<SecretValue, SecretError> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| SecretValue::new(v.as_bytes().to_vec()))
+            .ok_or_else(|| SecretError::NotGranted(name.into()))
+    }
+}
+
+fn grant(destinations: &[&str]) -> SecretGrant {
+    SecretGrant {
+        env: Some("UNUSED".into()),
+        file: None,
+        destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+    }
+}
+
+fn secrets() -> ConnectionSecrets {
+    let grants = BTreeMap::from([
+        ("stripe".to_owned(), grant(&["https://api.stripe.com"])),
+        ("signing".to_owned(), grant(&[])),
+    ]);
+    let provider = Fixed(&[("stripe", "sk_live_CANARY123"), ("signing", "whsec_abc")]);
+    ConnectionSecrets::resolve(&grants, &provider).unwrap()
+}
+
+fn dest(url: &str) -> Destination {
+    EgressPolicy::parse(&["https://api.stripe.com", "https://evil.example"])
+        .unwrap()
+        .check_url(url)
+        .unwrap()
+}
+
+#[test]
+fn placeholders_are_substituted_only_for_bound_destinations() {
+    let s = secrets();
+    let header = format!("Bearer {}", s.placeholder("stripe").unwrap());
+    assert_eq!(header, "Bearer {{secret:stripe}}");
+    let to_stripe = s.substitute(&header, &dest("https://api.stripe.com/v1/charges"));
+    assert_eq!(to_stripe, b"Bearer sk_live_CANARY123");
+    let to_evil = s.substitute(&header, &dest("https://evil.example/steal"));
+    assert_eq!(
+        to_evil,
+        header.as_bytes(),
+        "an unbound destination keeps the placeholder"
+    );
+    // A secret bound nowhere never leaves the host.
+    let signing = s.substitute("{{secret:signing}}", &dest("https://api.stripe.com/"));
+    assert_eq!(signing, b"{{secret:signing}}");
+}
+
+#[test]
+fn ungranted_secrets_are_refused_by_name() {
+    let err = secrets().placeholder("aws").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no secret `aws` is granted to this connection"
+    );
+}
+
+#[test]
+fn values_never_print() {
+    let value = SecretValue::new(b"sk_live_CANARY123".to_vec());
+    assert_eq!(format!("{value:?}"), "[redacted]");
+    let debug = format!("{:?}", secrets());
+    assert!(!debug.contains("CANARY"), "{debug}");
+}
+
+#[test]
+fn the_redactor_scrubs_every_value() {
+    let r = secrets().redactor();
+    assert_eq!(
+        r.redact("token=sk_live_CANARY123; sig=whsec_abc; again sk_live_CANARY123"),
+        "token=[redacted]; sig=[redacted]; again [redacted]"
+    );
+    assert_eq!(r.redact_bytes(b"xwhsec_abcx"), b"x[redacted]x");
+    assert_eq!(Redactor::default().redact("whsec_abc"), "whsec_abc");
+}
+
+#[test]
+fn hmac_signs_and_verifies_by_name() {
+    let s = secrets();
+    // RFC 4231-style check against an independent computation.
+    let sig = s.hmac_sha256("signing", b"payload").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"whsec_abc").unwrap();
+    mac.update(b"payload");
+    assert_eq!(sig, hex::encode(mac.finalize().into_bytes()));
+    assert!(s.verify_hmac_sha256("signing", b"payload", &sig).unwrap());
+    assert!(!s.verify_hmac_sha256("signing", b"tampered", &sig).unwrap());
+    assert!(
+        !s.verify_hmac_sha256("signing", b"payload", "not hex")
+            .unwrap()
+    );
+    assert!(s.hmac_sha256("missing", b"x").is_err());
+}
+
+#[test]
+fn env_and_file_sources_resolve_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    std::fs::write(&path, "from-file\n").unwrap();
+    let from_file = SecretGrant {
+        file: Some(path.clone()),
+        ..SecretGrant::default()
+    };
+    assert_eq!(
+        EnvOrFile.resolve("t", &from_file).unwrap().expose(),
+        b"from-file"
+    );
+
+    let var = "SWITCHYARD_TEST_SECRET_UNSET_9F2C";
+    let missing = SecretGrant {
+        env: Some(var.into()),
+        ..SecretGrant::default()
+    };
+    let err = EnvOrFile.resolve("t", &missing).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("secret `t`: environment variable `{var}` is not set")
+    );
+    let both = SecretGrant {
+        env: Some(var.into()),
+        file: Some(path),
+        ..SecretGrant::default()
+    };
+    assert!(matches!(
+        EnvOrFile.resolve("t", &both),
+        Err(SecretError::Source(_))
+    ));
+    let gone = SecretGrant {
+        file: Some(dir.path().join("nope")),
+        ..SecretGrant::default()
+    };
+    assert!(
+        EnvOrFile
+            .resolve("t", &gone)
+            .unwrap_err()
+            .to_string()
+            .contains("nope")
+    );
+}
+
+#[test]
+fn bad_destinations_name_the_secret() {
+    let grants = BTreeMap::from([("s".to_owned(), grant(&["gopher://x"]))]);
+    let err = ConnectionSecrets::resolve(&grants, &Fixed(&[("s", "v")])).unwrap_err();
+    assert!(err.to_string().starts_with("secret `s`:"), "{err}");
+}
