@@ -33,6 +33,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 mod invoke;
+pub mod kv;
 pub mod limits;
 pub mod plugin;
 pub mod policy;
