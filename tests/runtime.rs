@@ -343,7 +343,7 @@ async fn from_config_gives_unconfigured_plugins_a_default_connection() {
     std::fs::copy(guest("field-mapper"), plugins.join("field_mapper.wasm")).unwrap();
     std::fs::write(
         plugins.join("field_mapper.manifest.toml"),
-        "http = [\"https://api.crm.example\"]\nstate = true\n",
+        "http = [\"https://api.crm.example\"]\nstate = true\nrate_limits = [\"api\", \"bulk\"]\n",
     )
     .unwrap();
     let text = r#"
@@ -351,7 +351,7 @@ async fn from_config_gives_unconfigured_plugins_a_default_connection() {
         [connections.crm]
         plugin = "field-mapper"
         config = { rename = "a=b" }
-        grants = { allow = ["https://api.crm.example", "https://other.example"] }
+        grants = { allow = ["https://api.crm.example", "https://other.example"], rate_limits = { api = { per_second = 5, burst = 2 }, unrequested = { per_second = 1 } } }
     "#;
     let config = switchyard_runtime::SwitchyardConfig::parse(text, dir.path()).unwrap();
     let runtime = Runtime::from_config(&config).await.unwrap();

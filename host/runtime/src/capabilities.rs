@@ -9,6 +9,7 @@
 //! denied, and a plugin without a manifest requests nothing.
 
 use crate::policy::{Denied, Destination, EgressPolicy};
+use crate::rate::RateLimitGrant;
 use crate::secrets::SecretGrant;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,7 +89,7 @@ impl PluginManifest {
 }
 
 /// What the operator grants one connection. Default: nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Grants {
     /// Destinations this connection may reach (egress rules).
@@ -97,7 +98,7 @@ pub struct Grants {
     /// it may be sent.
     pub secrets: BTreeMap<String, SecretGrant>,
     /// Rate-limit buckets configured for this connection.
-    pub rate_limits: BTreeSet<String>,
+    pub rate_limits: BTreeMap<String, RateLimitGrant>,
     /// Whether this connection may keep state.
     pub state: bool,
 }
@@ -139,7 +140,11 @@ impl EffectiveRights {
         {
             missing.push(format!("secret `{name}`"));
         }
-        for name in manifest.rate_limits.difference(&grants.rate_limits) {
+        for name in manifest
+            .rate_limits
+            .iter()
+            .filter(|n| !grants.rate_limits.contains_key(*n))
+        {
             missing.push(format!("rate limit `{name}`"));
         }
         if manifest.state && !grants.state {
@@ -156,7 +161,8 @@ impl EffectiveRights {
                 .collect(),
             rate_limits: manifest
                 .rate_limits
-                .intersection(&grants.rate_limits)
+                .iter()
+                .filter(|n| grants.rate_limits.contains_key(*n))
                 .cloned()
                 .collect(),
             state: manifest.state && grants.state,
@@ -209,7 +215,7 @@ mod tests {
                 ("stripe-key".to_owned(), SecretGrant::default()),
                 ("other".to_owned(), SecretGrant::default()),
             ]),
-            rate_limits: BTreeSet::new(),
+            rate_limits: BTreeMap::new(),
             state: false,
         };
         let rights = EffectiveRights::new(&manifest(), &grants).unwrap();

@@ -152,6 +152,8 @@ impl SwitchyardConfig {
                 .map_err(|e| format!("connections.{name}.config: {e}"))?;
             crate::policy::EgressPolicy::parse(&connection.grants.allow)
                 .map_err(|e| format!("connections.{name}.grants.allow: {e}"))?;
+            crate::rate::ConnectionRateLimits::new(&connection.grants.rate_limits)
+                .map_err(|e| format!("connections.{name}.grants: {e}"))?;
         }
         Ok(config)
     }

@@ -37,6 +37,7 @@ pub mod kv;
 pub mod limits;
 pub mod plugin;
 pub mod policy;
+pub mod rate;
 mod runtime;
 pub mod secrets;
 pub mod state;

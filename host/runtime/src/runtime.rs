@@ -12,6 +12,7 @@ use crate::host::config::ConfigCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::limits::Limits;
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
+use crate::rate::{ConnectionRateLimits, RateLimitGrant};
 use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretGrant, SecretProvider};
 use crate::state::InvocationState;
 use std::collections::BTreeMap;
@@ -93,6 +94,7 @@ pub struct Connection {
     config: ConfigCtx,
     rights: EffectiveRights,
     secrets: ConnectionSecrets,
+    rate_limits: ConnectionRateLimits,
     redactor: Arc<Redactor>,
 }
 
@@ -108,6 +110,10 @@ impl Connection {
     /// The connection's resolved secrets (requested and granted only).
     pub fn secrets(&self) -> &ConnectionSecrets {
         &self.secrets
+    }
+    /// The connection's rate-limit buckets (requested and granted only).
+    pub fn rate_limits(&self) -> &ConnectionRateLimits {
+        &self.rate_limits
     }
     pub(crate) fn redactor(&self) -> &Arc<Redactor> {
         &self.redactor
@@ -345,6 +351,7 @@ impl Runtime {
             config: ConfigCtx::default(),
             rights: EffectiveRights::default(),
             secrets: ConnectionSecrets::default(),
+            rate_limits: ConnectionRateLimits::default(),
             redactor: Arc::default(),
         };
         let info = match self.run(&probe, Call::Describe).await {
@@ -426,6 +433,14 @@ impl Runtime {
         let secrets = ConnectionSecrets::resolve(&wanted, &*self.inner.secret_provider)
             .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
         let redactor = Arc::new(secrets.redactor());
+        let buckets: BTreeMap<String, RateLimitGrant> = grants
+            .rate_limits
+            .iter()
+            .filter(|(n, _)| rights.rate_limits.contains(*n))
+            .map(|(n, g)| (n.clone(), g.clone()))
+            .collect();
+        let rate_limits = ConnectionRateLimits::new(&buckets)
+            .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
         let mut connections = self.inner.connections.write().unwrap();
         if connections.contains_key(name) {
             return Err(LoadError::Conflict(format!(
@@ -438,6 +453,7 @@ impl Runtime {
             config: ConfigCtx::new(config),
             rights,
             secrets,
+            rate_limits,
             redactor,
         });
         connections.insert(name.to_owned(), connection.clone());

@@ -1,0 +1,187 @@
+//! Rate limits that respect third parties' limits.
+//!
+//! Each named bucket is a GCRA limiter (the `governor` crate) with a steady
+//! rate and a burst. A caller waits for a permit up to a bound, then gets a
+//! rate-limited error carrying how long to wait. When an upstream answers
+//! 429/503 with `Retry-After`, [`RateLimiter::pause_for`] holds the whole
+//! bucket back, so every invocation of the connection backs off together.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A bucket's rate, as the operator grants it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitGrant {
+    /// Sustained permits per second (fractions allowed: 0.5 is one every
+    /// two seconds).
+    pub per_second: f64,
+    /// Permits available at once after a quiet spell. Default: 1.
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A permit was not available within the wait bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit `{bucket}` exhausted; retry in {} ms", retry_after.as_millis())]
+pub struct RateLimited {
+    pub bucket: String,
+    pub retry_after: Duration,
+}
+
+/// One named bucket.
+#[derive(Debug)]
+pub struct RateLimiter {
+    name: String,
+    limiter: DefaultDirectRateLimiter,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl RateLimiter {
+    /// A bucket from its grant; refuses zero or non-finite rates.
+    pub fn new(name: &str, grant: &RateLimitGrant) -> Result<Self, String> {
+        let bad = |why: &str| format!("rate limit `{name}`: {why}");
+        if !(grant.per_second.is_finite() && grant.per_second > 0.0) {
+            return Err(bad("per_second must be a positive number"));
+        }
+        let burst = NonZeroU32::new(grant.burst).ok_or_else(|| bad("burst must be at least 1"))?;
+        let period = Duration::from_secs_f64(1.0 / grant.per_second);
+        let quota = Quota::with_period(period)
+            .ok_or_else(|| bad("per_second is too large"))?
+            .allow_burst(burst);
+        Ok(RateLimiter {
+            name: name.to_owned(),
+            limiter: DefaultDirectRateLimiter::direct(quota),
+            paused_until: Mutex::new(None),
+        })
+    }
+
+    /// The bucket's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Waits for one permit, at most `max_wait`.
+    pub async fn acquire(&self, max_wait: Duration) -> Result<(), RateLimited> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            let now = Instant::now();
+            let wait = match self.pause_remaining(now) {
+                Some(pause) => pause,
+                None => match self.limiter.check() {
+                    Ok(()) => return Ok(()),
+                    Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
+                },
+            };
+            if now + wait > deadline {
+                return Err(RateLimited {
+                    bucket: self.name.clone(),
+                    retry_after: wait,
+                });
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Holds every caller back for `duration` (an upstream's Retry-After).
+    /// A shorter pause never cuts a longer one short.
+    pub fn pause_for(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+    }
+
+    fn pause_remaining(&self, now: Instant) -> Option<Duration> {
+        let paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        paused.and_then(|until| until.checked_duration_since(now))
+    }
+}
+
+/// The buckets of one connection.
+#[derive(Debug, Default)]
+pub struct ConnectionRateLimits {
+    buckets: BTreeMap<String, Arc<RateLimiter>>,
+}
+
+impl ConnectionRateLimits {
+    /// Builds each granted bucket, naming the first bad one.
+    pub fn new(grants: &BTreeMap<String, RateLimitGrant>) -> Result<Self, String> {
+        let buckets = grants
+            .iter()
+            .map(|(name, grant)| Ok((name.clone(), Arc::new(RateLimiter::new(name, grant)?))))
+            .collect::<Result<_, String>>()?;
+        Ok(ConnectionRateLimits { buckets })
+    }
+
+    /// The bucket called `name`, if granted.
+    pub fn bucket(&self, name: &str) -> Option<&Arc<RateLimiter>> {
+        self.buckets.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(per_second: f64, burst: u32) -> RateLimiter {
+        RateLimiter::new("api", &RateLimitGrant { per_second, burst }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_burst_passes_then_callers_wait_within_their_bound() {
+        let bucket = limiter(20.0, 2);
+        let quick = Duration::from_millis(1);
+        bucket.acquire(quick).await.unwrap();
+        bucket.acquire(quick).await.unwrap();
+        let err = bucket.acquire(quick).await.unwrap_err();
+        assert_eq!(err.bucket, "api");
+        // One permit per 50 ms: the next is at most 50 ms away.
+        assert!(err.retry_after > Duration::ZERO && err.retry_after <= Duration::from_millis(50));
+        assert!(
+            err.to_string()
+                .starts_with("rate limit `api` exhausted; retry in")
+        );
+        // Waiting long enough gets the permit.
+        bucket.acquire(Duration::from_secs(2)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn retry_after_pauses_the_whole_bucket() {
+        let bucket = limiter(1000.0, 10);
+        bucket.pause_for(Duration::from_secs(30));
+        bucket.pause_for(Duration::from_secs(1)); // does not shorten the pause
+        let err = bucket.acquire(Duration::from_millis(5)).await.unwrap_err();
+        assert!(err.retry_after > Duration::from_secs(29), "{err:?}");
+    }
+
+    #[test]
+    fn bad_grants_are_refused_by_name() {
+        for (per_second, burst, why) in [
+            (0.0, 1, "positive"),
+            (f64::NAN, 1, "positive"),
+            (1.0, 0, "burst"),
+        ] {
+            let err = RateLimiter::new("api", &RateLimitGrant { per_second, burst }).unwrap_err();
+            assert!(
+                err.starts_with("rate limit `api`") && err.contains(why),
+                "{err}"
+            );
+        }
+        let grants: BTreeMap<String, RateLimitGrant> =
+            toml::from_str("slow = { per_second = 0.5 }\nfast = { per_second = 100, burst = 20 }")
+                .unwrap();
+        let limits = ConnectionRateLimits::new(&grants).unwrap();
+        assert!(limits.bucket("slow").is_some() && limits.bucket("nope").is_none());
+    }
+}
