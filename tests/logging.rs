@@ -25,17 +25,23 @@ impl Captured {
     }
 }
 
-/// Runs `action` on `guest` with a JSON log subscriber installed
-/// on this (current-thread) test, and returns the log lines.
-async fn logs_of(guest: &str, action: &str) -> Vec<serde_json::Value> {
+/// Sends every event on this (current-thread) test to a JSON buffer
+/// until the guard drops.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// Runs `action` on `guest` with a JSON log subscriber installed
+/// on this (current-thread) test, and returns the log lines.
+async fn logs_of(guest: &str, action: &str) -> Vec<serde_json::Value> {
+    let (captured, _guard) = capture_logs();
     let runtime = runtime_with(Limits::default(), &[guest]).await;
     runtime.call_action(guest, action, b"").await.unwrap();
     captured
@@ -103,14 +109,7 @@ async fn secret_values_are_redacted_from_logs_errors_and_outputs() {
     )
     .unwrap();
 
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_logs();
 
     let runtime = switchyard_runtime::Runtime::builder().build().unwrap();
     runtime.load_plugin("m", &wasm).await.unwrap();

@@ -12,10 +12,10 @@ use crate::host::config::ConfigCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::limits::Limits;
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
-use crate::rate::{ConnectionRateLimits, RateLimitGrant};
-use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretGrant, SecretProvider};
+use crate::rate::ConnectionRateLimits;
+use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretProvider};
 use crate::state::InvocationState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -424,23 +424,14 @@ impl Runtime {
             );
         }
         // Resolve only what is both requested and granted.
-        let wanted: BTreeMap<String, SecretGrant> = grants
-            .secrets
-            .iter()
-            .filter(|(n, _)| rights.secrets.contains(*n))
-            .map(|(n, g)| (n.clone(), g.clone()))
-            .collect();
+        let in_connection = |e: String| LoadError::Config(format!("connection `{name}`: {e}"));
+        let wanted = only(&grants.secrets, &rights.secrets);
         let secrets = ConnectionSecrets::resolve(&wanted, &*self.inner.secret_provider)
-            .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
+            .map_err(|e| in_connection(e.to_string()))?;
         let redactor = Arc::new(secrets.redactor());
-        let buckets: BTreeMap<String, RateLimitGrant> = grants
-            .rate_limits
-            .iter()
-            .filter(|(n, _)| rights.rate_limits.contains(*n))
-            .map(|(n, g)| (n.clone(), g.clone()))
-            .collect();
-        let rate_limits = ConnectionRateLimits::new(&buckets)
-            .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
+        let rate_limits =
+            ConnectionRateLimits::new(&only(&grants.rate_limits, &rights.rate_limits))
+                .map_err(in_connection)?;
         let mut connections = self.inner.connections.write().unwrap();
         if connections.contains_key(name) {
             return Err(LoadError::Conflict(format!(
@@ -582,6 +573,18 @@ impl Runtime {
         }
         result
     }
+}
+
+/// The entries of `granted` whose names are in `effective`.
+fn only<T: Clone>(
+    granted: &BTreeMap<String, T>,
+    effective: &BTreeSet<String>,
+) -> BTreeMap<String, T> {
+    granted
+        .iter()
+        .filter(|(name, _)| effective.contains(*name))
+        .map(|(name, grant)| (name.clone(), grant.clone()))
+        .collect()
 }
 
 fn call_kind(call: &Call) -> &'static str {
