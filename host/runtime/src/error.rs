@@ -128,15 +128,35 @@ impl InvokeError {
     }
 }
 
+/// The text of a guest error, whatever its kind.
+pub fn guest_error_message(err: &ConnectorError) -> &str {
+    match err {
+        ConnectorError::Retryable(m)
+        | ConnectorError::Permanent(m)
+        | ConnectorError::InvalidInput(m) => m,
+        ConnectorError::RateLimited(r) => &r.message,
+    }
+}
+
+pub(crate) fn guest_error_message_mut(err: &mut ConnectorError) -> &mut String {
+    match err {
+        ConnectorError::Retryable(m)
+        | ConnectorError::Permanent(m)
+        | ConnectorError::InvalidInput(m) => m,
+        ConnectorError::RateLimited(r) => &mut r.message,
+    }
+}
+
 /// `kind: message` for a guest error, without Rust debug syntax.
 pub fn describe_guest_error(err: &ConnectorError) -> String {
+    let message = guest_error_message(err);
     match err {
-        ConnectorError::Retryable(m) => format!("retryable: {m}"),
-        ConnectorError::Permanent(m) => format!("permanent: {m}"),
-        ConnectorError::InvalidInput(m) => format!("invalid input: {m}"),
+        ConnectorError::Retryable(_) => format!("retryable: {message}"),
+        ConnectorError::Permanent(_) => format!("permanent: {message}"),
+        ConnectorError::InvalidInput(_) => format!("invalid input: {message}"),
         ConnectorError::RateLimited(r) => match r.retry_after_ms {
-            Some(ms) => format!("rate limited (retry after {ms} ms): {}", r.message),
-            None => format!("rate limited: {}", r.message),
+            Some(ms) => format!("rate limited (retry after {ms} ms): {message}"),
+            None => format!("rate limited: {message}"),
         },
     }
 }

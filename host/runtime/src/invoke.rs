@@ -272,16 +272,10 @@ pub(crate) fn finish(
     }
 }
 
-fn redact_error(err: ConnectorError, redactor: &Redactor) -> ConnectorError {
-    match err {
-        ConnectorError::Retryable(m) => ConnectorError::Retryable(redactor.redact(&m)),
-        ConnectorError::Permanent(m) => ConnectorError::Permanent(redactor.redact(&m)),
-        ConnectorError::InvalidInput(m) => ConnectorError::InvalidInput(redactor.redact(&m)),
-        ConnectorError::RateLimited(mut r) => {
-            r.message = redactor.redact(&r.message);
-            ConnectorError::RateLimited(r)
-        }
-    }
+fn redact_error(mut err: ConnectorError, redactor: &Redactor) -> ConnectorError {
+    let message = crate::error::guest_error_message_mut(&mut err);
+    *message = redactor.redact(message).into_owned();
+    err
 }
 
 fn classify_trap(
@@ -314,16 +308,10 @@ fn classify_trap(
         Some(trap) => InvokeError::Trap {
             message: trap.to_string(),
         },
-        None => {
-            let text = format!("{err:#}");
-            if text.contains("maximum concurrent") || text.contains("pooling allocator") {
-                InvokeError::ResourceLimit(format!(
-                    "instance pool exhausted ({text}); raise limits.pool_instances"
-                ))
-            } else {
-                InvokeError::Host(text)
-            }
-        }
+        None if err.is::<wasmtime::PoolConcurrencyLimitError>() => InvokeError::ResourceLimit(
+            format!("instance pool exhausted ({err}); raise limits.pool_instances"),
+        ),
+        None => InvokeError::Host(format!("{err:#}")),
     }
 }
 

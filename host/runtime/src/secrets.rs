@@ -12,6 +12,7 @@ use crate::policy::{Destination, EgressPolicy};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -248,13 +249,19 @@ impl Redactor {
         })
     }
 
-    /// `text` with every secret value replaced by [`REDACTED`].
-    pub fn redact(&self, text: &str) -> String {
-        if self.values.is_empty() {
-            return text.to_owned();
+    /// `text` with every secret value replaced by [`REDACTED`]; borrowed
+    /// when nothing matched, which is the common case on the log path.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let bytes = text.as_bytes();
+        if !self.values.iter().any(|v| contains(bytes, v.expose())) {
+            return Cow::Borrowed(text);
         }
-        String::from_utf8_lossy(&self.redact_bytes(text.as_bytes())).into_owned()
+        Cow::Owned(String::from_utf8_lossy(&self.redact_bytes(bytes)).into_owned())
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {

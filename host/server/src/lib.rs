@@ -16,6 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use switchyard_runtime::error::guest_error_message;
 use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
 
 /// Largest request body accepted. Default: 4 MiB.
@@ -130,7 +131,7 @@ pub fn status_for(err: &InvokeError) -> StatusCode {
 
 fn error_response(err: &InvokeError) -> Response {
     let message = match err {
-        InvokeError::Guest(inner) => guest_message(inner).to_owned(),
+        InvokeError::Guest(inner) => guest_error_message(inner).to_owned(),
         // Trap text carries a backtrace; keep the first line for callers.
         other => other
             .to_string()
@@ -153,15 +154,6 @@ fn error_response(err: &InvokeError) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
-}
-
-fn guest_message(err: &ConnectorError) -> &str {
-    match err {
-        ConnectorError::Retryable(m)
-        | ConnectorError::Permanent(m)
-        | ConnectorError::InvalidInput(m) => m,
-        ConnectorError::RateLimited(r) => &r.message,
-    }
 }
 
 fn error_body(status: StatusCode, kind: &str, message: &str) -> Response {

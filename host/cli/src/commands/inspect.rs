@@ -61,9 +61,13 @@ fn capability_report(file: &Path, config: Option<&Path>) -> anyhow::Result<Capab
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::builder().build()?;
-    let (_, summary) = inspect_component(runtime.engine(), &args.file, None)?;
     // Full load check: world, version, imports, exports, then `describe`.
+    // Only a file that fails it is compiled a second time, to summarise it.
     let verdict = super::tokio()?.block_on(runtime.load_plugin("inspect", &args.file));
+    let summary = match &verdict {
+        Ok(plugin) => plugin.summary().clone(),
+        Err(_) => inspect_component(runtime.engine(), &args.file, None)?.1,
+    };
     let caps = capability_report(&args.file, args.config.as_deref())?;
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
