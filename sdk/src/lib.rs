@@ -33,12 +33,21 @@
 //! ```
 //!
 //! The crate must be a `cdylib` (`[lib] crate-type = ["cdylib"]`).
+//!
+//! Beyond [`config`] and [`log`], the host brokers [`http`] (outbound
+//! requests), [`secrets`], [`state`] and [`rate_limit`]. Each is denied
+//! unless the plugin's manifest requests it and the operator grants it to
+//! the connection; a denial is an error value, never a trap.
 
 mod types;
 
 pub mod config;
+pub mod http;
 pub mod json;
 pub mod log;
+pub mod rate_limit;
+pub mod secrets;
+pub mod state;
 
 pub use types::{
     ActionInfo, ConnectorInfo, Error, Headers, Message, Page, ReadRequest, Role, StreamInfo,
@@ -54,11 +63,17 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_plugin",
         default_bindings_module: "::switchyard_sdk::bindings",
+        // The world imports wasi:http, whose types come from other wasi
+        // packages (io, clocks); bind those too rather than map them.
+        generate_all,
+        // wasi:cli's worlds name this unstable interface; this parser
+        // rejects the name unless the feature is on. Nothing here uses it.
+        features: ["clocks-timezone"],
     });
 }
 
 /// The WIT package version this SDK builds connectors against.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 
 /// A connector. Implement [`describe`](Connector::describe) and the methods
 /// of the roles it lists; the rest default to [`Error::unsupported`].

@@ -53,6 +53,13 @@ impl wit::ConnectorError {
     pub fn unsupported(role: &str) -> Self {
         Self::permanent(format!("this connector does not support the {role} role"))
     }
+    /// The human-readable message, whatever the case.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Retryable(m) | Self::Permanent(m) | Self::InvalidInput(m) => m,
+            Self::RateLimited(limit) => &limit.message,
+        }
+    }
 }
 
 impl wit::ConnectorInfo {

@@ -94,14 +94,14 @@ fn inspect_reports_version_exports_imports_size_and_hash() {
     let bytes = std::fs::read(&echo).unwrap();
     assert_eq!(report["sha256"], hex::encode(sha2::Sha256::digest(&bytes)));
     assert_eq!(report["size"], bytes.len());
-    assert_eq!(report["wit_version"], "0.1.0");
-    assert_eq!(report["exports"][0], "switchyard:connector/connector@0.1.0");
+    assert_eq!(report["wit_version"], "0.1.1");
+    assert_eq!(report["exports"][0], "switchyard:connector/connector@0.1.1");
     assert!(
         report["imports"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|i| i == "switchyard:connector/config@0.1.0")
+            .any(|i| i == "switchyard:connector/config@0.1.1")
     );
     assert_eq!(report["loadable"], true);
     assert_eq!(report["connector"]["actions"][0], "echo");
@@ -109,7 +109,7 @@ fn inspect_reports_version_exports_imports_size_and_hash() {
     let out = switchyard(dir.path(), &["plugin", "inspect", echo.to_str().unwrap()]);
     let human = text(&out.stdout);
     assert!(
-        human.contains("wit:         switchyard:connector@0.1.0"),
+        human.contains("wit:         switchyard:connector@0.1.1"),
         "{human}"
     );
     assert!(human.contains("loadable:    yes"), "{human}");

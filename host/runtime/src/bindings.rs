@@ -1,10 +1,20 @@
-//! Host bindings generated from `wit/` for `switchyard:connector@0.1.0`.
+//! Host bindings generated from `wit/` for `switchyard:connector@0.1.1`.
+//!
+//! One set of bindings serves every 0.1.x plugin: wasmtime matches imports
+//! and exports semver-compatibly, so a component built against 0.1.0 finds
+//! its `log`, `config` and `connector` at 0.1.1 (see wit/README.md).
 
 wasmtime::component::bindgen!({
     path: "../../wit",
     world: "plugin",
     imports: { default: async | trappable },
     exports: { default: async },
+    // WASI types come from the crates that implement them.
+    with: {
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+    },
 });
 
 pub use exports::switchyard::connector::connector::Guest as ConnectorExports;
@@ -14,7 +24,7 @@ pub use switchyard::connector::types::{
 };
 
 /// The WIT package versions this host implements, newest first.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.1", "0.1.0"];
 
 /// The export every connector component must provide, without version.
 pub const CONNECTOR_EXPORT: &str = "switchyard:connector/connector";

@@ -101,6 +101,8 @@ pub struct Grants {
     pub rate_limits: BTreeMap<String, RateLimitGrant>,
     /// Whether this connection may keep state.
     pub state: bool,
+    /// Host-level retries of idempotent outbound requests. Default: none.
+    pub retry: Option<crate::egress::RetryGrant>,
 }
 
 /// The rights one connection actually has: requested ∩ granted.
@@ -182,6 +184,11 @@ impl EffectiveRights {
         self.granted_http.check_url(url)
     }
 
+    /// Whether any destination is both requested and granted.
+    pub fn allows_http(&self) -> bool {
+        !self.requested_http.is_empty() && !self.granted_http.is_empty()
+    }
+
     /// The granted policy, for checking resolved addresses.
     pub fn egress(&self) -> &EgressPolicy {
         &self.granted_http
@@ -217,6 +224,7 @@ mod tests {
             ]),
             rate_limits: BTreeMap::new(),
             state: false,
+            retry: None,
         };
         let rights = EffectiveRights::new(&manifest(), &grants).unwrap();
         assert!(

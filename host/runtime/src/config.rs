@@ -165,6 +165,11 @@ impl SwitchyardConfig {
             .unwrap_or_else(|| self.data_dir.join("plugins"))
     }
 
+    /// The connection state database: `<data_dir>/state.sqlite`.
+    pub fn state_path(&self) -> PathBuf {
+        self.data_dir.join("state.sqlite")
+    }
+
     /// The compile cache directory: `<data_dir>/cache`.
     pub fn cache_dir(&self) -> PathBuf {
         self.data_dir.join("cache")

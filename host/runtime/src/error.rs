@@ -63,6 +63,17 @@ pub enum LoadError {
     /// The bytes claim to be a component but do not validate or compile.
     #[error("{path}: invalid component: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    /// A connection's plugin imports a brokered interface the connection is
+    /// not granted.
+    #[error(
+        "connection `{connection}`: plugin `{plugin}` imports `{import}`, which is not granted; add {grant}"
+    )]
+    NotGranted {
+        connection: String,
+        plugin: String,
+        import: String,
+        grant: String,
+    },
     /// The plugin's capability manifest is unreadable or invalid.
     #[error("{0}")]
     Manifest(String),

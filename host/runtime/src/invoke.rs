@@ -192,8 +192,9 @@ pub(crate) fn new_store(
         connection: connection.name_arc(),
         invocation_id,
         redactor: connection.redactor().clone(),
+        rate: connection.log_rate().clone(),
     };
-    let state = InvocationState::new(log, connection.config_ctx().clone(), limits);
+    let state = InvocationState::new(log, connection.broker(), limits);
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     store.epoch_deadline_callback(|ctx| {

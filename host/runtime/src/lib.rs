@@ -9,6 +9,12 @@
 //! per-plugin concurrency gate with a bounded queue. WASI p2 is linked with
 //! nothing granted, so guests from any toolchain run but reach nothing.
 //!
+//! What a connector may reach is brokered per connection, default deny:
+//! outbound HTTP through `wasi:http` and [`egress`], secrets by placeholder
+//! ([`secrets`]), key-value state ([`kv`]) and rate limits ([`rate`]), each
+//! the intersection of the plugin's manifest and the operator's grants
+//! ([`capabilities`]).
+//!
 //! ```no_run
 //! use switchyard_runtime::Runtime;
 //! use std::collections::BTreeMap;
@@ -29,6 +35,7 @@ pub mod bindings;
 pub mod cache;
 pub mod capabilities;
 pub mod config;
+pub mod egress;
 pub mod engine;
 pub mod error;
 pub mod host;
@@ -47,6 +54,7 @@ pub use bindings::{
     SUPPORTED_VERSIONS, StreamInfo, WebhookRequest, WriteOutcome,
 };
 pub use config::SwitchyardConfig;
+pub use egress::{Dialer, Network, Resolver, StaticResolver};
 pub use error::{InvokeError, LoadError};
 pub use invoke::Session;
 pub use limits::Limits;

@@ -42,6 +42,24 @@ pub struct Limits {
     /// allocator, which reserves (not commits) about 4 GiB of address space
     /// per instance. Default: 1000.
     pub pool_instances: u32,
+    /// How long connecting to an upstream may take. Default: 5000 ms.
+    pub http_connect_timeout_ms: u64,
+    /// How long an upstream may take to start answering (status and
+    /// headers). Default: 10 000 ms.
+    pub http_first_byte_timeout_ms: u64,
+    /// Budget for one outbound request from connect to the last body byte,
+    /// retries included. Default: 30 000 ms; the invocation deadline still
+    /// bounds the invocation.
+    pub http_total_timeout_ms: u64,
+    /// Largest request body a guest may send. Default: 4 MiB.
+    pub http_request_bytes: usize,
+    /// Largest response body the host reads for a guest. Default: 8 MiB.
+    pub http_response_bytes: usize,
+    /// Outbound requests one invocation may start. Default: 32.
+    pub http_requests_per_invocation: u32,
+    /// How long an outbound request or `rate-limit.acquire` waits for a
+    /// permit before the guest is told it is rate limited. Default: 1000 ms.
+    pub rate_limit_wait_ms: u64,
 }
 
 impl Default for Limits {
@@ -60,6 +78,13 @@ impl Default for Limits {
             queue_timeout_ms: 2_000,
             stdio_bytes: 64 << 10,
             pool_instances: 1_000,
+            http_connect_timeout_ms: 5_000,
+            http_first_byte_timeout_ms: 10_000,
+            http_total_timeout_ms: 30_000,
+            http_request_bytes: 4 << 20,
+            http_response_bytes: 8 << 20,
+            http_requests_per_invocation: 32,
+            rate_limit_wait_ms: 1_000,
         }
     }
 }
@@ -86,6 +111,15 @@ impl Limits {
             ("output_bytes", self.output_bytes),
             ("max_concurrent", self.max_concurrent),
             ("pool_instances", self.pool_instances as usize),
+            (
+                "http_connect_timeout_ms",
+                self.http_connect_timeout_ms as usize,
+            ),
+            (
+                "http_first_byte_timeout_ms",
+                self.http_first_byte_timeout_ms as usize,
+            ),
+            ("http_total_timeout_ms", self.http_total_timeout_ms as usize),
         ];
         for (key, value) in positive {
             if value == 0 {

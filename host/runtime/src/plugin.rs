@@ -181,8 +181,7 @@ pub(crate) fn load_component(
 
 /// `Some(hint)` when `import` is something this host never provides.
 fn unsupported_import_hint(import: &str) -> Option<String> {
-    const PROVIDED: &[&str] = &["log", "config", "types"];
-    const LATER: &[&str] = &["http", "secrets", "rate-limit", "state"];
+    const PROVIDED: &[&str] = &["log", "config", "types", "secrets", "state", "rate-limit"];
     if let Some(rest) = import.strip_prefix("switchyard:connector/") {
         let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
         if !SUPPORTED_VERSIONS.contains(&version) {
@@ -194,23 +193,13 @@ fn unsupported_import_hint(import: &str) -> Option<String> {
         if PROVIDED.contains(&iface) {
             return None;
         }
-        if LATER.contains(&iface) {
-            return Some(format!(
-                "the `{iface}` capability is not part of switchyard:connector@{version}; upgrade the host"
-            ));
-        }
         return Some(format!(
             "`{iface}` is not an interface of switchyard:connector@{version}; check the connector's WIT"
         ));
     }
-    if import.starts_with("wasi:http/") {
-        return Some(
-            "outbound HTTP is brokered by the host and is not available to this WIT version; remove the dependency on wasi:http"
-                .into(),
-        );
-    }
     if import.starts_with("wasi:") {
-        // WASI p2 is linked with nothing granted; the linker decides the rest.
+        // WASI p2 is linked with nothing granted and wasi:http goes through
+        // the egress policy; the linker decides the rest.
         return None;
     }
     Some("connectors may import only switchyard:connector and WASI interfaces".into())

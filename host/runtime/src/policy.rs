@@ -126,8 +126,12 @@ impl EgressRule {
         }
     }
 
-    fn names_ip(&self, addr: IpAddr) -> bool {
-        matches!(self.host, HostPattern::Ip(ip) if ip == addr)
+    /// Whether this rule names `addr` itself for `dest`'s scheme and
+    /// port: the only way to reach a forbidden address.
+    fn names_ip(&self, dest: &Destination, addr: IpAddr) -> bool {
+        let same_port = self.scheme == dest.scheme
+            && self.port.unwrap_or(default_port(&self.scheme)) == dest.port;
+        same_port && matches!(self.host, HostPattern::Ip(ip) if ip == addr)
     }
 }
 
@@ -199,6 +203,11 @@ impl EgressPolicy {
         EgressPolicy { rules }
     }
 
+    /// Whether no destination is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Parses each pattern, naming the first bad one.
     pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
         let rules = patterns
@@ -250,7 +259,7 @@ impl EgressPolicy {
     /// the resolver returns and connect only to addresses that pass.
     pub fn check_addr(&self, dest: &Destination, addr: IpAddr) -> Result<(), Denied> {
         match forbidden_reason(addr) {
-            Some(reason) if !self.rules.iter().any(|r| r.names_ip(addr)) => {
+            Some(reason) if !self.rules.iter().any(|r| r.names_ip(dest, addr)) => {
                 Err(Denied::ForbiddenAddress {
                     host: dest.host(),
                     addr,

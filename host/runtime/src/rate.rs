@@ -6,6 +6,7 @@
 //! 429/503 with `Retry-After`, [`RateLimiter::pause_for`] holds the whole
 //! bucket back, so every invocation of the connection backs off together.
 
+use crate::policy::{Destination, EgressPolicy};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 use serde::Deserialize;
@@ -24,6 +25,11 @@ pub struct RateLimitGrant {
     /// Permits available at once after a quiet spell. Default: 1.
     #[serde(default = "one")]
     pub burst: u32,
+    /// Egress rules whose requests take a permit from this bucket before
+    /// they leave (`["https://api.stripe.com"]`). Default: none, so the
+    /// bucket paces only explicit `acquire` calls.
+    #[serde(default)]
+    pub destinations: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -42,6 +48,7 @@ pub struct RateLimited {
 #[derive(Debug)]
 pub struct RateLimiter {
     name: String,
+    destinations: EgressPolicy,
     limiter: DefaultDirectRateLimiter,
     paused_until: Mutex<Option<Instant>>,
 }
@@ -58,8 +65,10 @@ impl RateLimiter {
         let quota = Quota::with_period(period)
             .ok_or_else(|| bad("per_second is too large"))?
             .allow_burst(burst);
+        let destinations = EgressPolicy::parse(&grant.destinations).map_err(|e| bad(&e))?;
         Ok(RateLimiter {
             name: name.to_owned(),
+            destinations,
             limiter: DefaultDirectRateLimiter::direct(quota),
             paused_until: Mutex::new(None),
         })
@@ -68,6 +77,13 @@ impl RateLimiter {
     /// The bucket's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether requests to `destination` take permits from this bucket.
+    pub fn paces(&self, destination: &Destination) -> bool {
+        self.destinations
+            .check_url(&destination.to_string())
+            .is_ok()
     }
 
     /// Waits for one permit, at most `max_wait`.
@@ -128,6 +144,11 @@ impl ConnectionRateLimits {
     pub fn bucket(&self, name: &str) -> Option<&Arc<RateLimiter>> {
         self.buckets.get(name)
     }
+
+    /// The buckets that pace requests to `destination`.
+    pub fn pacing(&self, destination: &Destination) -> impl Iterator<Item = &Arc<RateLimiter>> {
+        self.buckets.values().filter(|b| b.paces(destination))
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +156,12 @@ mod tests {
     use super::*;
 
     fn limiter(per_second: f64, burst: u32) -> RateLimiter {
-        RateLimiter::new("api", &RateLimitGrant { per_second, burst }).unwrap()
+        let grant = RateLimitGrant {
+            per_second,
+            burst,
+            destinations: Vec::new(),
+        };
+        RateLimiter::new("api", &grant).unwrap()
     }
 
     #[tokio::test]
@@ -172,7 +198,12 @@ mod tests {
             (f64::NAN, 1, "positive"),
             (1.0, 0, "burst"),
         ] {
-            let err = RateLimiter::new("api", &RateLimitGrant { per_second, burst }).unwrap_err();
+            let grant = RateLimitGrant {
+                per_second,
+                burst,
+                destinations: Vec::new(),
+            };
+            let err = RateLimiter::new("api", &grant).unwrap_err();
             assert!(
                 err.starts_with("rate limit `api`") && err.contains(why),
                 "{err}"

@@ -6,15 +6,21 @@ use crate::bindings::{
 use crate::cache::CompileCache;
 use crate::capabilities::{EffectiveRights, Grants, PluginManifest};
 use crate::config::SwitchyardConfig;
+use crate::egress::{Egress, Network};
 use crate::engine::SharedEngine;
 use crate::error::{InvokeError, LoadError};
 use crate::host::config::ConfigCtx;
+use crate::host::log::LogRate;
+use crate::host::rate_limit::RateLimitCtx;
+use crate::host::secrets::SecretsCtx;
+use crate::host::state::StateCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
+use crate::kv::StateStore;
 use crate::limits::Limits;
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
 use crate::rate::ConnectionRateLimits;
 use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretProvider};
-use crate::state::InvocationState;
+use crate::state::{BrokerCtx, InvocationState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,11 +97,10 @@ impl Plugin {
 pub struct Connection {
     name: Arc<str>,
     plugin: Arc<Plugin>,
-    config: ConfigCtx,
     rights: EffectiveRights,
-    secrets: ConnectionSecrets,
-    rate_limits: ConnectionRateLimits,
+    broker: BrokerCtx,
     redactor: Arc<Redactor>,
+    log_rate: Arc<LogRate>,
 }
 
 impl Connection {
@@ -109,11 +114,14 @@ impl Connection {
     }
     /// The connection's resolved secrets (requested and granted only).
     pub fn secrets(&self) -> &ConnectionSecrets {
-        &self.secrets
+        &self.broker.secrets.secrets
     }
     /// The connection's rate-limit buckets (requested and granted only).
     pub fn rate_limits(&self) -> &ConnectionRateLimits {
-        &self.rate_limits
+        &self.broker.rate_limit.buckets
+    }
+    pub(crate) fn log_rate(&self) -> &Arc<LogRate> {
+        &self.log_rate
     }
     pub(crate) fn redactor(&self) -> &Arc<Redactor> {
         &self.redactor
@@ -125,8 +133,8 @@ impl Connection {
     pub(crate) fn name_arc(&self) -> Arc<str> {
         self.name.clone()
     }
-    pub(crate) fn config_ctx(&self) -> &ConfigCtx {
-        &self.config
+    pub(crate) fn broker(&self) -> &BrokerCtx {
+        &self.broker
     }
 }
 
@@ -136,6 +144,8 @@ pub struct RuntimeBuilder {
     limits: Limits,
     cache_dir: Option<PathBuf>,
     secret_provider: Option<Arc<dyn SecretProvider>>,
+    network: Option<Network>,
+    state_path: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -167,6 +177,20 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How outbound HTTP reaches the network (resolver, dialer). Default:
+    /// [`Network::default`], the system resolver and direct connections.
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    /// The SQLite file holding connection state. Default: a private
+    /// in-memory database, lost when the runtime drops.
+    pub fn state_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_path = Some(path.into());
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -179,9 +203,18 @@ impl RuntimeBuilder {
             wasmtime_wasi::p2::add_to_linker_async(linker)?;
             crate::host::log::add_to_linker(linker)?;
             crate::host::config::add_to_linker(linker)?;
+            crate::host::secrets::add_to_linker(linker)?;
+            crate::host::state::add_to_linker(linker)?;
+            crate::host::rate_limit::add_to_linker(linker)?;
+            crate::host::http::add_to_linker(linker)?;
             Ok(())
         };
         link(&mut linker).map_err(|e| LoadError::Config(format!("cannot link host: {e:#}")))?;
+        let state = match &self.state_path {
+            Some(path) => StateStore::open(path),
+            None => StateStore::in_memory(),
+        }
+        .map_err(|e| LoadError::Config(format!("cannot open the state store: {e}")))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -189,6 +222,8 @@ impl RuntimeBuilder {
                 limits: self.limits,
                 cache: self.cache_dir.map(CompileCache::new),
                 secret_provider: self.secret_provider.unwrap_or_else(|| Arc::new(EnvOrFile)),
+                network: self.network.unwrap_or_default(),
+                state: Some(state),
                 plugins: RwLock::default(),
                 connections: RwLock::default(),
                 next_invocation: AtomicU64::new(1),
@@ -210,6 +245,8 @@ struct Inner {
     limits: Limits,
     cache: Option<CompileCache>,
     secret_provider: Arc<dyn SecretProvider>,
+    network: Network,
+    state: Option<Arc<StateStore>>,
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     connections: RwLock<BTreeMap<String, Arc<Connection>>>,
     next_invocation: AtomicU64,
@@ -237,6 +274,7 @@ impl Runtime {
         let runtime = Runtime::builder()
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
+            .state_path(config.state_path())
             .build()?;
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         let dir = config.plugin_dir();
@@ -287,9 +325,20 @@ impl Runtime {
             .collect();
         for name in files.keys() {
             let has_connection = named.contains(name) || config.connections.contains_key(name);
-            if !has_connection {
-                runtime.add_connection(name, name, BTreeMap::new())?;
+            let plugin = runtime.plugin(name).expect("loaded above");
+            if has_connection {
+                continue;
             }
+            if needs_grants(&plugin) {
+                // Without grants it could only fail; it waits for a
+                // [connections.X] block instead of aborting start-up.
+                tracing::warn!(
+                    plugin = %name,
+                    "plugin needs grants (HTTP, secrets, state or rate limits); add a [connections.<name>] block with grants to use it"
+                );
+                continue;
+            }
+            runtime.add_connection(name, name, BTreeMap::new())?;
         }
         Ok(runtime)
     }
@@ -345,14 +394,14 @@ impl Runtime {
         };
         // Describe through a throwaway connection so the call runs under
         // the same limits and isolation as any other.
+        let probe_name: Arc<str> = format!("{name}#describe").into();
         let probe = Connection {
-            name: format!("{name}#describe").into(),
+            broker: BrokerCtx::deny_all(probe_name.clone(), &self.inner.limits),
+            name: probe_name,
             plugin: Arc::new(plugin),
-            config: ConfigCtx::default(),
             rights: EffectiveRights::default(),
-            secrets: ConnectionSecrets::default(),
-            rate_limits: ConnectionRateLimits::default(),
             redactor: Arc::default(),
+            log_rate: Arc::default(),
         };
         let info = match self.run(&probe, Call::Describe).await {
             Ok(Output::Describe(info)) => info,
@@ -423,15 +472,55 @@ impl Runtime {
                 "the plugin requests rights this connection is not granted; they stay denied"
             );
         }
+        check_imports_granted(name, &plugin_ref, &rights)?;
         // Resolve only what is both requested and granted.
         let in_connection = |e: String| LoadError::Config(format!("connection `{name}`: {e}"));
         let wanted = only(&grants.secrets, &rights.secrets);
         let secrets = ConnectionSecrets::resolve(&wanted, &*self.inner.secret_provider)
             .map_err(|e| in_connection(e.to_string()))?;
         let redactor = Arc::new(secrets.redactor());
-        let rate_limits =
+        let secrets = Arc::new(secrets);
+        let rate_limits = Arc::new(
             ConnectionRateLimits::new(&only(&grants.rate_limits, &rights.rate_limits))
-                .map_err(in_connection)?;
+                .map_err(in_connection)?,
+        );
+        let connection_name: Arc<str> = name.into();
+        let state = match (&self.inner.state, rights.state) {
+            (Some(store), true) => Some(store.namespace(name)),
+            (None, true) => {
+                return Err(in_connection(
+                    "state is granted but the runtime has no state store".into(),
+                ));
+            }
+            _ => None,
+        };
+        let egress = Egress::new(
+            plugin_ref.name_arc(),
+            connection_name.clone(),
+            rights.clone(),
+            secrets.clone(),
+            rate_limits.clone(),
+            grants.retry.clone(),
+            &self.inner.limits,
+            self.inner.network.clone(),
+        );
+        let broker = BrokerCtx {
+            config: ConfigCtx::new(config),
+            secrets: SecretsCtx {
+                connection: connection_name.clone(),
+                secrets,
+            },
+            state: StateCtx {
+                connection: connection_name.clone(),
+                namespace: state,
+            },
+            rate_limit: RateLimitCtx {
+                connection: connection_name.clone(),
+                buckets: rate_limits,
+                max_wait: std::time::Duration::from_millis(self.inner.limits.rate_limit_wait_ms),
+            },
+            egress: Arc::new(egress),
+        };
         let mut connections = self.inner.connections.write().unwrap();
         if connections.contains_key(name) {
             return Err(LoadError::Conflict(format!(
@@ -439,13 +528,12 @@ impl Runtime {
             )));
         }
         let connection = Arc::new(Connection {
-            name: name.into(),
+            name: connection_name,
             plugin: plugin_ref,
-            config: ConfigCtx::new(config),
             rights,
-            secrets,
-            rate_limits,
+            broker,
             redactor,
+            log_rate: Arc::default(),
         });
         connections.insert(name.to_owned(), connection.clone());
         Ok(connection)
@@ -576,6 +664,56 @@ impl Runtime {
 }
 
 /// The entries of `granted` whose names are in `effective`.
+/// Refuses a connection whose plugin imports a brokered interface the
+/// connection has no right to, naming the grant that would allow it.
+fn check_imports_granted(
+    connection: &str,
+    plugin: &Plugin,
+    rights: &EffectiveRights,
+) -> Result<(), LoadError> {
+    let grants = format!("[connections.{connection}.grants]");
+    let table = |key: &str| format!("[connections.{connection}.grants.{key}.<name>]");
+    for import in &plugin.summary.imports {
+        let needed = if import.starts_with("wasi:http/outgoing-handler") {
+            (!rights.allows_http()).then(|| {
+                format!("`allow = [\"https://host\"]` under {grants} (and the same in the manifest's `http`)")
+            })
+        } else if import.starts_with("switchyard:connector/secrets@") {
+            rights.secrets.is_empty().then(|| {
+                format!(
+                    "a secret as {} (and its name in the manifest's `secrets`)",
+                    table("secrets")
+                )
+            })
+        } else if import.starts_with("switchyard:connector/state@") {
+            (!rights.state).then(|| format!("`state = true` under {grants} (and in the manifest)"))
+        } else if import.starts_with("switchyard:connector/rate-limit@") {
+            rights.rate_limits.is_empty().then(|| {
+                format!(
+                    "a bucket as {} (and its name in the manifest's `rate_limits`)",
+                    table("rate_limits")
+                )
+            })
+        } else {
+            None
+        };
+        if let Some(grant) = needed {
+            return Err(LoadError::NotGranted {
+                connection: connection.to_owned(),
+                plugin: plugin.name.to_string(),
+                import: import.clone(),
+                grant,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a plugin imports any brokered interface that needs a grant.
+pub(crate) fn needs_grants(plugin: &Plugin) -> bool {
+    check_imports_granted("_", plugin, &EffectiveRights::default()).is_err()
+}
+
 fn only<T: Clone>(
     granted: &BTreeMap<String, T>,
     effective: &BTreeSet<String>,

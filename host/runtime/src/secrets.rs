@@ -29,6 +29,10 @@ pub struct SecretGrant {
     /// can be used for signing but never leaves the host.
     #[serde(default)]
     pub destinations: Vec<String>,
+    /// Also substitute the value into request bodies (not only headers).
+    /// Default: false.
+    #[serde(default)]
+    pub in_body: bool,
 }
 
 /// A secret value. Zeroized on drop; never printed.
@@ -73,6 +77,14 @@ pub enum SecretError {
     Destinations { name: String, reason: String },
     #[error("no secret `{0}` is granted to this connection")]
     NotGranted(String),
+    #[error(
+        "secret `{name}` may not be sent to {destination}{place}; bind it there in the grant's `destinations`"
+    )]
+    NotBound {
+        name: String,
+        destination: String,
+        place: &'static str,
+    },
 }
 
 /// Resolves a grant's source to a value. Swap it to plug in a vault.
@@ -117,6 +129,7 @@ impl SecretProvider for EnvOrFile {
 struct BoundSecret {
     value: SecretValue,
     destinations: EgressPolicy,
+    in_body: bool,
 }
 
 /// The resolved secrets of one connection.
@@ -151,6 +164,7 @@ impl ConnectionSecrets {
                 BoundSecret {
                     value,
                     destinations,
+                    in_body: grant.in_body,
                 },
             );
         }
@@ -166,21 +180,46 @@ impl ConnectionSecrets {
         }
     }
 
-    /// Replaces placeholders in `text` with values bound to `destination`.
-    /// A placeholder of a secret not bound there stays as it is, so the
-    /// value never reaches a destination it was not granted for.
-    pub fn substitute(&self, text: &str, destination: &Destination) -> Vec<u8> {
-        let mut out = text.as_bytes().to_vec();
+    /// Replaces placeholders in `bytes` with the values bound to
+    /// `destination`: in headers every bound secret, in a body
+    /// (`in_body`) only secrets whose grant sets `in_body`. A placeholder of
+    /// a granted secret that may not go there is an error, so the request
+    /// is refused instead of leaving with a placeholder. `Ok(None)` means
+    /// nothing to replace.
+    pub fn substitute(
+        &self,
+        bytes: &[u8],
+        destination: &Destination,
+        in_body: bool,
+    ) -> Result<Option<Vec<u8>>, SecretError> {
+        if !contains(bytes, b"{{secret:") {
+            return Ok(None);
+        }
+        let mut out: Option<Vec<u8>> = None;
         for (name, secret) in &self.secrets {
+            let marker = placeholder(name);
+            let current = out.as_deref().unwrap_or(bytes);
+            if !contains(current, marker.as_bytes()) {
+                continue;
+            }
             let bound = secret
                 .destinations
                 .check_url(&destination.to_string())
                 .is_ok();
-            if bound {
-                out = replace(&out, placeholder(name).as_bytes(), secret.value.expose());
+            if !bound || (in_body && !secret.in_body) {
+                return Err(SecretError::NotBound {
+                    name: name.clone(),
+                    destination: destination.to_string(),
+                    place: if bound {
+                        " in a body (set `in_body = true`)"
+                    } else {
+                        ""
+                    },
+                });
             }
+            out = Some(replace(current, marker.as_bytes(), secret.value.expose()));
         }
-        out
+        Ok(out)
     }
 
     /// HMAC-SHA256 of `message` keyed by secret `name`, as lowercase hex.

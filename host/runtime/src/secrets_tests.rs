@@ -19,6 +19,7 @@ fn grant(destinations: &[&str]) -> SecretGrant {
         env: Some("UNUSED".into()),
         file: None,
         destinations: destinations.iter().map(|d| (*d).to_owned()).collect(),
+        in_body: false,
     }
 }
 
@@ -43,17 +44,39 @@ fn placeholders_are_substituted_only_for_bound_destinations() {
     let s = secrets();
     let header = format!("Bearer {}", s.placeholder("stripe").unwrap());
     assert_eq!(header, "Bearer {{secret:stripe}}");
-    let to_stripe = s.substitute(&header, &dest("https://api.stripe.com/v1/charges"));
-    assert_eq!(to_stripe, b"Bearer sk_live_CANARY123");
-    let to_evil = s.substitute(&header, &dest("https://evil.example/steal"));
-    assert_eq!(
-        to_evil,
-        header.as_bytes(),
-        "an unbound destination keeps the placeholder"
+    let to_stripe = s
+        .substitute(
+            header.as_bytes(),
+            &dest("https://api.stripe.com/v1/charges"),
+            false,
+        )
+        .unwrap();
+    assert_eq!(to_stripe.as_deref(), Some(&b"Bearer sk_live_CANARY123"[..]));
+    let to_evil = s
+        .substitute(
+            header.as_bytes(),
+            &dest("https://evil.example/steal"),
+            false,
+        )
+        .unwrap_err();
+    assert!(
+        to_evil
+            .to_string()
+            .contains("may not be sent to https://evil.example:443"),
+        "{to_evil}"
     );
     // A secret bound nowhere never leaves the host.
-    let signing = s.substitute("{{secret:signing}}", &dest("https://api.stripe.com/"));
-    assert_eq!(signing, b"{{secret:signing}}");
+    let signing = s.substitute(
+        b"{{secret:signing}}",
+        &dest("https://api.stripe.com/"),
+        false,
+    );
+    assert!(signing.is_err());
+    // Bodies need `in_body`; text without placeholders is left alone.
+    let body = s.substitute(header.as_bytes(), &dest("https://api.stripe.com/"), true);
+    assert!(body.unwrap_err().to_string().contains("in_body"));
+    let plain = s.substitute(b"no secrets", &dest("https://api.stripe.com/"), true);
+    assert_eq!(plain.unwrap(), None);
 }
 
 #[test]

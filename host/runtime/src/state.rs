@@ -1,7 +1,11 @@
 //! The data each store holds: one per invocation, dropped with it.
 
 use crate::host::config::{ConfigCtx, ConfigCtxView, ConfigView};
+use crate::host::http::HttpCtx;
 use crate::host::log::{LogBudget, LogCtx, LogCtxView, LogView};
+use crate::host::rate_limit::{RateLimitCtx, RateLimitCtxView, RateLimitView};
+use crate::host::secrets::{SecretsCtx, SecretsCtxView, SecretsView};
+use crate::host::state::{StateCtx, StateCtxView, StateView};
 use crate::limits::Limits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -17,6 +21,10 @@ pub struct InvocationState {
     pub(crate) log: LogCtx,
     log_budget: LogBudget,
     config: ConfigCtx,
+    secrets: SecretsCtx,
+    state: StateCtx,
+    rate_limit: RateLimitCtx,
+    http: HttpCtx,
     pub(crate) limiter: InvocationLimiter,
     /// When the current call must stop; checked on every epoch tick.
     pub(crate) deadline_at: std::time::Instant,
@@ -33,7 +41,9 @@ impl std::fmt::Debug for InvocationState {
 impl InvocationState {
     /// A fresh state: no files, no sockets, no environment, no arguments;
     /// stdin closed; stdout and stderr captured up to `limits.stdio_bytes`.
-    pub fn new(log: LogCtx, config: ConfigCtx, limits: &Limits) -> Self {
+    /// The brokered interfaces reach what `broker` (the connection's
+    /// rights) allows.
+    pub fn new(log: LogCtx, broker: &BrokerCtx, limits: &Limits) -> Self {
         let stdout = MemoryOutputPipe::new(limits.stdio_bytes);
         let stderr = MemoryOutputPipe::new(limits.stdio_bytes);
         let wasi = WasiCtx::builder()
@@ -48,9 +58,17 @@ impl InvocationState {
             table: ResourceTable::new(),
             stdout,
             stderr,
-            log,
+            http: HttpCtx::new(
+                broker.egress.clone(),
+                log.invocation_id,
+                limits.http_requests_per_invocation,
+            ),
             log_budget: LogBudget::default(),
-            config,
+            log,
+            config: broker.config.clone(),
+            secrets: broker.secrets.clone(),
+            state: broker.state.clone(),
+            rate_limit: broker.rate_limit.clone(),
             limiter: InvocationLimiter::new(limits),
             deadline_at: std::time::Instant::now() + limits.deadline(),
         }
@@ -118,6 +136,55 @@ impl LogView for InvocationState {
 impl ConfigView for InvocationState {
     fn config(&mut self) -> ConfigCtxView<'_> {
         ConfigCtxView { ctx: &self.config }
+    }
+}
+
+impl SecretsView for InvocationState {
+    fn secrets(&mut self) -> SecretsCtxView<'_> {
+        SecretsCtxView { ctx: &self.secrets }
+    }
+}
+
+impl StateView for InvocationState {
+    fn state(&mut self) -> StateCtxView<'_> {
+        StateCtxView { ctx: &self.state }
+    }
+}
+
+impl RateLimitView for InvocationState {
+    fn rate_limit(&mut self) -> RateLimitCtxView<'_> {
+        RateLimitCtxView {
+            ctx: &self.rate_limit,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for InvocationState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        crate::host::http::view(&mut self.http, &mut self.table)
+    }
+}
+
+/// The brokered contexts of one connection, cloned into each invocation.
+#[derive(Debug, Clone)]
+pub struct BrokerCtx {
+    pub config: ConfigCtx,
+    pub secrets: SecretsCtx,
+    pub state: StateCtx,
+    pub rate_limit: RateLimitCtx,
+    pub egress: std::sync::Arc<crate::egress::Egress>,
+}
+
+impl BrokerCtx {
+    /// Nothing granted: no config, secrets, state, buckets or egress.
+    pub fn deny_all(name: std::sync::Arc<str>, limits: &Limits) -> Self {
+        BrokerCtx {
+            config: ConfigCtx::default(),
+            secrets: SecretsCtx::default(),
+            state: StateCtx::default(),
+            rate_limit: RateLimitCtx::default(),
+            egress: std::sync::Arc::new(crate::egress::Egress::deny_all(name, limits)),
+        }
     }
 }
 

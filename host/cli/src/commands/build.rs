@@ -12,7 +12,9 @@ pub struct Args {
     /// Cargo target directory. Default: cargo's (the crate's or workspace's `target/`).
     #[arg(long)]
     target_dir: Option<PathBuf>,
-    /// Also copy the component into this directory (e.g. the plugin dir).
+    /// Also copy the component into this directory (e.g. the plugin dir) as
+    /// `<package>.wasm`, with the crate's `<package>.manifest.toml` if it
+    /// has one.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -32,9 +34,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(out) = &args.out {
             std::fs::create_dir_all(out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            let dest = out.join(path.file_name().unwrap_or_default());
+            let dest = out.join(format!("{}.wasm", component.package));
             std::fs::copy(&path, &dest)
                 .with_context(|| format!("cannot copy to {}", dest.display()))?;
+            let manifest_name = format!("{}.manifest.toml", component.package);
+            let manifest = args.crate_dir.join(&manifest_name);
+            if manifest.exists() {
+                let copied = out.join(&manifest_name);
+                std::fs::copy(&manifest, &copied)
+                    .with_context(|| format!("cannot copy to {}", copied.display()))?;
+            }
             path = dest;
         }
         eprintln!("built {}", component.package);

@@ -13,6 +13,10 @@ pub const MAX_LOG_FIELDS: usize = 32;
 /// Default: 1000.
 pub const MAX_LOG_EVENTS: u32 = 1_000;
 
+/// Sustained events per second one connection may log across all its
+/// invocations; a burst of [`MAX_LOG_EVENTS`] is allowed. Default: 200.
+pub const LOG_EVENTS_PER_SECOND: u32 = 200;
+
 /// Who is logging: attached to every event of an invocation.
 #[derive(Debug, Clone)]
 pub struct LogCtx {
@@ -22,6 +26,23 @@ pub struct LogCtx {
     pub invocation_id: u64,
     /// Scrubs the connection's secret values from everything logged.
     pub redactor: Arc<Redactor>,
+    /// The connection's log rate, shared by its invocations.
+    pub rate: Arc<LogRate>,
+}
+
+/// A connection's log rate: many short invocations cannot flood the log
+/// any more than one long one. Events over it are dropped and counted.
+#[derive(Debug)]
+pub struct LogRate(governor::DefaultDirectRateLimiter);
+
+impl Default for LogRate {
+    fn default() -> Self {
+        let quota = governor::Quota::per_second(
+            std::num::NonZeroU32::new(LOG_EVENTS_PER_SECOND).expect("non-zero"),
+        )
+        .allow_burst(std::num::NonZeroU32::new(MAX_LOG_EVENTS).expect("non-zero"));
+        LogRate(governor::DefaultDirectRateLimiter::direct(quota))
+    }
 }
 
 /// Per-invocation log budget, kept in the store.
@@ -53,7 +74,7 @@ impl LogCtxView<'_> {
         {
             self.budget.panic = Some(super::sanitize(message, MAX_LOG_TEXT));
         }
-        if self.budget.emitted >= MAX_LOG_EVENTS {
+        if self.budget.emitted >= MAX_LOG_EVENTS || self.ctx.rate.0.check().is_err() {
             self.budget.dropped += 1;
             return;
         }

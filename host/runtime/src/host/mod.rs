@@ -5,7 +5,11 @@
 //! implements to hand out that view (`XView`), and `add_to_linker`.
 
 pub mod config;
+pub mod http;
 pub mod log;
+pub mod rate_limit;
+pub mod secrets;
+pub mod state;
 
 /// Replaces control characters so a guest cannot forge log lines or
 /// terminal escapes, and cuts the text at `max` bytes on a char boundary.

@@ -1,11 +1,12 @@
-//! A connector importing an interface the host does not provide.
+//! A connector importing an interface the host does not provide (one
+//! from a made-up future version of the package).
 
 wit_bindgen::generate!({
     inline: "
-        package switchyard:connector@0.1.0;
-        interface secrets { get: func(name: string) -> option<string>; }
+        package switchyard:connector@0.1.1;
+        interface queue { publish: func(topic: string) -> bool; }
         interface connector { describe: func() -> string; }
-        world plugin { import secrets; export connector; }
+        world plugin { import queue; export connector; }
     ",
 });
 
@@ -14,7 +15,7 @@ struct Greedy;
 
 impl exports::switchyard::connector::connector::Guest for Greedy {
     fn describe() -> String {
-        switchyard::connector::secrets::get("stripe").unwrap_or_default()
+        switchyard::connector::queue::publish("orders").to_string()
     }
 }
 

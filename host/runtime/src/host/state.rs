@@ -1,0 +1,93 @@
+//! `switchyard:connector/state`: the connection's key-value store.
+//!
+//! Keys live in the namespace of the host-assigned connection identity; a
+//! guest names keys, never namespaces. Calls are short SQLite transactions
+//! on the embedded database (WAL), run on the invoking task.
+
+use crate::bindings::switchyard::connector::state::{self, StateError};
+use crate::kv::{StateError as StoreError, StateNamespace};
+use std::sync::Arc;
+use wasmtime::component::{HasData, Linker};
+
+/// The state of one connection. Default: not granted.
+#[derive(Debug, Clone, Default)]
+pub struct StateCtx {
+    pub(crate) connection: Arc<str>,
+    /// `None` when the connection is not granted state.
+    pub(crate) namespace: Option<StateNamespace>,
+}
+
+/// Borrowed view handed to the generated `Host` impl.
+#[derive(Debug)]
+pub struct StateCtxView<'a> {
+    pub ctx: &'a StateCtx,
+}
+
+/// Implemented by store data that offers `state`.
+pub trait StateView: Send {
+    fn state(&mut self) -> StateCtxView<'_>;
+}
+
+impl StateCtxView<'_> {
+    fn run<T>(
+        &self,
+        op: impl FnOnce(&StateNamespace) -> Result<T, StoreError>,
+    ) -> wasmtime::Result<Result<T, StateError>> {
+        let Some(ns) = &self.ctx.namespace else {
+            return Ok(Err(StateError::NotGranted(format!(
+                "connection `{}` has no state; set `state = true` under [connections.{}.grants]",
+                self.ctx.connection, self.ctx.connection
+            ))));
+        };
+        Ok(op(ns).map_err(|e| match e {
+            StoreError::Database(_) => StateError::Unavailable(e.to_string()),
+            other => StateError::TooLarge(other.to_string()),
+        }))
+    }
+}
+
+impl state::Host for StateCtxView<'_> {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, StateError>> {
+        self.run(|ns| ns.get(&key))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), StateError>> {
+        self.run(|ns| ns.set(&key, &value))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, StateError>> {
+        self.run(|ns| ns.delete(&key))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<bool, StateError>> {
+        self.run(|ns| ns.compare_and_swap(&key, expected.as_deref(), new.as_deref()))
+    }
+
+    async fn keys(
+        &mut self,
+        prefix: String,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, StateError>> {
+        self.run(|ns| ns.keys(&prefix, limit as usize))
+    }
+}
+
+struct HasState;
+
+impl HasData for HasState {
+    type Data<'a> = StateCtxView<'a>;
+}
+
+/// Adds `switchyard:connector/state` to `linker`.
+pub fn add_to_linker<T: StateView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    state::add_to_linker::<T, HasState>(linker, T::state)
+}
