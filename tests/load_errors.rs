@@ -82,7 +82,7 @@ async fn a_component_of_another_world_is_refused() {
     let msg = err.to_string();
     assert!(msg.contains("exports [run]"), "{msg}");
     assert!(
-        msg.contains("switchyard:connector/connector@0.1.0"),
+        msg.contains("switchyard:connector/connector@0.1.1"),
         "{msg}"
     );
 }
@@ -94,7 +94,7 @@ async fn an_unsupported_wit_version_is_refused() {
         LoadError::UnsupportedVersion { found, .. } => assert_eq!(found, "9.0.0"),
         other => panic!("expected unsupported version, got {other:?}"),
     }
-    assert!(err.to_string().contains("supported: 0.1.0"), "{err}");
+    assert!(err.to_string().contains("supported: 0.1.1, 0.1.0"), "{err}");
 }
 
 #[tokio::test]
@@ -102,11 +102,15 @@ async fn an_import_the_host_lacks_is_named() {
     let err = load(&guest("guest-extra-import")).await;
     match &err {
         LoadError::UnsupportedImport { import, .. } => {
-            assert_eq!(import, "switchyard:connector/secrets@0.1.0")
+            assert_eq!(import, "switchyard:connector/queue@0.1.1")
         }
         other => panic!("expected unsupported import, got {other:?}"),
     }
-    assert!(err.to_string().contains("upgrade the host"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`queue` is not an interface of switchyard:connector@0.1.1"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

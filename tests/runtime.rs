@@ -40,7 +40,7 @@ async fn echo_round_trips_and_describe_is_recorded() {
     assert_eq!(out, br#"{"a":[1,2,{"b":null}]}"#);
     let plugin = runtime.plugin("echo").unwrap();
     assert_eq!(plugin.info().name, "echo");
-    assert_eq!(plugin.summary().wit_version.as_deref(), Some("0.1.0"));
+    assert_eq!(plugin.summary().wit_version.as_deref(), Some("0.1.1"));
     let actions: Vec<_> = plugin
         .info()
         .actions

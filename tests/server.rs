@@ -58,7 +58,7 @@ async fn healthz_and_listing() {
     assert_eq!(status, StatusCode::OK);
     let echo = &body["connections"][0];
     assert_eq!(echo["name"], "echo");
-    assert_eq!(echo["wit"], "0.1.0");
+    assert_eq!(echo["wit"], "0.1.1");
     assert_eq!(echo["actions"][1]["name"], "greet");
 }
 

@@ -134,6 +134,7 @@ fn main() {
         std::hint::black_box(out.unwrap());
     });
 
+    let broker = switchyard_runtime::state::BrokerCtx::deny_all("c".into(), &Limits::default());
     let state_only = measure(iterations, || {
         let log = switchyard_runtime::host::log::LogCtx {
             plugin: "p".into(),
@@ -141,12 +142,10 @@ fn main() {
             connection: "c".into(),
             invocation_id: 1,
             redactor: Default::default(),
+            rate: Default::default(),
         };
-        let state = switchyard_runtime::state::InvocationState::new(
-            log,
-            Default::default(),
-            &Limits::default(),
-        );
+        let state =
+            switchyard_runtime::state::InvocationState::new(log, &broker, &Limits::default());
         drop(std::hint::black_box(state));
     });
     println!(

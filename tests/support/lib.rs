@@ -1,6 +1,8 @@
 //! Test support: builds every guest component once per test process, from
 //! source, with the same tooling `switchyard plugin build` uses.
 
+pub mod httpbin;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,7 +19,24 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "guest-extra-import",
     "guest-missing-export",
     "guest-wasi-probe",
+    "guest-http-probe",
+    "guest-v010-compat",
+    "http-api",
 ];
+
+/// The canary secret value of this test run: every test that hands a
+/// guest a secret uses it, and the suite's last step greps every captured
+/// log for it. `./dev test` sets a fresh one per run.
+pub fn canary() -> String {
+    std::env::var("SWITCHYARD_TEST_CANARY").unwrap_or_else(|_| "sk_canary_7f3a9c2e41".into())
+}
+
+/// Where tests write captured logs for the canary check.
+pub fn log_dir() -> PathBuf {
+    let dir = workspace_root().join("target").join("test-logs");
+    std::fs::create_dir_all(&dir).expect("create target/test-logs");
+    dir
+}
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
