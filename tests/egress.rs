@@ -111,11 +111,11 @@ fn manifest(upstreams: &[SocketAddr]) -> String {
     let hb = httpbin().addr.port();
     let extra: String = upstreams
         .iter()
-        .map(|a| format!(", \"http://{a}\""))
+        .map(|a| format!(", \"http://{a}\", \"https://{a}\""))
         .collect();
     format!(
         r#"
-        http = ["http://127.0.0.1:{hb}", "http://127.0.0.1:*", "http://allowed.test", "https://allowed.test",
+        http = ["http://127.0.0.1:{hb}", "https://127.0.0.1:{hb}", "http://allowed.test", "https://allowed.test",
                 "http://private.test", "http://metadata.test", "http://rebind.test", "http://mapped.test",
                 "http://nat64.test", "http://ula.test", "http://linklocal6.test", "http://cgnat.test",
                 "http://unspecified.test", "http://ec2v6.test", "http://localhost6.test",
@@ -125,7 +125,6 @@ fn manifest(upstreams: &[SocketAddr]) -> String {
         state = true
         "#
     )
-    .replace("\"http://127.0.0.1:*\", ", "")
 }
 
 struct Harness {
@@ -824,4 +823,70 @@ async fn the_example_rest_connector_calls_httpbin_with_its_bearer_secret() {
     assert_eq!(out["status"], 200, "{out}");
     assert_eq!(out["body"]["authenticated"], true, "{out}");
     assert_eq!(out["body"]["token"], "[redacted]", "{out}");
+}
+
+#[tokio::test]
+async fn a_plugin_shares_one_bucket_per_destination_across_connections() {
+    let limits = Limits {
+        http_destination_per_second: 1,
+        rate_limit_wait_ms: 50,
+        ..Limits::default()
+    };
+    let h = Harness::new(limits).await;
+    h.connect("first", "");
+    h.connect("second", "");
+    let url = json!({ "url": httpbin().url("/get") });
+    assert_eq!(h.call("first", "fetch", url.clone()).await["status"], 200);
+    let paced = h.call("second", "fetch", url).await;
+    assert_eq!(paced["status"], 429, "{paced}");
+    assert!(
+        paced["headers"]
+            .to_string()
+            .contains("x-switchyard-rate-limited")
+    );
+}
+
+#[tokio::test]
+async fn https_goes_through_rustls_and_proxy_variables_are_ignored() {
+    // A server that answers a TLS client with plain text.
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut stream, _)) = plain.accept().await {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let h = Harness::with_upstreams(Limits::default(), &[plain_addr]).await;
+    let proxy = format!("http://{}", h.sink.addr);
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+    ] {
+        // SAFETY: only this test writes these; nothing in the host reads them.
+        unsafe { std::env::set_var(var, &proxy) };
+    }
+    h.connect(
+        "tls",
+        &format!(
+            "allow = [\"{}\", \"https://{plain_addr}\"]",
+            httpbin().origin()
+        ),
+    );
+    let out = h
+        .call(
+            "tls",
+            "fetch",
+            json!({ "url": format!("https://{plain_addr}/") }),
+        )
+        .await;
+    assert_eq!(out["code"], "TLS-protocol-error", "{out}");
+    let out = h
+        .call("tls", "fetch", json!({ "url": httpbin().url("/get") }))
+        .await;
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(h.leaks(), (0, vec![]), "the proxy variables were not used");
 }

@@ -19,7 +19,7 @@
 use crate::capabilities::EffectiveRights;
 use crate::limits::Limits;
 use crate::policy::Destination;
-use crate::rate::{ConnectionRateLimits, RateLimited};
+use crate::rate::{ConnectionRateLimits, RateLimitGrant, RateLimited, RateLimiter};
 use crate::secrets::ConnectionSecrets;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
@@ -102,14 +102,14 @@ impl Dialer for DirectDialer {
 }
 
 /// How a runtime reaches the network: resolver, dialer, TLS roots, and the
-/// pauses upstreams asked for. Shared by every connection. Default: the
+/// per-(plugin, destination) buckets. Shared by every connection. Default: the
 /// system resolver, direct connections, and the Mozilla root store.
 #[derive(Clone)]
 pub struct Network {
     resolver: Arc<dyn Resolver>,
     dialer: Arc<dyn Dialer>,
     tls: Arc<rustls::ClientConfig>,
-    pauses: Arc<DestinationPauses>,
+    destinations: Arc<DestinationBuckets>,
 }
 
 impl fmt::Debug for Network {
@@ -144,32 +144,37 @@ impl Network {
             resolver,
             dialer,
             tls: Arc::new(tls),
-            pauses: Arc::default(),
+            destinations: Arc::default(),
         }
     }
 }
 
-/// Pauses an upstream asked for with `Retry-After`, per (plugin,
-/// destination): every connection of the plugin backs off together.
+/// One bucket per (plugin, destination), shared by every connection of
+/// the plugin: it paces the plugin's traffic to one upstream at
+/// `limits.http_destination_per_second`, and an upstream's `Retry-After`
+/// pauses it for all of them.
 #[derive(Debug, Default)]
-struct DestinationPauses {
-    until: Mutex<HashMap<(Arc<str>, String), Instant>>,
+struct DestinationBuckets {
+    buckets: Mutex<HashMap<PluginDestination, Arc<RateLimiter>>>,
 }
 
-impl DestinationPauses {
-    fn pause(&self, plugin: &Arc<str>, dest: &Destination, duration: Duration) {
-        let until = Instant::now() + duration;
-        let mut map = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map
-            .entry((plugin.clone(), dest.to_string()))
-            .or_insert(until);
-        *entry = (*entry).max(until);
-    }
+/// (plugin name, `scheme://host:port`).
+type PluginDestination = (Arc<str>, String);
 
-    fn remaining(&self, plugin: &Arc<str>, dest: &Destination) -> Option<Duration> {
-        let map = self.until.lock().unwrap_or_else(|p| p.into_inner());
-        let until = map.get(&(plugin.clone(), dest.to_string()))?;
-        until.checked_duration_since(Instant::now())
+impl DestinationBuckets {
+    fn get(&self, plugin: &Arc<str>, dest: &Destination, per_second: u32) -> Arc<RateLimiter> {
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((plugin.clone(), dest.to_string()))
+            .or_insert_with(|| {
+                let grant = RateLimitGrant {
+                    per_second: f64::from(per_second),
+                    burst: per_second,
+                    destinations: Vec::new(),
+                };
+                let name = format!("{plugin} → {dest}");
+                Arc::new(RateLimiter::new(&name, &grant).expect("validated limits"))
+            })
+            .clone()
     }
 }
 
@@ -217,6 +222,7 @@ struct EgressLimits {
     request_bytes: usize,
     response_bytes: usize,
     rate_wait: Duration,
+    destination_per_second: u32,
 }
 
 impl From<&Limits> for EgressLimits {
@@ -228,6 +234,7 @@ impl From<&Limits> for EgressLimits {
             request_bytes: l.http_request_bytes,
             response_bytes: l.http_response_bytes,
             rate_wait: Duration::from_millis(l.rate_limit_wait_ms),
+            destination_per_second: l.http_destination_per_second,
         }
     }
 }
@@ -500,14 +507,12 @@ impl Egress {
     /// Waits for the buckets pacing `dest` and any upstream pause; a
     /// synthesized 429 when that would take longer than the wait bound.
     async fn pace(&self, dest: &Destination) -> Option<Response<Full<Bytes>>> {
-        if let Some(paused) = self.network.pauses.remaining(&self.plugin, dest) {
-            if paused > self.limits.rate_wait {
-                return Some(rate_limited(&RateLimited {
-                    bucket: dest.to_string(),
-                    retry_after: paused,
-                }));
-            }
-            tokio::time::sleep(paused).await;
+        let per_destination =
+            self.network
+                .destinations
+                .get(&self.plugin, dest, self.limits.destination_per_second);
+        if let Err(limited) = per_destination.acquire(self.limits.rate_wait).await {
+            return Some(rate_limited(&limited));
         }
         for bucket in self.rate_limits.pacing(dest) {
             if let Err(limited) = bucket.acquire(self.limits.rate_wait).await {
@@ -527,7 +532,10 @@ impl Egress {
         let Some(wait) = retry_after(response).filter(|_| throttled) else {
             return;
         };
-        self.network.pauses.pause(&self.plugin, dest, wait);
+        self.network
+            .destinations
+            .get(&self.plugin, dest, self.limits.destination_per_second)
+            .pause_for(wait);
         for bucket in self.rate_limits.pacing(dest) {
             bucket.pause_for(wait);
         }

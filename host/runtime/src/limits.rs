@@ -57,6 +57,10 @@ pub struct Limits {
     pub http_response_bytes: usize,
     /// Outbound requests one invocation may start. Default: 32.
     pub http_requests_per_invocation: u32,
+    /// Requests per second (and burst) one plugin may send to one
+    /// destination, across all its connections; an upstream's
+    /// `Retry-After` pauses the same bucket. Default: 100.
+    pub http_destination_per_second: u32,
     /// How long an outbound request or `rate-limit.acquire` waits for a
     /// permit before the guest is told it is rate limited. Default: 1000 ms.
     pub rate_limit_wait_ms: u64,
@@ -84,6 +88,7 @@ impl Default for Limits {
             http_request_bytes: 4 << 20,
             http_response_bytes: 8 << 20,
             http_requests_per_invocation: 32,
+            http_destination_per_second: 100,
             rate_limit_wait_ms: 1_000,
         }
     }
@@ -120,6 +125,10 @@ impl Limits {
                 self.http_first_byte_timeout_ms as usize,
             ),
             ("http_total_timeout_ms", self.http_total_timeout_ms as usize),
+            (
+                "http_destination_per_second",
+                self.http_destination_per_second as usize,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
