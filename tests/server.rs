@@ -174,9 +174,13 @@ async fn serves_over_a_real_loopback_socket() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(switchyard_server::serve(runtime, listener, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(switchyard_server::serve(
+        switchyard_server::router(runtime),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let body = r#"{"name":"socket"}"#;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(

@@ -48,7 +48,7 @@ fn start() -> Httpbin {
     let gunicorn = gunicorn();
     assert!(
         gunicorn.exists(),
-        "{} is missing: run `./dev setup` (installs httpbin and gunicorn from tests/httpbin-requirements.txt)",
+        "{} is missing: run `./dev setup` (installs httpbin and gunicorn from tests/python-requirements.txt)",
         gunicorn.display()
     );
     let port = TcpListener::bind("127.0.0.1:0")

@@ -2,6 +2,7 @@
 //! source, with the same tooling `switchyard plugin build` uses.
 
 pub mod httpbin;
+pub mod pouchdb;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "guest-http-probe",
     "guest-v010-compat",
     "http-api",
+    "couchdb-source",
+    "couchdb-sink",
+    "webhook-receiver",
 ];
 
 /// The canary secret value of this test run: every test that hands a

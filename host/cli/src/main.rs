@@ -28,6 +28,8 @@ enum Command {
     Serve(commands::serve::Args),
     /// Call one action once and print its JSON result.
     Call(commands::call::Args),
+    /// Inspect and replay the dead-letter queue.
+    Dlq(commands::dlq::Args),
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(args),
         Command::Call(args) => commands::call::run(args),
+        Command::Dlq(args) => commands::dlq::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => commands::inspect::run(args),
         Command::Plugin(PluginCommand::Build(args)) => commands::build::run(args),
     };

@@ -6,6 +6,8 @@
 
 use crate::capabilities::Grants;
 use crate::limits::Limits;
+use crate::pipelines::{PipelineConfig, WebhookConfig};
+use crate::sync::SyncConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +35,12 @@ pub struct SwitchyardConfig {
     /// Named, configured instances of plugins. A plugin no connection names
     /// gets a default connection of its own name.
     pub connections: BTreeMap<String, ConnectionConfig>,
+    /// Inbound webhook endpoints (`POST /v1/hooks/NAME`).
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+    /// Durable queue pipelines: transforms into a sink.
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// Scheduled batch syncs from a source into a sink.
+    pub syncs: BTreeMap<String, SyncConfig>,
 }
 
 impl Default for SwitchyardConfig {
@@ -44,6 +52,9 @@ impl Default for SwitchyardConfig {
             limits: Limits::default(),
             plugins: BTreeMap::new(),
             connections: BTreeMap::new(),
+            webhooks: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+            syncs: BTreeMap::new(),
         }
     }
 }
@@ -163,6 +174,11 @@ impl SwitchyardConfig {
         self.plugin_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("plugins"))
+    }
+
+    /// The durable queue database: `<data_dir>/queue.sqlite`.
+    pub fn queue_path(&self) -> PathBuf {
+        self.data_dir.join("queue.sqlite")
     }
 
     /// The connection state database: `<data_dir>/state.sqlite`.

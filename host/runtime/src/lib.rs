@@ -42,12 +42,17 @@ pub mod host;
 mod invoke;
 pub mod kv;
 pub mod limits;
+pub mod pipelines;
 pub mod plugin;
 pub mod policy;
+pub mod queue;
 pub mod rate;
 mod runtime;
 pub mod secrets;
 pub mod state;
+pub mod sync;
+pub mod transform;
+pub mod webhooks;
 
 pub use bindings::{
     ActionInfo, ConnectorError, ConnectorInfo, Message, Page, RateLimit, ReadRequest, Role,

@@ -343,6 +343,11 @@ impl Runtime {
         Ok(runtime)
     }
 
+    /// Where secret values come from.
+    pub fn secret_provider(&self) -> &dyn SecretProvider {
+        &*self.inner.secret_provider
+    }
+
     /// The limits every invocation runs under.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits

@@ -6,40 +6,86 @@
 //! | `GET /v1/connectors` | every connection with its plugin, version and actions |
 //! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out |
 //!
+//! plus the webhook and dead-letter routes of [`pipelines`] when webhooks
+//! or pipelines are configured.
+//!
 //! Errors are JSON, `{"error":{"kind":…,"message":…}}`, with a status the
 //! caller can act on; see [`status_for`].
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use std::sync::Arc;
 use switchyard_runtime::error::guest_error_message;
+use switchyard_runtime::pipelines::Pipelines;
+use switchyard_runtime::sync::Syncs;
 use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
+
+pub mod pipelines;
+
+/// What handlers share: the runtime, and the pipelines when configured.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    runtime: Runtime,
+    pipelines: Option<Arc<Pipelines>>,
+    syncs: Option<Arc<Syncs>>,
+}
+
+impl FromRef<AppState> for Runtime {
+    fn from_ref(state: &AppState) -> Runtime {
+        state.runtime.clone()
+    }
+}
 
 /// Largest request body accepted. Default: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// The router, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
 pub fn router(runtime: Runtime) -> Router {
+    router_with(runtime, None, None)
+}
+
+/// The router with webhook, dead-letter and sync routes over `pipelines`
+/// and `syncs`.
+pub fn router_with(
+    runtime: Runtime,
+    pipelines: Option<Arc<Pipelines>>,
+    syncs: Option<Arc<Syncs>>,
+) -> Router {
+    use self::pipelines as p;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/connectors", get(list_connectors))
         .route("/v1/connectors/{name}/actions/{action}", post(call_action))
+        .route("/v1/hooks", get(p::list_hooks))
+        .route("/v1/hooks/{name}", post(p::receive_hook))
+        .route("/v1/pipelines", get(p::list_pipelines))
+        .route("/v1/dlq", get(p::list_dead_letters))
+        .route("/v1/dlq/replay", post(p::replay_all))
+        .route("/v1/dlq/{seq}", get(p::show_dead_letter))
+        .route("/v1/dlq/{seq}/replay", post(p::replay_one))
+        .route("/v1/syncs", get(p::list_syncs))
+        .route("/v1/syncs/{name}/run", post(p::run_sync))
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
-        .with_state(runtime)
+        .with_state(AppState {
+            runtime,
+            pipelines,
+            syncs,
+        })
 }
 
-/// Serves `runtime` on `listener` until `shutdown` resolves, then finishes
-/// in-flight requests.
+/// Serves [`router_with`] on `listener` until `shutdown` resolves, then
+/// finishes in-flight requests.
 pub async fn serve(
-    runtime: Runtime,
+    router: Router,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(runtime))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -156,7 +202,7 @@ fn error_response(err: &InvokeError) -> Response {
     response
 }
 
-fn error_body(status: StatusCode, kind: &str, message: &str) -> Response {
+pub(crate) fn error_body(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = json!({ "error": { "kind": kind, "message": message } });
     (status, axum::Json(body)).into_response()
 }

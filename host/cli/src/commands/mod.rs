@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod call;
+pub mod dlq;
 pub mod inspect;
 pub mod serve;
 

@@ -1,0 +1,477 @@
+//! Webhooks and queue pipelines: events in, through transforms, into a
+//! sink, with nothing lost on failure.
+//!
+//! ```text
+//! POST /v1/hooks/NAME ─ verify signature, refuse replays ─► queue `hook:NAME` ─► 202
+//!        queue `hook:NAME` ─ receiver's handle-webhook ─► queue `pipeline:P`
+//!        queue `pipeline:P` ─ transforms ─ sink's write ─► ack / retry / dead letter
+//! ```
+//!
+//! Each arrow out of a queue is a worker that claims a batch, does its
+//! step, and acks only what the next stage accepted (see [`crate::queue`]).
+
+use crate::bindings::{ConnectorError, Message, WebhookRequest, WriteOutcome};
+use crate::error::InvokeError;
+use crate::queue::{Delivery, Queue, QueueError, RetryPolicy};
+use crate::runtime::Runtime;
+use crate::secrets::{SecretGrant, SecretProvider, SecretValue};
+use crate::transform::Transform;
+use crate::webhooks::{Rejection, SignatureScheme};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+/// `[webhooks.NAME]`: an inbound endpoint at `POST /v1/hooks/NAME`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The connection whose `handle-webhook` turns an event into messages.
+    pub connection: String,
+    /// The pipeline those messages feed.
+    pub pipeline: String,
+    /// How senders sign requests; required (use a real scheme even in
+    /// development: unsigned endpoints are not offered).
+    pub signature: SignatureConfig,
+    /// Retries of the receiver step. Default: [`RetryPolicy::default`].
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+/// A signature scheme and where its secret comes from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignatureConfig {
+    #[serde(flatten)]
+    pub scheme: SignatureScheme,
+    /// The signing secret (`env` or `file`), resolved by the host's secret
+    /// provider.
+    pub secret: SecretGrant,
+}
+
+/// `[pipelines.NAME]`: a queue drained through transforms into a sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Steps applied in order to each batch. Default: none.
+    #[serde(default)]
+    pub transforms: Vec<Transform>,
+    /// The connection whose `write` receives the batches.
+    pub sink: String,
+    /// Messages per sink call. Default: 100.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Default: [`RetryPolicy::default`].
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+fn default_batch() -> usize {
+    100
+}
+
+/// How long a claimed batch is leased before it is delivered again.
+const LEASE: Duration = Duration::from_secs(60);
+/// Longest a worker sleeps without looking at its queue.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// The queue a webhook's raw events wait on.
+pub fn hook_queue(name: &str) -> String {
+    format!("hook:{name}")
+}
+
+/// The queue a pipeline drains.
+pub fn pipeline_queue(name: &str) -> String {
+    format!("pipeline:{name}")
+}
+
+/// Counters of one webhook endpoint.
+#[derive(Debug, Default)]
+pub struct WebhookCounters {
+    pub accepted: AtomicU64,
+    pub rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A configured webhook, its secret resolved.
+struct Webhook {
+    config: WebhookConfig,
+    secret: SecretValue,
+    counters: Arc<WebhookCounters>,
+}
+
+/// Why an inbound webhook was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no webhook `{0}` is configured")]
+    Unknown(String),
+    #[error("{0}")]
+    Rejected(Rejection),
+    #[error("cannot queue the event: {0}")]
+    Queue(#[from] QueueError),
+}
+
+/// Webhooks and pipelines of one host, sharing one queue.
+pub struct Pipelines {
+    runtime: Runtime,
+    queue: Arc<Queue>,
+    webhooks: BTreeMap<String, Webhook>,
+    pipelines: BTreeMap<String, PipelineConfig>,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Pipelines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipelines")
+            .field("webhooks", &self.webhooks.keys())
+            .field("pipelines", &self.pipelines.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipelines {
+    /// Checks the configuration against the runtime's connections and
+    /// resolves every webhook secret.
+    pub fn new(
+        runtime: Runtime,
+        queue: Arc<Queue>,
+        webhooks: &BTreeMap<String, WebhookConfig>,
+        pipelines: &BTreeMap<String, PipelineConfig>,
+        secrets: &dyn SecretProvider,
+    ) -> Result<Self, String> {
+        let connection = |what: &str, name: &str| {
+            runtime
+                .connection(name)
+                .map(|_| ())
+                .ok_or_else(|| format!("{what} names connection `{name}`, which does not exist"))
+        };
+        for (name, p) in pipelines {
+            connection(&format!("pipelines.{name}.sink"), &p.sink)?;
+            for step in &p.transforms {
+                step.check(&runtime)
+                    .map_err(|e| format!("pipelines.{name}.transforms: {e}"))?;
+            }
+            if p.batch_size == 0 {
+                return Err(format!("pipelines.{name}.batch_size must be at least 1"));
+            }
+        }
+        let mut resolved = BTreeMap::new();
+        for (name, w) in webhooks {
+            connection(&format!("webhooks.{name}.connection"), &w.connection)?;
+            if !pipelines.contains_key(&w.pipeline) {
+                return Err(format!(
+                    "webhooks.{name}.pipeline names `{}`, which is not under [pipelines]",
+                    w.pipeline
+                ));
+            }
+            let secret = secrets
+                .resolve(&format!("webhooks.{name}"), &w.signature.secret)
+                .map_err(|e| e.to_string())?;
+            resolved.insert(
+                name.clone(),
+                Webhook {
+                    config: w.clone(),
+                    secret,
+                    counters: Arc::default(),
+                },
+            );
+        }
+        Ok(Pipelines {
+            runtime,
+            queue,
+            webhooks: resolved,
+            pipelines: pipelines.clone(),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The webhooks and pipelines of `config`, on the queue at
+    /// `config.queue_path()`.
+    pub fn from_config(runtime: Runtime, config: &crate::SwitchyardConfig) -> Result<Self, String> {
+        let queue = Queue::open(&config.queue_path()).map_err(|e| e.to_string())?;
+        // Each sync's refused records wait on a pipeline of their own that
+        // writes straight to its sink, so `dlq replay` can deliver them.
+        let mut pipelines = config.pipelines.clone();
+        for (name, sync) in &config.syncs {
+            pipelines.insert(
+                crate::sync::sync_pipeline(name),
+                PipelineConfig {
+                    transforms: Vec::new(),
+                    sink: sync.sink.clone(),
+                    batch_size: default_batch(),
+                    retry: sync.retry.clone(),
+                },
+            );
+        }
+        let secrets = runtime.clone();
+        Pipelines::new(
+            runtime,
+            Arc::new(queue),
+            &config.webhooks,
+            &pipelines,
+            secrets.secret_provider(),
+        )
+    }
+
+    /// Names of the configured pipelines.
+    pub fn pipeline_names(&self) -> impl Iterator<Item = &str> {
+        self.pipelines.keys().map(String::as_str)
+    }
+
+    /// Names of the configured webhooks.
+    pub fn webhook_names(&self) -> impl Iterator<Item = &str> {
+        self.webhooks.keys().map(String::as_str)
+    }
+
+    /// Wakes the workers (after a replay, say).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// The shared queue (for the dead-letter commands).
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    /// Counters of webhook `name`.
+    pub fn webhook_counters(&self, name: &str) -> Option<Arc<WebhookCounters>> {
+        self.webhooks.get(name).map(|w| w.counters.clone())
+    }
+
+    /// Verifies an inbound request and queues it durably; `Ok(id)` means
+    /// the event is safe on disk and may be answered with 202.
+    pub fn ingest(&self, name: &str, request: WebhookRequest) -> Result<String, IngestError> {
+        let hook = self
+            .webhooks
+            .get(name)
+            .ok_or_else(|| IngestError::Unknown(name.to_owned()))?;
+        let reject = |rejection: Rejection| {
+            let mut counts = hook
+                .counters
+                .rejected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            *counts.entry(rejection.kind()).or_default() += 1;
+            tracing::warn!(target: "switchyard::webhook", webhook = name, reason = %rejection, "webhook rejected");
+            IngestError::Rejected(rejection)
+        };
+        let verified = crate::webhooks::verify(
+            &hook.config.signature.scheme,
+            &hook.secret,
+            &request.headers,
+            &request.body,
+            SystemTime::now(),
+        )
+        .map_err(reject)?;
+        let event = Message {
+            id: verified.delivery_id.clone(),
+            stream: "webhook".into(),
+            key: None,
+            headers: request.headers,
+            payload: request.body,
+            timestamp_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let window = replay_window(&hook.config.signature.scheme);
+        let fresh = self.queue.enqueue_delivery(
+            &hook_queue(name),
+            &format!("webhook:{name}"),
+            window,
+            &event,
+        )?;
+        if !fresh {
+            return Err(reject(Rejection::Replayed(verified.delivery_id)));
+        }
+        hook.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_waiters();
+        Ok(verified.delivery_id)
+    }
+
+    /// Starts one worker per webhook and per pipeline; they run until the
+    /// returned handles are dropped or aborted.
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut workers = Vec::new();
+        for name in self.webhooks.keys() {
+            let this = self.clone();
+            let name = name.clone();
+            workers.push(tokio::spawn(async move { this.run_receiver(&name).await }));
+        }
+        for name in self.pipelines.keys() {
+            let this = self.clone();
+            let name = name.clone();
+            workers.push(tokio::spawn(async move { this.run_pipeline(&name).await }));
+        }
+        workers
+    }
+
+    async fn idle(&self, queue: &str) {
+        let wait = self
+            .queue
+            .next_due_in(queue)
+            .ok()
+            .flatten()
+            .map_or(IDLE_POLL, |due| due.min(IDLE_POLL));
+        let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+    }
+
+    /// Turns queued raw events into pipeline messages, one event at a time.
+    async fn run_receiver(&self, name: &str) {
+        let hook = &self.webhooks[name];
+        let queue = hook_queue(name);
+        loop {
+            let claimed = match self.queue.claim(&queue, 16, LEASE) {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(webhook = name, "queue: {e}");
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                self.idle(&queue).await;
+                continue;
+            }
+            for delivery in claimed {
+                let request = WebhookRequest {
+                    method: "POST".into(),
+                    path: String::new(),
+                    query: String::new(),
+                    headers: delivery.message.headers.clone(),
+                    body: delivery.message.payload.clone(),
+                };
+                let result = self
+                    .runtime
+                    .handle_webhook(&hook.config.connection, request)
+                    .await
+                    .map_err(|e| connector_error(&e))
+                    .and_then(|messages| {
+                        let target = pipeline_queue(&hook.config.pipeline);
+                        self.queue
+                            .enqueue(&target, &messages)
+                            .map_err(|e| ConnectorError::Retryable(e.to_string()))
+                    });
+                self.settle(&queue, &delivery, result.map(|_| ()), &hook.config.retry);
+            }
+            self.wake.notify_waiters();
+        }
+    }
+
+    /// Drains a pipeline's queue in batches through transforms into the sink.
+    async fn run_pipeline(&self, name: &str) {
+        let pipeline = &self.pipelines[name];
+        let queue = pipeline_queue(name);
+        loop {
+            let batch = match self.queue.claim(&queue, pipeline.batch_size, LEASE) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(pipeline = name, "queue: {e}");
+                    Vec::new()
+                }
+            };
+            if batch.is_empty() {
+                self.idle(&queue).await;
+                continue;
+            }
+            let outcomes = self.deliver(pipeline, &batch).await;
+            for (delivery, outcome) in batch.iter().zip(outcomes) {
+                self.settle(&queue, delivery, outcome, &pipeline.retry);
+            }
+        }
+    }
+
+    /// Runs one batch through the transforms and the sink; one outcome per
+    /// delivery, in order.
+    async fn deliver(
+        &self,
+        pipeline: &PipelineConfig,
+        batch: &[Delivery],
+    ) -> Vec<Result<(), ConnectorError>> {
+        let mut messages: Vec<Message> = batch
+            .iter()
+            .map(|d| with_idempotency_key(d.message.clone()))
+            .collect();
+        for step in &pipeline.transforms {
+            messages = match step.apply(&self.runtime, messages).await {
+                Ok(out) => out,
+                Err(e) => return vec![Err(e); batch.len()],
+            };
+        }
+        if messages.is_empty() {
+            return vec![Ok(()); batch.len()];
+        }
+        let written = self.runtime.write(&pipeline.sink, messages).await;
+        let outcomes: Vec<WriteOutcome> = match written {
+            Ok(outcomes) => outcomes,
+            Err(e) => return vec![Err(connector_error(&e)); batch.len()],
+        };
+        // Outcomes name message ids; a delivery whose id the transforms
+        // dropped or renamed succeeds only if the whole batch did.
+        let all_ok = outcomes.iter().all(|o| o.outcome.is_ok());
+        batch
+            .iter()
+            .map(|d| match outcomes.iter().find(|o| o.id == d.message.id) {
+                Some(o) => o.outcome.clone(),
+                None if all_ok => Ok(()),
+                None => Err(outcomes
+                    .iter()
+                    .find_map(|o| o.outcome.clone().err())
+                    .unwrap_or(ConnectorError::Retryable("batch failed".into()))),
+            })
+            .collect()
+    }
+
+    fn settle(
+        &self,
+        queue: &str,
+        delivery: &Delivery,
+        outcome: Result<(), ConnectorError>,
+        policy: &RetryPolicy,
+    ) {
+        let result = match &outcome {
+            Ok(()) => self.queue.ack(&[delivery.seq]).map(|_| None),
+            Err(e) => self.queue.fail(delivery, e, policy).map(Some),
+        };
+        match result {
+            Ok(Some(next)) => tracing::warn!(
+                target: "switchyard::pipeline",
+                queue,
+                id = %delivery.message.id,
+                attempt = delivery.attempt,
+                error = %crate::error::guest_error_message(outcome.as_ref().unwrap_err()),
+                next = ?next,
+                "delivery failed"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(queue, "queue: {e}"),
+        }
+    }
+}
+
+/// Invocation failures in the connector's own error terms: a guest's
+/// variant passes through; traps, timeouts and a busy host are retryable.
+fn connector_error(error: &InvokeError) -> ConnectorError {
+    match error {
+        InvokeError::Guest(e) => e.clone(),
+        other => ConnectorError::Retryable(other.to_string()),
+    }
+}
+
+/// Adds `idempotency-key: <stream>/<id>` so a sink can drop redeliveries.
+fn with_idempotency_key(mut message: Message) -> Message {
+    if !message.headers.iter().any(|(k, _)| k == "idempotency-key") {
+        let key = format!("{}/{}", message.stream, message.id);
+        message.headers.push(("idempotency-key".into(), key));
+    }
+    message
+}
+
+/// How long delivery ids are remembered: the tolerance window of
+/// timestamped schemes (a later replay fails the timestamp check), a day
+/// otherwise.
+fn replay_window(scheme: &SignatureScheme) -> Duration {
+    match scheme {
+        SignatureScheme::StandardWebhooks { tolerance_s }
+        | SignatureScheme::Stripe { tolerance_s } => Duration::from_secs(tolerance_s * 2),
+        _ => Duration::from_secs(24 * 3600),
+    }
+}

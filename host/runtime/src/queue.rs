@@ -1,0 +1,618 @@
+//! The durable queue between pipeline stages, on SQLite (WAL), the
+//! embedded default.
+//!
+//! Delivery is at least once. A consumer *claims* a batch, which leases the
+//! rows for a while; it then *acks* what succeeded and *fails* the rest
+//! with the connector's error, which decides what happens next:
+//! `retryable` retries after exponential backoff with jitter,
+//! `rate-limited` retries after the upstream's `retry-after`, `permanent`
+//! and `invalid-input` go to the dead-letter queue at once, and so does
+//! anything past `max_attempts`. A process killed mid-batch leaves rows
+//! claimed; their lease runs out and they are delivered again.
+//!
+//! Every message is keyed by (queue, stream, id): enqueueing a key that is
+//! still pending stores it once, and the key travels to the sink as the
+//! `idempotency-key` header so a sink can drop duplicates of a redelivery.
+
+use crate::bindings::{ConnectorError, Message};
+use rusqlite::{Connection as Sqlite, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("queue database: {0}")]
+pub struct QueueError(#[from] rusqlite::Error);
+
+/// How often and how patiently a queue retries. Defaults: 5 attempts,
+/// 500 ms doubling to at most 60 s, full jitter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Deliveries in all before a message is dead-lettered.
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay_ms: 500,
+            max_delay_ms: 60_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before delivery `attempt + 1`, jittered over [0, cap].
+    fn backoff_ms(&self, attempt: u32) -> u64 {
+        let cap = self
+            .base_delay_ms
+            .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+            .min(self.max_delay_ms);
+        fastrand::u64(0..=cap)
+    }
+}
+
+/// A claimed message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The row, for `ack` and `fail`.
+    pub seq: i64,
+    /// This delivery's number, 1 for the first.
+    pub attempt: u32,
+    pub message: Message,
+}
+
+/// What `fail` did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Delivered again after this long.
+    RetryIn(Duration),
+    /// Moved to the dead-letter queue.
+    DeadLettered,
+}
+
+/// A message in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub seq: i64,
+    pub queue: String,
+    pub id: String,
+    pub stream: String,
+    pub attempts: u32,
+    /// Why it was dead-lettered (`permanent`, `max attempts`, …).
+    pub reason: String,
+    /// The last error the consumer reported.
+    pub last_error: String,
+    /// When it was dead-lettered, ms since the Unix epoch.
+    pub failed_at_ms: i64,
+}
+
+/// Message counts of one queue by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub ready: u64,
+    pub in_flight: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+/// The host's queue database.
+#[derive(Debug)]
+pub struct Queue {
+    db: Mutex<Sqlite>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue database at `path`.
+    pub fn open(path: &Path) -> Result<Self, QueueError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        Self::init(Sqlite::open(path)?)
+    }
+
+    /// A private in-memory queue, for tests and embedders.
+    pub fn in_memory() -> Result<Self, QueueError> {
+        Self::init(Sqlite::open_in_memory()?)
+    }
+
+    fn init(db: Sqlite) -> Result<Self, QueueError> {
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: an acknowledged enqueue survives a power cut, not only a
+        // killed process; webhooks answer 202 only after this commit.
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS messages (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                queue TEXT NOT NULL,
+                stream TEXT NOT NULL,
+                id TEXT NOT NULL,
+                key TEXT,
+                headers TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                timestamp_ms INTEGER NOT NULL,
+                state TEXT NOT NULL DEFAULT 'ready',
+                attempts INTEGER NOT NULL DEFAULT 0,
+                available_at INTEGER NOT NULL,
+                reason TEXT,
+                last_error TEXT,
+                updated_at INTEGER NOT NULL,
+                UNIQUE (queue, stream, id)
+            );
+            CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, state, available_at);
+            CREATE TABLE IF NOT EXISTS cursors (
+                sync TEXT NOT NULL,
+                stream TEXT NOT NULL,
+                cursor TEXT NOT NULL,
+                updated_at INTEGER NOT NULL,
+                PRIMARY KEY (sync, stream)
+            );
+            CREATE TABLE IF NOT EXISTS sync_runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                sync TEXT NOT NULL,
+                report TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS deliveries (
+                source TEXT NOT NULL,
+                id TEXT NOT NULL,
+                seen_at INTEGER NOT NULL,
+                PRIMARY KEY (source, id)
+            );",
+        )?;
+        Ok(Queue { db: Mutex::new(db) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Sqlite) -> rusqlite::Result<T>) -> Result<T, QueueError> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut db)?)
+    }
+
+    /// Stores `messages` on `queue` in one transaction; a message whose
+    /// (stream, id) is still pending (waiting, in flight or dead) is
+    /// skipped. Returns how many were stored.
+    pub fn enqueue(&self, queue: &str, messages: &[Message]) -> Result<usize, QueueError> {
+        let now = now_ms();
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let mut added = 0;
+            {
+                let mut insert = tx.prepare_cached(
+                    // A key still waiting, in flight or dead is a duplicate;
+                    // a key already delivered comes again as a new message.
+                    "INSERT INTO messages
+                     (queue, stream, id, key, headers, payload, timestamp_ms, available_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                     ON CONFLICT (queue, stream, id) DO UPDATE SET
+                       key = excluded.key, headers = excluded.headers, payload = excluded.payload,
+                       timestamp_ms = excluded.timestamp_ms, state = 'ready', attempts = 0,
+                       available_at = excluded.available_at, reason = NULL, last_error = NULL,
+                       updated_at = excluded.updated_at
+                     WHERE messages.state = 'done'",
+                )?;
+                for m in messages {
+                    let headers = serde_json::to_string(&m.headers).expect("strings serialize");
+                    added += insert.execute(params![
+                        queue,
+                        m.stream,
+                        m.id,
+                        m.key,
+                        headers,
+                        m.payload,
+                        m.timestamp_ms as i64,
+                        now
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+    }
+
+    /// Leases up to `max` due messages of `queue` for `lease`, oldest
+    /// first. Messages claimed earlier whose lease ran out (a consumer
+    /// died) are due again.
+    pub fn claim(
+        &self,
+        queue: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let claimed = {
+                let mut select = tx.prepare_cached(
+                    "SELECT seq, stream, id, key, headers, payload, timestamp_ms, attempts
+                     FROM messages
+                     WHERE queue = ?1 AND state IN ('ready', 'in-flight') AND available_at <= ?2
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                let rows = select.query_map(params![queue, now, max as i64], |row| {
+                    let headers: String = row.get(4)?;
+                    let attempts: u32 = row.get(7)?;
+                    Ok(Delivery {
+                        seq: row.get(0)?,
+                        attempt: attempts + 1,
+                        message: Message {
+                            stream: row.get(1)?,
+                            id: row.get(2)?,
+                            key: row.get(3)?,
+                            headers: serde_json::from_str(&headers).unwrap_or_default(),
+                            payload: row.get(5)?,
+                            timestamp_ms: row.get::<_, i64>(6)? as u64,
+                        },
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            {
+                let mut lease_row = tx.prepare_cached(
+                    "UPDATE messages SET state = 'in-flight', attempts = attempts + 1,
+                     available_at = ?2, updated_at = ?3 WHERE seq = ?1",
+                )?;
+                for d in &claimed {
+                    lease_row.execute(params![d.seq, until, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+    }
+
+    /// Marks deliveries done.
+    pub fn ack(&self, seqs: &[i64]) -> Result<(), QueueError> {
+        let now = now_ms();
+        self.with(|db| {
+            let tx = db.transaction()?;
+            {
+                let mut done = tx.prepare_cached(
+                    "UPDATE messages SET state = 'done', updated_at = ?2, last_error = NULL
+                     WHERE seq = ?1",
+                )?;
+                for seq in seqs {
+                    done.execute(params![seq, now])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a failed delivery and schedules what the error calls for.
+    pub fn fail(
+        &self,
+        delivery: &Delivery,
+        error: &ConnectorError,
+        policy: &RetryPolicy,
+    ) -> Result<FailOutcome, QueueError> {
+        let message = crate::error::guest_error_message(error);
+        let (kind, retry_after) = match error {
+            ConnectorError::Retryable(_) => ("retryable", None),
+            ConnectorError::RateLimited(r) => ("rate-limited", r.retry_after_ms),
+            ConnectorError::Permanent(_) => ("permanent", None),
+            ConnectorError::InvalidInput(_) => ("invalid-input", None),
+        };
+        let last_error = format!("{kind}: {message}");
+        let permanent = matches!(kind, "permanent" | "invalid-input");
+        if permanent || delivery.attempt >= policy.max_attempts {
+            let reason = if permanent {
+                format!("{kind} error")
+            } else {
+                format!("gave up after {} attempts", delivery.attempt)
+            };
+            self.dead_letter(delivery.seq, &reason, &last_error)?;
+            return Ok(FailOutcome::DeadLettered);
+        }
+        let wait_ms = retry_after
+            .unwrap_or(0)
+            .max(policy.backoff_ms(delivery.attempt));
+        let now = now_ms();
+        self.with(|db| {
+            db.execute(
+                "UPDATE messages SET state = 'ready', available_at = ?2, last_error = ?3,
+                 updated_at = ?4 WHERE seq = ?1",
+                params![delivery.seq, now + wait_ms as i64, last_error, now],
+            )
+        })?;
+        Ok(FailOutcome::RetryIn(Duration::from_millis(wait_ms)))
+    }
+
+    fn dead_letter(&self, seq: i64, reason: &str, last_error: &str) -> Result<(), QueueError> {
+        self.with(|db| {
+            db.execute(
+                "UPDATE messages SET state = 'dead', reason = ?2, last_error = ?3, updated_at = ?4
+                 WHERE seq = ?1",
+                params![seq, reason, last_error, now_ms()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Dead letters, oldest first, of one queue or all.
+    pub fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        self.with(|db| {
+            let mut select = db.prepare_cached(
+                "SELECT seq, queue, id, stream, attempts, reason, last_error, updated_at
+                 FROM messages WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1)
+                 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = select.query_map(params![queue, limit as i64], |row| {
+                Ok(DeadLetter {
+                    seq: row.get(0)?,
+                    queue: row.get(1)?,
+                    id: row.get(2)?,
+                    stream: row.get(3)?,
+                    attempts: row.get(4)?,
+                    reason: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                    last_error: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                    failed_at_ms: row.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// One dead letter with its message.
+    pub fn dead_letter_message(
+        &self,
+        seq: i64,
+    ) -> Result<Option<(DeadLetter, Message)>, QueueError> {
+        let Some(letter) = self
+            .dead_letters(None, usize::MAX >> 1)?
+            .into_iter()
+            .find(|d| d.seq == seq)
+        else {
+            return Ok(None);
+        };
+        let message = self.with(|db| {
+            db.query_row(
+                "SELECT stream, id, key, headers, payload, timestamp_ms FROM messages WHERE seq = ?1",
+                params![seq],
+                |row| {
+                    let headers: String = row.get(3)?;
+                    Ok(Message {
+                        stream: row.get(0)?,
+                        id: row.get(1)?,
+                        key: row.get(2)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        payload: row.get(4)?,
+                        timestamp_ms: row.get::<_, i64>(5)? as u64,
+                    })
+                },
+            )
+        })?;
+        Ok(Some((letter, message)))
+    }
+
+    /// Puts dead letters back on their queue for a fresh round of
+    /// attempts: one (`Some(seq)`) or every one of `queue`. Returns how
+    /// many were replayed.
+    pub fn replay(&self, queue: Option<&str>, seq: Option<i64>) -> Result<usize, QueueError> {
+        let now = now_ms();
+        self.with(|db| {
+            db.execute(
+                "UPDATE messages SET state = 'ready', attempts = 0, available_at = ?3,
+                 reason = NULL, updated_at = ?3
+                 WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR seq = ?2)",
+                params![queue, seq, now],
+            )
+        })
+    }
+
+    /// Counts by state.
+    pub fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
+        self.with(|db| {
+            let mut stats = QueueStats::default();
+            let mut select = db.prepare_cached(
+                "SELECT state, COUNT(*) FROM messages WHERE queue = ?1 GROUP BY state",
+            )?;
+            let rows = select.query_map(params![queue], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            })?;
+            for row in rows {
+                let (state, n) = row?;
+                match state.as_str() {
+                    "ready" => stats.ready = n,
+                    "in-flight" => stats.in_flight = n,
+                    "done" => stats.done = n,
+                    "dead" => stats.dead = n,
+                    _ => {}
+                }
+            }
+            Ok(stats)
+        })
+    }
+
+    /// When the next message of `queue` is due, if any is waiting.
+    pub fn next_due_in(&self, queue: &str) -> Result<Option<Duration>, QueueError> {
+        let next: Option<i64> = self.with(|db| {
+            db.query_row(
+                "SELECT MIN(available_at) FROM messages
+                 WHERE queue = ?1 AND state IN ('ready', 'in-flight')",
+                params![queue],
+                |row| row.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })?;
+        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// Remembers delivery `id` from `source` for `window`; `false` if it
+    /// was already seen within it (a replay). Older entries are pruned.
+    pub fn first_delivery(
+        &self,
+        source: &str,
+        id: &str,
+        window: Duration,
+    ) -> Result<bool, QueueError> {
+        self.with(|db| {
+            let tx = db.transaction()?;
+            let fresh = remember_delivery(&tx, source, id, window)?;
+            tx.commit()?;
+            Ok(fresh)
+        })
+    }
+
+    /// [`first_delivery`](Queue::first_delivery) and, if it is the first,
+    /// enqueues `message`, in one transaction: an event is either both
+    /// remembered and queued or neither, so a sender's retry after a crash
+    /// is not mistaken for a replay.
+    pub fn enqueue_delivery(
+        &self,
+        queue: &str,
+        source: &str,
+        window: Duration,
+        message: &Message,
+    ) -> Result<bool, QueueError> {
+        let now = now_ms();
+        self.with(|db| {
+            let tx = db.transaction()?;
+            if !remember_delivery(&tx, source, &message.id, window)? {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO messages
+                 (queue, stream, id, key, headers, payload, timestamp_ms, available_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![
+                    queue,
+                    message.stream,
+                    message.id,
+                    message.key,
+                    serde_json::to_string(&message.headers).expect("strings serialize"),
+                    message.payload,
+                    message.timestamp_ms as i64,
+                    now
+                ],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+}
+
+impl Queue {
+    /// The committed cursor of a sync's stream.
+    pub fn cursor(&self, sync: &str, stream: &str) -> Result<Option<String>, QueueError> {
+        self.with(|db| {
+            db.query_row(
+                "SELECT cursor FROM cursors WHERE sync = ?1 AND stream = ?2",
+                params![sync, stream],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Commits a sync stream's cursor; call only once the sink has
+    /// acknowledged everything read up to it.
+    pub fn commit_cursor(&self, sync: &str, stream: &str, cursor: &str) -> Result<(), QueueError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO cursors (sync, stream, cursor, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sync, stream) DO UPDATE SET cursor = excluded.cursor,
+                 updated_at = excluded.updated_at",
+                params![sync, stream, cursor, now_ms()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Forgets a sync stream's cursor (a full refresh starts over).
+    pub fn reset_cursor(&self, sync: &str, stream: &str) -> Result<(), QueueError> {
+        self.with(|db| {
+            db.execute(
+                "DELETE FROM cursors WHERE sync = ?1 AND stream = ?2",
+                params![sync, stream],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records a finished sync run (its report as JSON).
+    pub fn record_run(&self, sync: &str, report: &str) -> Result<(), QueueError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO sync_runs (sync, report) VALUES (?1, ?2)",
+                params![sync, report],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The latest `limit` run reports of a sync, newest first.
+    pub fn runs(&self, sync: &str, limit: usize) -> Result<Vec<String>, QueueError> {
+        self.with(|db| {
+            let mut select = db.prepare_cached(
+                "SELECT report FROM sync_runs WHERE sync = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = select.query_map(params![sync, limit as i64], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Puts `message` straight into the dead-letter queue of `queue`
+    /// (a sync's record the sink refused).
+    pub fn enqueue_dead(
+        &self,
+        queue: &str,
+        message: &Message,
+        reason: &str,
+        last_error: &str,
+    ) -> Result<(), QueueError> {
+        self.enqueue(queue, std::slice::from_ref(message))?;
+        self.with(|db| {
+            db.execute(
+                "UPDATE messages SET state = 'dead', reason = ?4, last_error = ?5, attempts = 1,
+                 updated_at = ?6 WHERE queue = ?1 AND stream = ?2 AND id = ?3",
+                params![
+                    queue,
+                    message.stream,
+                    message.id,
+                    reason,
+                    last_error,
+                    now_ms()
+                ],
+            )
+        })?;
+        Ok(())
+    }
+}
+
+fn remember_delivery(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+    id: &str,
+    window: Duration,
+) -> rusqlite::Result<bool> {
+    let now = now_ms();
+    let oldest = now - window.as_millis() as i64;
+    tx.execute("DELETE FROM deliveries WHERE seen_at < ?1", params![oldest])?;
+    let added = tx.execute(
+        "INSERT OR IGNORE INTO deliveries (source, id, seen_at) VALUES (?1, ?2, ?3)",
+        params![source, id, now],
+    )?;
+    Ok(added == 1)
+}
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

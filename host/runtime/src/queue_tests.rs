@@ -1,0 +1,206 @@
+use super::*;
+use crate::bindings::RateLimit;
+
+fn message(id: &str) -> Message {
+    Message {
+        id: id.into(),
+        stream: "orders".into(),
+        key: None,
+        headers: vec![("content-type".into(), "application/json".into())],
+        payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        timestamp_ms: 1,
+    }
+}
+
+fn assert_same(a: &Message, b: &Message) {
+    assert_eq!(
+        (
+            &a.id,
+            &a.stream,
+            &a.key,
+            &a.headers,
+            &a.payload,
+            a.timestamp_ms
+        ),
+        (
+            &b.id,
+            &b.stream,
+            &b.key,
+            &b.headers,
+            &b.payload,
+            b.timestamp_ms
+        )
+    );
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn no_wait() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay_ms: 0,
+        max_delay_ms: 0,
+    }
+}
+
+#[test]
+fn pending_duplicates_are_stored_once_and_delivered_keys_come_again() {
+    let q = Queue::in_memory().unwrap();
+    assert_eq!(q.enqueue("p", &[message("a"), message("b")]).unwrap(), 2);
+    assert_eq!(q.enqueue("p", &[message("a")]).unwrap(), 0, "still pending");
+    assert_eq!(
+        q.enqueue("other", &[message("a")]).unwrap(),
+        1,
+        "queues are separate"
+    );
+    let batch = q.claim("p", 10, LEASE).unwrap();
+    assert_eq!(batch.len(), 2);
+    assert_same(&batch[0].message, &message("a"));
+    assert_eq!(batch[0].attempt, 1);
+    q.ack(&[batch[0].seq]).unwrap();
+    assert_eq!(
+        q.enqueue("p", &[message("a")]).unwrap(),
+        1,
+        "delivered, so new"
+    );
+}
+
+#[test]
+fn claimed_messages_are_leased_and_come_back_when_the_lease_runs_out() {
+    let q = Queue::in_memory().unwrap();
+    q.enqueue("p", &[message("a")]).unwrap();
+    let first = q.claim("p", 10, Duration::from_millis(50)).unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(q.claim("p", 10, LEASE).unwrap().is_empty(), "leased");
+    std::thread::sleep(Duration::from_millis(60));
+    // The consumer "died": the message is delivered again.
+    let again = q.claim("p", 10, LEASE).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+}
+
+#[test]
+fn the_error_variant_decides_retry_or_dead_letter() {
+    let q = Queue::in_memory().unwrap();
+    q.enqueue("p", &[message("r"), message("x"), message("l")])
+        .unwrap();
+    let batch = q.claim("p", 10, LEASE).unwrap();
+    let retry = q
+        .fail(
+            &batch[0],
+            &ConnectorError::Retryable("503".into()),
+            &no_wait(),
+        )
+        .unwrap();
+    assert_eq!(retry, FailOutcome::RetryIn(Duration::ZERO));
+    let dead = q
+        .fail(
+            &batch[1],
+            &ConnectorError::Permanent("bad doc".into()),
+            &no_wait(),
+        )
+        .unwrap();
+    assert_eq!(dead, FailOutcome::DeadLettered);
+    let limited = ConnectorError::RateLimited(RateLimit {
+        message: "slow down".into(),
+        retry_after_ms: Some(60_000),
+    });
+    match q.fail(&batch[2], &limited, &no_wait()).unwrap() {
+        FailOutcome::RetryIn(wait) => assert_eq!(wait, Duration::from_secs(60)),
+        other => panic!("{other:?}"),
+    }
+    // Only the retryable one is due now; the rate-limited one waits.
+    let due = q.claim("p", 10, LEASE).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].message.id, "r");
+    let letters = q.dead_letters(Some("p"), 10).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].id, "x");
+    assert_eq!(letters[0].reason, "permanent error");
+    assert_eq!(letters[0].last_error, "permanent: bad doc");
+}
+
+#[test]
+fn max_attempts_dead_letter_and_replay_starts_afresh() {
+    let q = Queue::in_memory().unwrap();
+    q.enqueue("p", &[message("a")]).unwrap();
+    for attempt in 1..=3 {
+        let batch = q.claim("p", 1, LEASE).unwrap();
+        assert_eq!(batch[0].attempt, attempt);
+        let outcome = q
+            .fail(
+                &batch[0],
+                &ConnectorError::Retryable("timeout".into()),
+                &no_wait(),
+            )
+            .unwrap();
+        assert_eq!(outcome == FailOutcome::DeadLettered, attempt == 3);
+    }
+    let letters = q.dead_letters(None, 10).unwrap();
+    assert_eq!(letters[0].reason, "gave up after 3 attempts");
+    assert_eq!(letters[0].attempts, 3);
+    let (letter, body) = q.dead_letter_message(letters[0].seq).unwrap().unwrap();
+    assert_eq!(letter, letters[0]);
+    assert_same(&body, &message("a"));
+    assert_eq!(q.stats("p").unwrap().dead, 1);
+    assert_eq!(q.replay(Some("p"), None).unwrap(), 1);
+    let batch = q.claim("p", 1, LEASE).unwrap();
+    assert_eq!(batch[0].attempt, 1);
+    q.ack(&[batch[0].seq]).unwrap();
+    assert_eq!(
+        q.stats("p").unwrap(),
+        QueueStats {
+            done: 1,
+            ..QueueStats::default()
+        }
+    );
+}
+
+#[test]
+fn backoff_grows_and_is_jittered_within_its_cap() {
+    let policy = RetryPolicy {
+        max_attempts: 10,
+        base_delay_ms: 100,
+        max_delay_ms: 1_000,
+    };
+    for _ in 0..200 {
+        assert!(policy.backoff_ms(1) <= 100);
+        assert!(policy.backoff_ms(3) <= 400);
+        assert!(policy.backoff_ms(9) <= 1_000);
+    }
+}
+
+#[test]
+fn the_queue_survives_reopening_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.sqlite");
+    {
+        let q = Queue::open(&path).unwrap();
+        q.enqueue("p", &[message("a"), message("b")]).unwrap();
+        let batch = q.claim("p", 1, Duration::from_millis(1)).unwrap();
+        assert_eq!(batch.len(), 1);
+        // Dropped without ack: as if the process was killed.
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    let q = Queue::open(&path).unwrap();
+    let batch = q.claim("p", 10, LEASE).unwrap();
+    let ids: Vec<&str> = batch.iter().map(|d| d.message.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+}
+
+#[test]
+fn deliveries_are_remembered_for_their_window() {
+    let q = Queue::in_memory().unwrap();
+    let window = Duration::from_millis(50);
+    assert!(q.first_delivery("hook", "msg_1", window).unwrap());
+    assert!(
+        !q.first_delivery("hook", "msg_1", window).unwrap(),
+        "replay"
+    );
+    assert!(q.first_delivery("other", "msg_1", window).unwrap());
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(
+        q.first_delivery("hook", "msg_1", window).unwrap(),
+        "window passed"
+    );
+}

@@ -1,0 +1,257 @@
+//! Webhook intake and the dead-letter admin API.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/hooks/{name}` | verify, queue durably, `202 {"id":…}` |
+//! | `GET /v1/hooks` | per-webhook accepted / rejected counters |
+//! | `GET /v1/pipelines` | per-queue counts (ready, in flight, done, dead) |
+//! | `GET /v1/dlq[?queue=Q]` | dead letters |
+//! | `GET /v1/dlq/{seq}` | one dead letter with its message |
+//! | `POST /v1/dlq/{seq}/replay`, `POST /v1/dlq/replay[?queue=Q]` | back onto the queue |
+//! | `GET /v1/syncs` | each sync's cursors and latest runs |
+//! | `POST /v1/syncs/{name}/run` | run a sync now; its report |
+
+use crate::{AppState, error_body};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use switchyard_runtime::WebhookRequest;
+use switchyard_runtime::pipelines::{IngestError, hook_queue, pipeline_queue};
+use switchyard_runtime::webhooks::Rejection;
+
+fn not_configured() -> Response {
+    error_body(
+        StatusCode::NOT_FOUND,
+        "not_configured",
+        "no webhooks, pipelines or syncs are configured",
+    )
+}
+
+pub(crate) async fn receive_hook(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(pipelines) = &state.pipelines else {
+        return not_configured();
+    };
+    let headers = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let request = WebhookRequest {
+        method: "POST".into(),
+        path: String::new(),
+        query: String::new(),
+        headers,
+        body: body.to_vec(),
+    };
+    // SQLite work: off the async workers.
+    let pipelines = pipelines.clone();
+    let result = tokio::task::spawn_blocking(move || pipelines.ingest(&name, request)).await;
+    match result {
+        Ok(Ok(id)) => (StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response(),
+        Ok(Err(IngestError::Unknown(name))) => error_body(
+            StatusCode::NOT_FOUND,
+            "unknown_webhook",
+            &format!("no webhook `{name}` is configured"),
+        ),
+        Ok(Err(IngestError::Rejected(rejection))) => {
+            let status = match rejection {
+                Rejection::Missing(_) | Rejection::Malformed { .. } => StatusCode::BAD_REQUEST,
+                Rejection::Replayed(_) => StatusCode::CONFLICT,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            error_body(status, rejection.kind(), &rejection.to_string())
+        }
+        Ok(Err(IngestError::Queue(e))) => error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue",
+            &format!("cannot queue the event, retry later: {e}"),
+        ),
+        Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "host", &e.to_string()),
+    }
+}
+
+pub(crate) async fn list_hooks(State(state): State<AppState>) -> Response {
+    let Some(pipelines) = &state.pipelines else {
+        return not_configured();
+    };
+    let hooks: serde_json::Map<String, serde_json::Value> = pipelines
+        .webhook_names()
+        .filter_map(|name| {
+            let counters = pipelines.webhook_counters(name)?;
+            let rejected = counters.rejected.lock().unwrap().clone();
+            Some((
+                name.to_owned(),
+                json!({
+                    "accepted": counters.accepted.load(Ordering::Relaxed),
+                    "rejected": rejected,
+                    "queue": pipelines.queue().stats(&hook_queue(name)).ok(),
+                }),
+            ))
+        })
+        .collect();
+    axum::Json(json!({ "webhooks": hooks })).into_response()
+}
+
+pub(crate) async fn list_pipelines(State(state): State<AppState>) -> Response {
+    let Some(pipelines) = &state.pipelines else {
+        return not_configured();
+    };
+    let stats: serde_json::Map<String, serde_json::Value> = pipelines
+        .pipeline_names()
+        .map(|name| {
+            let stats = pipelines.queue().stats(&pipeline_queue(name)).ok();
+            (name.to_owned(), json!(stats))
+        })
+        .collect();
+    axum::Json(json!({ "pipelines": stats })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct QueueFilter {
+    queue: Option<String>,
+}
+
+pub(crate) async fn list_dead_letters(
+    State(state): State<AppState>,
+    Query(filter): Query<QueueFilter>,
+) -> Response {
+    let Some(pipelines) = &state.pipelines else {
+        return not_configured();
+    };
+    match pipelines
+        .queue()
+        .dead_letters(filter.queue.as_deref(), 1000)
+    {
+        Ok(letters) => axum::Json(json!({ "dead_letters": letters })).into_response(),
+        Err(e) => error_body(StatusCode::SERVICE_UNAVAILABLE, "queue", &e.to_string()),
+    }
+}
+
+pub(crate) async fn show_dead_letter(
+    State(state): State<AppState>,
+    Path(seq): Path<i64>,
+) -> Response {
+    let Some(pipelines) = &state.pipelines else {
+        return not_configured();
+    };
+    match pipelines.queue().dead_letter_message(seq) {
+        Ok(Some((letter, message))) => axum::Json(json!({
+            "dead_letter": letter,
+            "message": {
+                "id": message.id,
+                "stream": message.stream,
+                "key": message.key,
+                "headers": message.headers,
+                "payload": String::from_utf8_lossy(&message.payload),
+                "timestamp_ms": message.timestamp_ms,
+            }
+        }))
+        .into_response(),
+        Ok(None) => error_body(
+            StatusCode::NOT_FOUND,
+            "unknown_dead_letter",
+            &format!("no dead letter {seq}"),
+        ),
+        Err(e) => error_body(StatusCode::SERVICE_UNAVAILABLE, "queue", &e.to_string()),
+    }
+}
+
+pub(crate) async fn replay_one(State(state): State<AppState>, Path(seq): Path<i64>) -> Response {
+    replay(&state, None, Some(seq))
+}
+
+pub(crate) async fn replay_all(
+    State(state): State<AppState>,
+    Query(filter): Query<QueueFilter>,
+) -> Response {
+    replay(&state, filter.queue.as_deref(), None)
+}
+
+fn replay(state: &AppState, queue: Option<&str>, seq: Option<i64>) -> Response {
+    let Some(pipelines) = &state.pipelines else {
+        return not_configured();
+    };
+    match pipelines.queue().replay(queue, seq) {
+        Ok(0) if seq.is_some() => error_body(
+            StatusCode::NOT_FOUND,
+            "unknown_dead_letter",
+            "no such dead letter",
+        ),
+        Ok(n) => {
+            pipelines.wake();
+            axum::Json(json!({ "replayed": n })).into_response()
+        }
+        Err(e) => error_body(StatusCode::SERVICE_UNAVAILABLE, "queue", &e.to_string()),
+    }
+}
+
+pub(crate) async fn list_syncs(State(state): State<AppState>) -> Response {
+    let Some(syncs) = &state.syncs else {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "no syncs are configured",
+        );
+    };
+    let Some(pipelines) = &state.pipelines else {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "no queue is configured",
+        );
+    };
+    let queue = pipelines.queue();
+    let all: serde_json::Map<String, serde_json::Value> = syncs
+        .configs()
+        .iter()
+        .map(|(name, sync)| {
+            let cursors: serde_json::Map<String, serde_json::Value> = sync
+                .streams
+                .iter()
+                .map(|s| (s.clone(), json!(queue.cursor(name, s).ok().flatten())))
+                .collect();
+            let runs: Vec<serde_json::Value> = queue
+                .runs(name, 10)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| serde_json::from_str(r).ok())
+                .collect();
+            (
+                name.clone(),
+                json!({ "schedule": sync.schedule, "mode": sync.mode, "cursors": cursors, "runs": runs }),
+            )
+        })
+        .collect();
+    axum::Json(json!({ "syncs": all })).into_response()
+}
+
+pub(crate) async fn run_sync(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(syncs) = &state.syncs else {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "no syncs are configured",
+        );
+    };
+    if !syncs.configs().contains_key(&name) {
+        let message = format!("no sync `{name}` is configured");
+        return error_body(StatusCode::NOT_FOUND, "unknown_sync", &message);
+    }
+    match syncs.run(&name).await {
+        Ok(report) => axum::Json(json!({ "report": report })).into_response(),
+        Err(e) => error_body(StatusCode::SERVICE_UNAVAILABLE, "sync", &e),
+    }
+}

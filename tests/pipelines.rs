@@ -1,0 +1,466 @@
+//! Integration patterns end to end with real peers: signed webhooks (signed
+//! by the Standard Webhooks reference library) into a pouchdb-server sink,
+//! retries into the dead-letter queue and replay, and incremental batch
+//! sync between two pouchdb-server databases.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchyard_runtime::pipelines::Pipelines;
+use switchyard_runtime::sync::Syncs;
+use switchyard_runtime::{Runtime, SwitchyardConfig};
+use switchyard_tests::pouchdb::pouchdb;
+use switchyard_tests::{guest, workspace_root};
+use tower::ServiceExt;
+
+/// A host built from `config` (TOML after the plugin and connection
+/// blocks this adds), with pipelines and syncs started.
+struct Host {
+    router: axum::Router,
+    pipelines: Arc<Pipelines>,
+    syncs: Arc<Syncs>,
+    _dir: tempfile::TempDir,
+}
+
+/// Copies the CouchDB and webhook plugins into a plugin dir, with
+/// manifests naming `origins`.
+fn plugin_dir(dir: &Path, origins: &[String]) {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let http: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+    for name in ["couchdb-source", "couchdb-sink", "webhook-receiver"] {
+        std::fs::copy(guest(name), plugins.join(format!("{name}.wasm"))).unwrap();
+        if name != "webhook-receiver" {
+            let manifest = format!(
+                "http = [{}]\nsecrets = [\"couchdb-auth\"]\n",
+                http.join(", ")
+            );
+            std::fs::write(plugins.join(format!("{name}.manifest.toml")), manifest).unwrap();
+        }
+    }
+}
+
+/// A `[connections.NAME]` block for a CouchDB plugin at `origin`.
+fn couch_connection(name: &str, plugin: &str, origin: &str, database: &str) -> String {
+    format!(
+        r#"
+        [connections.{name}]
+        plugin = "{plugin}"
+        config = {{ base_url = "{origin}", database = "{database}" }}
+        [connections.{name}.grants]
+        allow = ["{origin}"]
+        # Unused (pouchdb-server runs without auth) but the plugins import
+        # `secrets`, so the grant must exist.
+        secrets.couchdb-auth = {{ env = "SWITCHYARD_TEST_COUCH_AUTH" }}
+        "#
+    )
+}
+
+async fn host(origins: &[String], config: &str) -> Host {
+    // SAFETY: every test sets the same value; nothing else writes it.
+    unsafe { std::env::set_var("SWITCHYARD_TEST_COUCH_AUTH", "dXNlcjpwYXNz") };
+    let dir = tempfile::tempdir().unwrap();
+    plugin_dir(dir.path(), origins);
+    let text = format!("data_dir = \"{}\"\n{config}", dir.path().display());
+    let config = SwitchyardConfig::parse(&text, dir.path()).unwrap();
+    let runtime = Runtime::from_config(&config).await.unwrap();
+    let pipelines = Arc::new(Pipelines::from_config(runtime.clone(), &config).unwrap());
+    let syncs =
+        Arc::new(Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs).unwrap());
+    drop(pipelines.start());
+    let router =
+        switchyard_server::router_with(runtime, Some(pipelines.clone()), Some(syncs.clone()));
+    Host {
+        router,
+        pipelines,
+        syncs,
+        _dir: dir,
+    }
+}
+
+impl Host {
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        self.send(request).await.1
+    }
+
+    async fn post(&self, path: &str) -> (StatusCode, Value) {
+        let request = Request::post(path).body(Body::empty()).unwrap();
+        self.send(request).await
+    }
+
+    async fn hook(&self, name: &str, headers: &Value, body: &str) -> (StatusCode, Value) {
+        let mut request = Request::post(format!("/v1/hooks/{name}"));
+        for (key, value) in headers.as_object().unwrap() {
+            request = request.header(key, value.as_str().unwrap());
+        }
+        self.send(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+    }
+}
+
+/// Headers from the Standard Webhooks reference library (PyPI).
+fn standard_signature(secret: &str, id: &str, seconds: u64, body: &str) -> Value {
+    let python = workspace_root().join(".switchyard/venv/bin/python");
+    let out = std::process::Command::new(python)
+        .arg(workspace_root().join("tests/sign_webhook.py"))
+        .args([secret, id, &seconds.to_string(), body])
+        .output()
+        .expect("run tests/sign_webhook.py (./dev setup installs standardwebhooks)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Polls `check` for up to 30 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_are_verified_queued_and_delivered_once() {
+    let couch = pouchdb();
+    let db = couch.fresh_db("events");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    // SAFETY: only this test writes these variables.
+    unsafe {
+        std::env::set_var("SWITCHYARD_TEST_WEBHOOK_SECRET", secret);
+        std::env::set_var(
+            "SWITCHYARD_TEST_GITHUB_SECRET",
+            "It's a Secret to Everybody",
+        );
+    }
+    let h = host(
+        &[couch.origin()],
+        &format!(
+            r#"
+            [connections.receiver]
+            plugin = "webhook-receiver"
+            config = {{ stream_from = "type" }}
+            {sink}
+            [webhooks.events]
+            connection = "receiver"
+            pipeline = "events"
+            signature = {{ scheme = "standard-webhooks", secret = {{ env = "SWITCHYARD_TEST_WEBHOOK_SECRET" }} }}
+            [webhooks.github]
+            connection = "receiver"
+            pipeline = "events"
+            signature = {{ scheme = "github", secret = {{ env = "SWITCHYARD_TEST_GITHUB_SECRET" }} }}
+            [pipelines.events]
+            sink = "events-sink"
+            transforms = [{{ jq = ". + {{source: \"webhook\"}}" }}]
+            "#,
+            sink = couch_connection("events-sink", "couchdb-sink", &couch.origin(), &db)
+        ),
+    )
+    .await;
+    let body = r#"{"type":"order.created","order":42}"#;
+    let good = standard_signature(secret, "msg_order_42", now_s(), body);
+    assert_eq!(h.hook("events", &good, body).await.0, StatusCode::ACCEPTED);
+    // The same delivery again is a replay.
+    let (status, err) = h.hook("events", &good, body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    // A signature over another body, a stale one, and none at all.
+    let tampered = r#"{"type":"order.created","order":43}"#;
+    assert_eq!(
+        h.hook("events", &good, tampered).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let stale = standard_signature(secret, "msg_old", now_s() - 600, body);
+    let (status, err) = h.hook("events", &stale, body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(err["error"]["kind"], "stale");
+    let (status, err) = h.hook("events", &json!({}), body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook-id")
+    );
+    // GitHub's published test vector passes verification; its body is not
+    // JSON, so the receiver refuses it and it is dead-lettered at once.
+    let github = json!({
+        "x-hub-signature-256": "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        "x-github-delivery": "gh-delivery-1",
+    });
+    assert_eq!(
+        h.hook("github", &github, "Hello, World!").await.0,
+        StatusCode::ACCEPTED
+    );
+
+    // The event reaches the sink once, transformed.
+    let doc_url = format!("/{db}/msg_order_42");
+    eventually("the event in pouchdb", || {
+        switchyard_tests::pouchdb::request(couch.addr, "GET", &doc_url, None)
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    let doc = couch.get(&doc_url);
+    assert_eq!(
+        (doc["order"].clone(), doc["source"].clone()),
+        (json!(42), json!("webhook"))
+    );
+    let hooks = h.get("/v1/hooks").await;
+    assert_eq!(hooks["webhooks"]["events"]["accepted"], 1, "{hooks}");
+    let rejected = &hooks["webhooks"]["events"]["rejected"];
+    assert_eq!(
+        (
+            rejected["replayed"].clone(),
+            rejected["bad-signature"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (rejected["stale"].clone(), rejected["missing"].clone()),
+        (json!(1), json!(1))
+    );
+    let mut letters = Value::Null;
+    for _ in 0..200 {
+        letters = h.get("/v1/dlq?queue=hook:github").await;
+        if letters["dead_letters"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let letter = &letters["dead_letters"][0];
+    assert_eq!(letter["id"], "gh-delivery-1", "{letters}");
+    assert_eq!(letter["reason"], "invalid-input error");
+    assert_eq!(couch.doc_count(&db), 1, "delivered once");
+}
+
+/// A `_bulk_docs` endpoint that fails with 503 until told to recover.
+async fn flaky_couch() -> (
+    SocketAddr,
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<Value>>>,
+) {
+    let up = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let docs = Arc::new(Mutex::new(Vec::new()));
+    let (u, c, d) = (up.clone(), calls.clone(), docs.clone());
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let (up, calls, docs) = (u.clone(), c.clone(), d.clone());
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if !up.load(Ordering::SeqCst) {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "{\"error\":\"down\"}".to_owned(),
+                );
+            }
+            let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let batch = body["docs"].as_array().cloned().unwrap_or_default();
+            let answer: Vec<Value> = batch
+                .iter()
+                .map(|doc| json!({"ok": true, "id": doc["_id"], "rev": "1-a"}))
+                .collect();
+            docs.lock().unwrap().extend(batch);
+            (StatusCode::CREATED, Value::from(answer).to_string())
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, up, calls, docs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_sends_records_through_retries_to_the_dlq_and_replay_delivers() {
+    let (addr, up, calls, docs) = flaky_couch().await;
+    let origin = format!("http://{addr}");
+    let h = host(
+        std::slice::from_ref(&origin),
+        &format!(
+            r#"
+            {sink}
+            [pipelines.orders]
+            sink = "flaky"
+            batch_size = 10
+            retry = {{ max_attempts = 3, base_delay_ms = 10, max_delay_ms = 20 }}
+            "#,
+            sink = couch_connection("flaky", "couchdb-sink", &origin, "orders")
+        ),
+    )
+    .await;
+    let messages: Vec<_> = (0..5)
+        .map(|i| switchyard_runtime::Message {
+            id: format!("order-{i}"),
+            stream: "orders".into(),
+            key: None,
+            headers: vec![],
+            payload: format!("{{\"_id\":\"order-{i}\",\"total\":{i}}}").into_bytes(),
+            timestamp_ms: 0,
+        })
+        .collect();
+    let queue = h.pipelines.queue().clone();
+    queue.enqueue("pipeline:orders", &messages).unwrap();
+    h.pipelines.wake();
+    eventually("5 dead letters", || {
+        queue.stats("pipeline:orders").unwrap().dead == 5
+    })
+    .await;
+    assert!(
+        calls.load(Ordering::SeqCst) >= 3,
+        "retried before giving up"
+    );
+    let letters = h.get("/v1/dlq?queue=pipeline:orders").await;
+    let first = &letters["dead_letters"][0];
+    assert_eq!(first["attempts"], 3, "{letters}");
+    assert_eq!(first["reason"], "gave up after 3 attempts");
+    assert!(
+        first["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("retryable")
+    );
+    let shown = h.get(&format!("/v1/dlq/{}", first["seq"])).await;
+    assert!(
+        shown["message"]["payload"]
+            .as_str()
+            .unwrap()
+            .contains("order-0")
+    );
+    assert!(docs.lock().unwrap().is_empty());
+
+    up.store(true, Ordering::SeqCst);
+    let (status, replayed) = h.post("/v1/dlq/replay?queue=pipeline:orders").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed["replayed"], 5);
+    eventually("replayed records delivered", || {
+        queue.stats("pipeline:orders").unwrap().done == 5
+    })
+    .await;
+    let mut ids: Vec<String> = docs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d["_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["order-0", "order-1", "order-2", "order-3", "order-4"]);
+    let pipelines = h.get("/v1/pipelines").await;
+    assert_eq!(pipelines["pipelines"]["orders"]["dead"], 0, "{pipelines}");
+}
+
+/// Winning revisions and bodies of every live document.
+fn snapshot(db: &str) -> Vec<Value> {
+    pouchdb()
+        .all_docs(db)
+        .into_iter()
+        .map(|mut doc| {
+            doc.as_object_mut().unwrap().remove("_revisions");
+            doc
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
+    let couch = pouchdb();
+    let (src, dst) = (couch.fresh_db("src"), couch.fresh_db("dst"));
+    let docs: Vec<Value> = (0..10_000)
+        .map(|i| json!({ "_id": format!("doc-{i:05}"), "n": i, "name": format!("record {i}") }))
+        .collect();
+    couch.bulk_insert(&src, &docs);
+    let h = host(
+        &[couch.origin()],
+        &format!(
+            r#"
+            {source}
+            {sink}
+            [syncs.copy]
+            source = "couch-src"
+            streams = ["{src}"]
+            sink = "couch-dst"
+            page_size = 1000
+            "#,
+            source = couch_connection("couch-src", "couchdb-source", &couch.origin(), &src),
+            sink = couch_connection("couch-dst", "couchdb-sink", &couch.origin(), &dst),
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, first) = h.post("/v1/syncs/copy/run").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let report = &first["report"];
+    assert_eq!(
+        (report["read"].clone(), report["written"].clone()),
+        (json!(10_000), json!(10_000)),
+        "{report}"
+    );
+    assert_eq!(report["error"], Value::Null);
+    eprintln!("first sync of 10,000 documents: {:?}", started.elapsed());
+    assert_eq!(snapshot(&src), snapshot(&dst));
+
+    // More documents, updates and deletions: the next run reads only what
+    // changed since the committed cursor.
+    let more: Vec<Value> = (10_000..10_500)
+        .map(|i| json!({ "_id": format!("doc-{i:05}"), "n": i }))
+        .collect();
+    couch.bulk_insert(&src, &more);
+    let current = couch.all_docs(&src);
+    let mut edits: Vec<Value> = current[..100]
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d["name"] = json!("updated");
+            d
+        })
+        .collect();
+    edits.extend(
+        current[100..150]
+            .iter()
+            .map(|d| json!({ "_id": d["_id"], "_rev": d["_rev"], "_deleted": true })),
+    );
+    couch.bulk_insert(&src, &edits);
+    let (_, second) = h.post("/v1/syncs/copy/run").await;
+    let report = &second["report"];
+    assert_eq!(report["read"], 650, "{report}");
+    assert_eq!(report["failed"], 0);
+    assert_eq!(snapshot(&src), snapshot(&dst));
+    assert_eq!(couch.doc_count(&dst), 10_450);
+    // Nothing new: nothing read.
+    let (_, third) = h.post("/v1/syncs/copy/run").await;
+    assert_eq!(third["report"]["read"], 0);
+    let syncs = h.get("/v1/syncs").await;
+    assert_eq!(syncs["syncs"]["copy"]["runs"].as_array().unwrap().len(), 3);
+    assert!(h.syncs.configs().contains_key("copy"));
+}
