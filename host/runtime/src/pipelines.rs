@@ -289,8 +289,17 @@ impl Pipelines {
     }
 
     /// Starts one worker per webhook and per pipeline; they run until the
-    /// returned handles are dropped or aborted.
+    /// returned handles are aborted. Messages a previous process had
+    /// claimed are released first: this host is their only consumer.
     pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        match self.queue.release_claims() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                released = n,
+                "redelivering messages claimed before a restart"
+            ),
+            Err(e) => tracing::error!("queue: {e}"),
+        }
         let mut workers = Vec::new();
         for name in self.webhooks.keys() {
             let this = self.clone();

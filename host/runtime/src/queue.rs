@@ -273,6 +273,21 @@ impl Queue {
         })
     }
 
+    /// Makes every claimed message due again. For a host that is the only
+    /// consumer of its queue (the embedded default) and is starting up:
+    /// nothing can still be working on them, so there is no need to wait
+    /// for their leases to run out.
+    pub fn release_claims(&self) -> Result<usize, QueueError> {
+        let now = now_ms();
+        self.with(|db| {
+            db.execute(
+                "UPDATE messages SET state = 'ready', available_at = ?1, updated_at = ?1
+                 WHERE state = 'in-flight'",
+                params![now],
+            )
+        })
+    }
+
     /// Marks deliveries done.
     pub fn ack(&self, seqs: &[i64]) -> Result<(), QueueError> {
         let now = now_ms();
