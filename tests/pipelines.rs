@@ -279,8 +279,13 @@ async fn flaky_couch() -> (
     let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
         let (up, calls, docs) = (u.clone(), c.clone(), d.clone());
         async move {
-            calls.fetch_add(1, Ordering::SeqCst);
+            let call = calls.fetch_add(1, Ordering::SeqCst);
             if !up.load(Ordering::SeqCst) {
+                // Down: every other call hangs past the host's first-byte
+                // timeout, the rest fail fast with 503.
+                if call % 2 == 0 {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "{\"error\":\"down\"}".to_owned(),
@@ -310,6 +315,8 @@ async fn a_failing_sink_sends_records_through_retries_to_the_dlq_and_replay_deli
         std::slice::from_ref(&origin),
         &format!(
             r#"
+            [limits]
+            http_first_byte_timeout_ms = 200
             {sink}
             [pipelines.orders]
             sink = "flaky"
@@ -350,6 +357,11 @@ async fn a_failing_sink_sends_records_through_retries_to_the_dlq_and_replay_deli
             .as_str()
             .unwrap()
             .starts_with("retryable")
+    );
+    let errors = letters.to_string();
+    assert!(
+        errors.contains("timeout") || errors.contains("503"),
+        "timeouts and 5xx both end as retryable failures: {letters}"
     );
     let shown = h.get(&format!("/v1/dlq/{}", first["seq"])).await;
     assert!(
@@ -463,4 +475,38 @@ async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
     let syncs = h.get("/v1/syncs").await;
     assert_eq!(syncs["syncs"]["copy"]["runs"].as_array().unwrap().len(), 3);
     assert!(h.syncs.configs().contains_key("copy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_sync_reads_everything_every_run() {
+    let couch = pouchdb();
+    let (src, dst) = (couch.fresh_db("full-src"), couch.fresh_db("full-dst"));
+    let docs: Vec<Value> = (0..25)
+        .map(|i| json!({ "_id": format!("d{i}"), "n": i }))
+        .collect();
+    couch.bulk_insert(&src, &docs);
+    let h = host(
+        &[couch.origin()],
+        &format!(
+            r#"
+            {source}
+            {sink}
+            [syncs.refresh]
+            source = "couch-src"
+            streams = ["{src}"]
+            sink = "couch-dst"
+            mode = "full-refresh"
+            page_size = 10
+            "#,
+            source = couch_connection("couch-src", "couchdb-source", &couch.origin(), &src),
+            sink = couch_connection("couch-dst", "couchdb-sink", &couch.origin(), &dst),
+        ),
+    )
+    .await;
+    for _ in 0..2 {
+        let (_, run) = h.post("/v1/syncs/refresh/run").await;
+        assert_eq!(run["report"]["read"], 25, "{run}");
+        assert_eq!(run["report"]["written"], 25);
+    }
+    assert_eq!(snapshot(&src), snapshot(&dst));
 }

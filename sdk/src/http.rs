@@ -27,6 +27,7 @@ mod url;
 mod wire;
 
 pub use error::Error;
+pub use url::encode_component;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -4,30 +4,22 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use switchyard_sdk::http::encode_component;
 use switchyard_sdk::{Error, Message, WriteOutcome};
 
-/// The database's URL: `base_url` + `/` + the encoded name.
+/// The database's URL: `base_url` + `/` + the name, percent-encoded so
+/// that a `/` in it stays within one path segment.
 pub fn database_url(base_url: &str, db: &str) -> String {
-    format!("{}/{}", base_url.trim_end_matches('/'), encode(db))
+    format!(
+        "{}/{}",
+        base_url.trim_end_matches('/'),
+        encode_component(db)
+    )
 }
 
 /// Where a batch is posted.
 pub fn bulk_docs_url(base_url: &str, db: &str) -> String {
     format!("{}/_bulk_docs", database_url(base_url, db))
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so a
-/// database name's `/` stays one path segment.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// How a document is written, chosen by whether its payload has a `_rev`.

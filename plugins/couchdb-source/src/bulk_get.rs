@@ -5,15 +5,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
-
-use crate::changes::encode;
+use switchyard_sdk::http::encode_component;
 
 /// The URL of `db`'s `_bulk_get`, asking for each revision's history.
 pub fn bulk_get_url(base_url: &str, db: &str) -> String {
     format!(
         "{}/{}/_bulk_get?revs=true",
         base_url.trim_end_matches('/'),
-        encode(db)
+        encode_component(db)
     )
 }
 

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
+use switchyard_sdk::http::encode_component;
 use switchyard_sdk::{Message, Page};
 
 use crate::bulk_get::{DocRev, Failure, Fetched, Fetches};
@@ -16,29 +17,15 @@ pub const SEQ_HEADER: &str = "couchdb-seq";
 /// changes, winning revisions only, without documents (`_bulk_get` fetches
 /// them with their history). `since` is a cursor this connector returned (a
 /// sequence as JSON text), sent back verbatim; `None` reads from the start
-/// (`0`).
+/// (`0`). Both are percent-encoded, so that a `/` in the name stays within
+/// one path segment and a quoted sequence survives the query string.
 pub fn changes_url(base_url: &str, db: &str, since: Option<&str>, limit: u32) -> String {
     format!(
         "{}/{}/_changes?since={}&limit={limit}&style=main_only",
         base_url.trim_end_matches('/'),
-        encode(db),
-        encode(since.unwrap_or("0")),
+        encode_component(db),
+        encode_component(since.unwrap_or("0")),
     )
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so a
-/// database name's `/` stays one path segment and a quoted sequence
-/// survives the query string.
-pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// The parts of a `_changes` answer this connector uses.

@@ -6,38 +6,14 @@
 mod bulk_get;
 mod changes;
 
-use switchyard_sdk::http::{self, RequestBuilder, Response};
-use switchyard_sdk::{
-    Connector, ConnectorInfo, Error, Page, ReadRequest, Role, config, log, secrets,
-};
+use couchdb_client::Settings;
+use switchyard_sdk::http;
+use switchyard_sdk::{Connector, ConnectorInfo, Error, Page, ReadRequest, Role, config, log};
 
 struct CouchdbSource;
 
-/// The connection's settings.
-struct Settings {
-    /// Where CouchDB listens, e.g. `http://127.0.0.1:5984`. Required.
-    base_url: String,
-    /// The database read; also the name of the one stream. Required.
-    database: String,
-    /// Name of the secret sent as `Authorization: Basic <value>` (the
-    /// value is base64 of `user:pass`). Default: no authorization.
-    auth_secret: Option<String>,
-}
-
-impl Settings {
-    fn load() -> Result<Self, Error> {
-        let required = |key: &str, example: &str| {
-            config::get(key).ok_or_else(|| {
-                Error::permanent(format!("setting `{key}` is required, e.g. {example}"))
-            })
-        };
-        Ok(Settings {
-            base_url: required("base_url", "http://127.0.0.1:5984")?,
-            database: required("database", "orders")?,
-            auth_secret: config::get("auth_secret").filter(|name| !name.is_empty()),
-        })
-    }
-}
+/// What to do when the database is missing, after the 404's explanation.
+const MISSING_DATABASE_HINT: &str = "create it or fix `database`/`base_url`";
 
 impl Connector for CouchdbSource {
     fn describe() -> ConnectorInfo {
@@ -61,8 +37,10 @@ impl Connector for CouchdbSource {
             limit,
         );
         let request = http::get(&url).header("accept", "application/json");
-        let response = authorized(request, settings.auth_secret.as_deref())?.send()?;
-        let answer = check(response, &settings)?.json::<changes::Changes>()?;
+        let response = settings.authorized(request)?.send()?;
+        let answer = settings
+            .check(response, MISSING_DATABASE_HINT)?
+            .json::<changes::Changes>()?;
         let wanted = changes::wanted(&answer).map_err(Error::permanent)?;
         let fetches = fetch(&wanted, &settings)?;
         let mapped = changes::to_page(answer, &fetches, &settings.database, limit)
@@ -87,8 +65,10 @@ fn fetch(wanted: &[bulk_get::DocRev], settings: &Settings) -> Result<bulk_get::F
     let request = http::post(&url)
         .header("accept", "application/json")
         .json(&bulk_get::BulkGetRequest { docs: wanted });
-    let response = authorized(request, settings.auth_secret.as_deref())?.send()?;
-    let answer = check(response, settings)?.json::<bulk_get::BulkGet>()?;
+    let response = settings.authorized(request)?.send()?;
+    let answer = settings
+        .check(response, MISSING_DATABASE_HINT)?
+        .json::<bulk_get::BulkGet>()?;
     bulk_get::Fetches::new(answer).map_err(Error::permanent)
 }
 
@@ -107,72 +87,12 @@ fn info(database: Option<String>) -> ConnectorInfo {
     }
 }
 
-/// Adds `authorization: Basic <placeholder>` when a secret is named; the
-/// host swaps in the value at egress, only towards origins it is bound to.
-fn authorized(request: RequestBuilder, auth_secret: Option<&str>) -> Result<RequestBuilder, Error> {
-    let Some(name) = auth_secret else {
-        return Ok(request);
-    };
-    let placeholder = secrets::placeholder(name)?;
-    Ok(request.header("authorization", &format!("Basic {placeholder}")))
-}
-
-/// 404 means the database is missing; other 4xx but 429 are permanent
-/// with CouchDB's own explanation; 429 and 5xx go through the SDK
-/// (rate-limited with `retry-after`, retryable).
-fn check(response: Response, settings: &Settings) -> Result<Response, Error> {
-    match response.status {
-        404 => Err(Error::permanent(format!(
-            "database `{}` not found at {} ({}); create it or fix `database`/`base_url`",
-            settings.database,
-            settings.base_url,
-            explanation(&response)
-        ))),
-        400..=499 if response.status != 429 => Err(Error::permanent(format!(
-            "CouchDB answered status {} ({})",
-            response.status,
-            explanation(&response)
-        ))),
-        _ => Ok(response.error_for_status()?),
-    }
-}
-
-/// CouchDB's `{"error", "reason"}` body as `error: reason`, else the start
-/// of whatever the body is.
-fn explanation(response: &Response) -> String {
-    #[derive(serde::Deserialize)]
-    struct CouchError {
-        error: String,
-        #[serde(default)]
-        reason: String,
-    }
-    match response.json::<CouchError>() {
-        Ok(body) => format!("{}: {}", body.error, body.reason),
-        Err(_) => response.text().chars().take(200).collect(),
-    }
-}
-
 switchyard_sdk::export!(CouchdbSource);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings() -> Settings {
-        Settings {
-            base_url: "http://127.0.0.1:5984".into(),
-            database: "orders".into(),
-            auth_secret: None,
-        }
-    }
-
-    fn response(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            headers: vec![("retry-after".into(), "2".into())],
-            body: body.as_bytes().to_vec(),
-        }
-    }
+    use switchyard_sdk::http::Response;
 
     #[test]
     fn describes_one_stream_per_configured_database() {
@@ -186,34 +106,24 @@ mod tests {
 
     #[test]
     fn a_missing_database_is_permanent_and_named() {
-        let missing = response(
-            404,
-            r#"{"error":"not_found","reason":"Database does not exist."}"#,
-        );
-        let Err(Error::Permanent(message)) = check(missing, &settings()) else {
+        let settings = Settings {
+            base_url: "http://127.0.0.1:5984".into(),
+            database: "orders".into(),
+            auth_secret: None,
+        };
+        let missing = Response {
+            status: 404,
+            headers: Vec::new(),
+            body: br#"{"error":"not_found","reason":"Database does not exist."}"#.to_vec(),
+        };
+        let Err(Error::Permanent(message)) = settings.check(missing, MISSING_DATABASE_HINT) else {
             panic!("not permanent")
         };
         assert!(message.contains("`orders`"), "{message}");
         assert!(message.contains("Database does not exist."), "{message}");
-    }
-
-    #[test]
-    fn classifies_statuses_for_the_host() {
-        let unauthorized = response(
-            401,
-            r#"{"error":"unauthorized","reason":"Name or password is incorrect."}"#,
-        );
         assert!(
-            matches!(check(unauthorized, &settings()), Err(Error::Permanent(m)) if m.contains("unauthorized: Name"))
+            message.ends_with("; create it or fix `database`/`base_url`"),
+            "{message}"
         );
-        assert!(matches!(
-            check(response(503, "busy"), &settings()),
-            Err(Error::Retryable(_))
-        ));
-        let Err(Error::RateLimited(limit)) = check(response(429, ""), &settings()) else {
-            panic!("not rate limited")
-        };
-        assert_eq!(limit.retry_after_ms, Some(2000));
-        assert!(check(response(200, "{}"), &settings()).is_ok());
     }
 }

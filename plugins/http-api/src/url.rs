@@ -2,6 +2,7 @@
 //! query parameters. Pure, so it is tested natively.
 
 use std::collections::BTreeMap;
+use switchyard_sdk::http::encode_component;
 use switchyard_sdk::json::Value;
 
 /// `base` + `path` + `?query`. The path is appended to the base's own path
@@ -32,7 +33,7 @@ pub fn build_url(
         for value in values {
             url.push(separator);
             separator = '&';
-            url.push_str(&encode(key));
+            url.push_str(&encode_component(key));
             match value {
                 Value::Null => {}
                 Value::String(text) => push_value(&mut url, text),
@@ -45,20 +46,7 @@ pub fn build_url(
 
 fn push_value(url: &mut String, value: &str) {
     url.push('=');
-    url.push_str(&encode(value));
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    url.push_str(&encode_component(value));
 }
 
 #[cfg(test)]

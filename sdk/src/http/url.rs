@@ -1,9 +1,26 @@
 //! Just enough URL handling for requests and redirects: split an absolute
 //! URL into the parts wasi:http wants, and resolve a `location` header
 //! against the URL it answered (RFC 3986 §5.2). No case or percent-encoding
-//! normalisation: the host parses and checks every hop again.
+//! normalisation: the host parses and checks every hop again. Connectors
+//! building URLs get [`encode_component`].
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::fmt;
+
+/// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes `text` for one URL path segment or query key or value:
+/// every byte of its UTF-8 but the RFC 3986 unreserved characters
+/// `A-Z a-z 0-9 - . _ ~` becomes `%XX` (uppercase hex), so `/`, `?`, `&`,
+/// `=`, `+` and spaces stay data, e.g. `a b/é` → `a%20b%2F%C3%A9`.
+pub fn encode_component(text: &str) -> String {
+    utf8_percent_encode(text, NOT_UNRESERVED).to_string()
+}
 
 /// An absolute `scheme://authority/path?query` URL, fragment dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +196,19 @@ mod tests {
                 "{reference}"
             );
         }
+    }
+
+    #[test]
+    fn encodes_all_but_unreserved_characters() {
+        let unreserved = "AZaz09-._~";
+        assert_eq!(encode_component(unreserved), unreserved);
+        assert_eq!(encode_component(""), "");
+        assert_eq!(
+            encode_component("a b/c?d&e=f+g#h%i"),
+            "a%20b%2Fc%3Fd%26e%3Df%2Bg%23h%25i"
+        );
+        assert_eq!(encode_component("é\"\n"), "%C3%A9%22%0A");
+        assert_eq!(encode_component("[\"1-g\"]"), "%5B%221-g%22%5D");
     }
 
     #[test]
