@@ -392,18 +392,6 @@ async fn a_failing_sink_sends_records_through_retries_to_the_dlq_and_replay_deli
     assert_eq!(pipelines["pipelines"]["orders"]["dead"], 0, "{pipelines}");
 }
 
-/// Winning revisions and bodies of every live document.
-fn snapshot(db: &str) -> Vec<Value> {
-    pouchdb()
-        .all_docs(db)
-        .into_iter()
-        .map(|mut doc| {
-            doc.as_object_mut().unwrap().remove("_revisions");
-            doc
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
     let couch = pouchdb();
@@ -440,7 +428,7 @@ async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
     );
     assert_eq!(report["error"], Value::Null);
     eprintln!("first sync of 10,000 documents: {:?}", started.elapsed());
-    assert_eq!(snapshot(&src), snapshot(&dst));
+    assert_eq!(pouchdb().snapshot(&src), pouchdb().snapshot(&dst));
 
     // More documents, updates and deletions: the next run reads only what
     // changed since the committed cursor.
@@ -467,7 +455,7 @@ async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
     let report = &second["report"];
     assert_eq!(report["read"], 650, "{report}");
     assert_eq!(report["failed"], 0);
-    assert_eq!(snapshot(&src), snapshot(&dst));
+    assert_eq!(pouchdb().snapshot(&src), pouchdb().snapshot(&dst));
     assert_eq!(couch.doc_count(&dst), 10_450);
     // Nothing new: nothing read.
     let (_, third) = h.post("/v1/syncs/copy/run").await;
@@ -508,5 +496,5 @@ async fn a_full_refresh_sync_reads_everything_every_run() {
         assert_eq!(run["report"]["read"], 25, "{run}");
         assert_eq!(run["report"]["written"], 25);
     }
-    assert_eq!(snapshot(&src), snapshot(&dst));
+    assert_eq!(pouchdb().snapshot(&src), pouchdb().snapshot(&dst));
 }

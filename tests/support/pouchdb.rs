@@ -129,6 +129,20 @@ impl PouchDb {
             .unwrap_or_else(|| panic!("GET /{db} answered {info}"))
     }
 
+    /// Every live document as stored (winning revision and body), without
+    /// `_revisions`: what two databases must agree on after a sync.
+    pub fn snapshot(&self, db: &str) -> Vec<Value> {
+        self.all_docs(db)
+            .into_iter()
+            .map(|mut doc| {
+                if let Some(fields) = doc.as_object_mut() {
+                    fields.remove("_revisions");
+                }
+                doc
+            })
+            .collect()
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let body = body.map(|b| serde_json::to_vec(b).expect("serialise a JSON body"));
         let response = request(self.addr, method, path, body.as_deref())

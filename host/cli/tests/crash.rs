@@ -119,17 +119,6 @@ fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn snapshot(db: &str) -> Vec<Value> {
-    pouchdb()
-        .all_docs(db)
-        .into_iter()
-        .map(|mut doc| {
-            doc.as_object_mut().unwrap().remove("_revisions");
-            doc
-        })
-        .collect()
-}
-
 #[test]
 fn a_sync_killed_midway_resumes_from_its_committed_cursor() {
     let couch = pouchdb();
@@ -174,8 +163,8 @@ fn a_sync_killed_midway_resumes_from_its_committed_cursor() {
     );
     assert_eq!(couch.doc_count(&dst), 10_000);
     assert_eq!(
-        snapshot(&src),
-        snapshot(&dst),
+        pouchdb().snapshot(&src),
+        pouchdb().snapshot(&dst),
         "exactly the source's documents"
     );
     kill_9(server);
