@@ -8,7 +8,6 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +15,7 @@ use switchyard_runtime::pipelines::Pipelines;
 use switchyard_runtime::sync::Syncs;
 use switchyard_runtime::{Runtime, SwitchyardConfig};
 use switchyard_tests::pouchdb::pouchdb;
-use switchyard_tests::{guest, workspace_root};
+use switchyard_tests::{couchdb_plugins, workspace_root};
 use tower::ServiceExt;
 
 /// A host built from `config` (TOML after the plugin and connection
@@ -28,45 +27,11 @@ struct Host {
     _dir: tempfile::TempDir,
 }
 
-/// Copies the CouchDB and webhook plugins into a plugin dir, with
-/// manifests naming `origins`.
-fn plugin_dir(dir: &Path, origins: &[String]) {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let http: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
-    for name in ["couchdb-source", "couchdb-sink", "webhook-receiver"] {
-        std::fs::copy(guest(name), plugins.join(format!("{name}.wasm"))).unwrap();
-        if name != "webhook-receiver" {
-            let manifest = format!(
-                "http = [{}]\nsecrets = [\"couchdb-auth\"]\n",
-                http.join(", ")
-            );
-            std::fs::write(plugins.join(format!("{name}.manifest.toml")), manifest).unwrap();
-        }
-    }
-}
-
-/// A `[connections.NAME]` block for a CouchDB plugin at `origin`.
-fn couch_connection(name: &str, plugin: &str, origin: &str, database: &str) -> String {
-    format!(
-        r#"
-        [connections.{name}]
-        plugin = "{plugin}"
-        config = {{ base_url = "{origin}", database = "{database}" }}
-        [connections.{name}.grants]
-        allow = ["{origin}"]
-        # Unused (pouchdb-server runs without auth) but the plugins import
-        # `secrets`, so the grant must exist.
-        secrets.couchdb-auth = {{ env = "SWITCHYARD_TEST_COUCH_AUTH" }}
-        "#
-    )
-}
-
 async fn host(origins: &[String], config: &str) -> Host {
     // SAFETY: every test sets the same value; nothing else writes it.
-    unsafe { std::env::set_var("SWITCHYARD_TEST_COUCH_AUTH", "dXNlcjpwYXNz") };
+    unsafe { std::env::set_var(couchdb_plugins::AUTH_ENV, "dXNlcjpwYXNz") };
     let dir = tempfile::tempdir().unwrap();
-    plugin_dir(dir.path(), origins);
+    couchdb_plugins::install(&dir.path().join("plugins"), origins);
     let text = format!("data_dir = \"{}\"\n{config}", dir.path().display());
     let config = SwitchyardConfig::parse(&text, dir.path()).unwrap();
     let runtime = Runtime::from_config(&config).await.unwrap();
@@ -183,7 +148,7 @@ async fn signed_webhooks_are_verified_queued_and_delivered_once() {
             sink = "events-sink"
             transforms = [{{ jq = ". + {{source: \"webhook\"}}" }}]
             "#,
-            sink = couch_connection("events-sink", "couchdb-sink", &couch.origin(), &db)
+            sink = couchdb_plugins::connection("events-sink", "couchdb-sink", &couch.origin(), &db)
         ),
     )
     .await;
@@ -323,7 +288,7 @@ async fn a_failing_sink_sends_records_through_retries_to_the_dlq_and_replay_deli
             batch_size = 10
             retry = {{ max_attempts = 3, base_delay_ms = 10, max_delay_ms = 20 }}
             "#,
-            sink = couch_connection("flaky", "couchdb-sink", &origin, "orders")
+            sink = couchdb_plugins::connection("flaky", "couchdb-sink", &origin, "orders")
         ),
     )
     .await;
@@ -412,8 +377,9 @@ async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
             sink = "couch-dst"
             page_size = 1000
             "#,
-            source = couch_connection("couch-src", "couchdb-source", &couch.origin(), &src),
-            sink = couch_connection("couch-dst", "couchdb-sink", &couch.origin(), &dst),
+            source =
+                couchdb_plugins::connection("couch-src", "couchdb-source", &couch.origin(), &src),
+            sink = couchdb_plugins::connection("couch-dst", "couchdb-sink", &couch.origin(), &dst),
         ),
     )
     .await;
@@ -486,8 +452,9 @@ async fn a_full_refresh_sync_reads_everything_every_run() {
             mode = "full-refresh"
             page_size = 10
             "#,
-            source = couch_connection("couch-src", "couchdb-source", &couch.origin(), &src),
-            sink = couch_connection("couch-dst", "couchdb-sink", &couch.origin(), &dst),
+            source =
+                couchdb_plugins::connection("couch-src", "couchdb-source", &couch.origin(), &src),
+            sink = couchdb_plugins::connection("couch-dst", "couchdb-sink", &couch.origin(), &dst),
         ),
     )
     .await;

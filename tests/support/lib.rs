@@ -1,6 +1,7 @@
 //! Test support: builds every guest component once per test process, from
 //! source, with the same tooling `switchyard plugin build` uses.
 
+pub mod couchdb_plugins;
 pub mod httpbin;
 pub mod pouchdb;
 

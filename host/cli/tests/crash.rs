@@ -9,20 +9,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_tests::pouchdb::pouchdb;
-use switchyard_tests::{guest, workspace_root};
+use switchyard_tests::{couchdb_plugins, workspace_root};
 
 /// Writes the plugin dir and `switchyard.toml` (`extra` appended).
 fn configure(dir: &Path, port: u16, extra: &str) {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let origin = pouchdb().origin();
-    for name in ["couchdb-source", "couchdb-sink", "webhook-receiver"] {
-        std::fs::copy(guest(name), plugins.join(format!("{name}.wasm"))).unwrap();
-        if name != "webhook-receiver" {
-            let manifest = format!("http = [\"{origin}\"]\nsecrets = [\"couchdb-auth\"]\n");
-            std::fs::write(plugins.join(format!("{name}.manifest.toml")), manifest).unwrap();
-        }
-    }
+    couchdb_plugins::install(&dir.join("plugins"), &[pouchdb().origin()]);
     let config = format!(
         "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n{extra}"
     );
@@ -30,17 +21,7 @@ fn configure(dir: &Path, port: u16, extra: &str) {
 }
 
 fn connection(name: &str, plugin: &str, database: &str) -> String {
-    let origin = pouchdb().origin();
-    format!(
-        r#"
-        [connections.{name}]
-        plugin = "{plugin}"
-        config = {{ base_url = "{origin}", database = "{database}" }}
-        [connections.{name}.grants]
-        allow = ["{origin}"]
-        secrets.couchdb-auth = {{ env = "SWITCHYARD_TEST_COUCH_AUTH" }}
-        "#
-    )
+    couchdb_plugins::connection(name, plugin, &pouchdb().origin(), database)
 }
 
 fn free_port() -> u16 {
@@ -54,7 +35,7 @@ fn start(dir: &Path, port: u16) -> Child {
         .arg("serve")
         .current_dir(dir)
         .env("SWITCHYARD_LOG", "warn")
-        .env("SWITCHYARD_TEST_COUCH_AUTH", "dXNlcjpwYXNz")
+        .env(couchdb_plugins::AUTH_ENV, "dXNlcjpwYXNz")
         .env("SWITCHYARD_TEST_WEBHOOK_SECRET", SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

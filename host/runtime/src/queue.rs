@@ -93,6 +93,22 @@ pub struct DeadLetter {
     pub failed_at_ms: i64,
 }
 
+/// A dead letter with its message, as the admin API and CLI show it
+/// (payload as text, lossily decoded).
+pub fn dead_letter_view(letter: &DeadLetter, message: &Message) -> serde_json::Value {
+    serde_json::json!({
+        "dead_letter": letter,
+        "message": {
+            "id": message.id,
+            "stream": message.stream,
+            "key": message.key,
+            "headers": message.headers,
+            "payload": String::from_utf8_lossy(&message.payload),
+            "timestamp_ms": message.timestamp_ms,
+        }
+    })
+}
+
 /// Message counts of one queue by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {

@@ -21,6 +21,7 @@ use serde_json::json;
 use std::sync::atomic::Ordering;
 use switchyard_runtime::WebhookRequest;
 use switchyard_runtime::pipelines::{IngestError, hook_queue, pipeline_queue};
+use switchyard_runtime::queue::dead_letter_view;
 use switchyard_runtime::webhooks::Rejection;
 
 fn not_configured() -> Response {
@@ -148,18 +149,9 @@ pub(crate) async fn show_dead_letter(
         return not_configured();
     };
     match pipelines.queue().dead_letter_message(seq) {
-        Ok(Some((letter, message))) => axum::Json(json!({
-            "dead_letter": letter,
-            "message": {
-                "id": message.id,
-                "stream": message.stream,
-                "key": message.key,
-                "headers": message.headers,
-                "payload": String::from_utf8_lossy(&message.payload),
-                "timestamp_ms": message.timestamp_ms,
-            }
-        }))
-        .into_response(),
+        Ok(Some((letter, message))) => {
+            axum::Json(dead_letter_view(&letter, &message)).into_response()
+        }
         Ok(None) => error_body(
             StatusCode::NOT_FOUND,
             "unknown_dead_letter",

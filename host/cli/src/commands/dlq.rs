@@ -7,7 +7,7 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use switchyard_runtime::SwitchyardConfig;
-use switchyard_runtime::queue::Queue;
+use switchyard_runtime::queue::{Queue, dead_letter_view};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -78,16 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("no dead letter {seq}");
                 return Ok(ExitCode::from(2));
             };
-            let shown = serde_json::json!({
-                "dead_letter": letter,
-                "message": {
-                    "id": message.id,
-                    "stream": message.stream,
-                    "key": message.key,
-                    "headers": message.headers,
-                    "payload": String::from_utf8_lossy(&message.payload),
-                }
-            });
+            let shown = dead_letter_view(&letter, &message);
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         Command::Replay {
