@@ -49,7 +49,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before delivery `attempt + 1`, jittered over [0, cap].
-    fn backoff_ms(&self, attempt: u32) -> u64 {
+    pub(crate) fn backoff_ms(&self, attempt: u32) -> u64 {
         let cap = self
             .base_delay_ms
             .saturating_mul(1 << attempt.saturating_sub(1).min(20))
@@ -384,52 +384,38 @@ impl Queue {
                  FROM messages WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1)
                  ORDER BY seq LIMIT ?2",
             )?;
-            let rows = select.query_map(params![queue, limit as i64], |row| {
-                Ok(DeadLetter {
-                    seq: row.get(0)?,
-                    queue: row.get(1)?,
-                    id: row.get(2)?,
-                    stream: row.get(3)?,
-                    attempts: row.get(4)?,
-                    reason: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                    last_error: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
-                    failed_at_ms: row.get(7)?,
-                })
-            })?;
+            let rows = select.query_map(params![queue, limit as i64], dead_letter_row)?;
             rows.collect()
         })
     }
 
-    /// One dead letter with its message.
+    /// One dead letter with its message, in one query.
     pub fn dead_letter_message(
         &self,
         seq: i64,
     ) -> Result<Option<(DeadLetter, Message)>, QueueError> {
-        let Some(letter) = self
-            .dead_letters(None, usize::MAX >> 1)?
-            .into_iter()
-            .find(|d| d.seq == seq)
-        else {
-            return Ok(None);
-        };
-        let message = self.with(|db| {
+        self.with(|db| {
             db.query_row(
-                "SELECT stream, id, key, headers, payload, timestamp_ms FROM messages WHERE seq = ?1",
+                "SELECT seq, queue, id, stream, attempts, reason, last_error, updated_at,
+                        key, headers, payload, timestamp_ms
+                 FROM messages WHERE seq = ?1 AND state = 'dead'",
                 params![seq],
                 |row| {
-                    let headers: String = row.get(3)?;
-                    Ok(Message {
-                        stream: row.get(0)?,
-                        id: row.get(1)?,
-                        key: row.get(2)?,
+                    let letter = dead_letter_row(row)?;
+                    let headers: String = row.get(9)?;
+                    let message = Message {
+                        stream: letter.stream.clone(),
+                        id: letter.id.clone(),
+                        key: row.get(8)?,
                         headers: serde_json::from_str(&headers).unwrap_or_default(),
-                        payload: row.get(4)?,
-                        timestamp_ms: row.get::<_, i64>(5)? as u64,
-                    })
+                        payload: row.get(10)?,
+                        timestamp_ms: row.get::<_, i64>(11)? as u64,
+                    };
+                    Ok((letter, message))
                 },
             )
-        })?;
-        Ok(Some((letter, message)))
+            .optional()
+        })
     }
 
     /// Puts dead letters back on their queue for a fresh round of
@@ -626,6 +612,21 @@ impl Queue {
         })?;
         Ok(())
     }
+}
+
+/// A dead letter from the first eight columns of a `messages` row:
+/// seq, queue, id, stream, attempts, reason, last_error, updated_at.
+fn dead_letter_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        seq: row.get(0)?,
+        queue: row.get(1)?,
+        id: row.get(2)?,
+        stream: row.get(3)?,
+        attempts: row.get(4)?,
+        reason: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+        last_error: row.get::<_, Option<String>>(6)?.unwrap_or_default(),
+        failed_at_ms: row.get(7)?,
+    })
 }
 
 fn remember_delivery(

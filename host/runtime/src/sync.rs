@@ -292,12 +292,7 @@ where
             InvokeError::Guest(ConnectorError::RateLimited(r)) => {
                 Duration::from_millis(r.retry_after_ms.unwrap_or(policy.base_delay_ms))
             }
-            _ => Duration::from_millis(
-                policy
-                    .base_delay_ms
-                    .saturating_mul(1 << (attempt - 1).min(20))
-                    .min(policy.max_delay_ms),
-            ),
+            _ => Duration::from_millis(policy.backoff_ms(attempt)),
         };
         if attempt >= policy.max_attempts {
             return Err(error);
