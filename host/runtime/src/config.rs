@@ -41,6 +41,18 @@ pub struct SwitchyardConfig {
     pub pipelines: BTreeMap<String, PipelineConfig>,
     /// Scheduled batch syncs from a source into a sink.
     pub syncs: BTreeMap<String, SyncConfig>,
+    /// The admin API (`/admin/v1`).
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the authenticated admin API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the bearer token comes from (`{ env = "VAR" }` or
+    /// `{ file = "path" }`). Default: none, and the admin API refuses
+    /// every request.
+    pub token: Option<crate::secrets::SecretGrant>,
 }
 
 impl Default for SwitchyardConfig {
@@ -55,6 +67,7 @@ impl Default for SwitchyardConfig {
             webhooks: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             syncs: BTreeMap::new(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -156,6 +169,9 @@ impl SwitchyardConfig {
         }
         for plugin in config.plugins.values_mut() {
             resolve(&mut plugin.path);
+        }
+        if let Some(file) = config.admin.token.as_mut().and_then(|t| t.file.as_mut()) {
+            resolve(file);
         }
         for (name, connection) in &config.connections {
             connection

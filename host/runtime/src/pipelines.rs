@@ -12,7 +12,8 @@
 
 use crate::bindings::{ConnectorError, Message, WebhookRequest, WriteOutcome};
 use crate::error::InvokeError;
-use crate::queue::{Delivery, Queue, QueueError, RetryPolicy};
+use crate::observe::{Observer, RecordsEvent};
+use crate::queue::{Delivery, FailOutcome, Queue, QueueError, RetryPolicy};
 use crate::runtime::Runtime;
 use crate::secrets::{SecretGrant, SecretProvider, SecretValue};
 use crate::transform::Transform;
@@ -357,9 +358,20 @@ impl Pipelines {
                         let target = pipeline_queue(&hook.config.pipeline);
                         self.queue
                             .enqueue(&target, &messages)
+                            .map(|_| messages.len() as u64)
                             .map_err(|e| ConnectorError::Retryable(e.to_string()))
                     });
-                self.settle(&queue, &delivery, result.map(|_| ()), &hook.config.retry);
+                let queued = *result.as_ref().unwrap_or(&0);
+                let settled =
+                    self.settle(&queue, &delivery, result.map(|_| ()), &hook.config.retry);
+                self.runtime.observers().records(&RecordsEvent {
+                    flow: "webhook",
+                    name,
+                    stream: "events",
+                    records_in: 1,
+                    records_out: queued,
+                    failed: u64::from(settled == Settled::Dead),
+                });
             }
             self.wake.notify_waiters();
         }
@@ -382,8 +394,25 @@ impl Pipelines {
                 continue;
             }
             let outcomes = self.deliver(pipeline, &batch).await;
+            let mut counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
             for (delivery, outcome) in batch.iter().zip(outcomes) {
-                self.settle(&queue, delivery, outcome, &pipeline.retry);
+                let entry = counts.entry(&delivery.message.stream).or_default();
+                entry.0 += 1;
+                match self.settle(&queue, delivery, outcome, &pipeline.retry) {
+                    Settled::Delivered => entry.1 += 1,
+                    Settled::Dead => entry.2 += 1,
+                    Settled::Retrying => {}
+                }
+            }
+            for (stream, (records_in, records_out, failed)) in counts {
+                self.runtime.observers().records(&RecordsEvent {
+                    flow: "pipeline",
+                    name,
+                    stream,
+                    records_in,
+                    records_out,
+                    failed,
+                });
             }
         }
     }
@@ -435,10 +464,15 @@ impl Pipelines {
         delivery: &Delivery,
         outcome: Result<(), ConnectorError>,
         policy: &RetryPolicy,
-    ) {
+    ) -> Settled {
         let result = match &outcome {
             Ok(()) => self.queue.ack(&[delivery.seq]).map(|_| None),
             Err(e) => self.queue.fail(delivery, e, policy).map(Some),
+        };
+        let settled = match &result {
+            Ok(None) => Settled::Delivered,
+            Ok(Some(FailOutcome::DeadLettered)) => Settled::Dead,
+            _ => Settled::Retrying,
         };
         match result {
             Ok(Some(next)) => tracing::warn!(
@@ -453,7 +487,16 @@ impl Pipelines {
             Ok(None) => {}
             Err(e) => tracing::error!(queue, "queue: {e}"),
         }
+        settled
     }
+}
+
+/// Where a delivery ended up after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Delivered,
+    Retrying,
+    Dead,
 }
 
 /// Invocation failures in the connector's own error terms: a guest's

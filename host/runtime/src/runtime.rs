@@ -17,6 +17,7 @@ use crate::host::state::StateCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::kv::StateStore;
 use crate::limits::Limits;
+use crate::observe::{InvocationEvent, Observer, Observers};
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
 use crate::rate::ConnectionRateLimits;
 use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretProvider};
@@ -25,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use tracing::Instrument;
 use wasmtime::component::Linker;
 
 /// A loaded plugin: the code, compiled once and pre-linked.
@@ -146,6 +148,7 @@ pub struct RuntimeBuilder {
     secret_provider: Option<Arc<dyn SecretProvider>>,
     network: Option<Network>,
     state_path: Option<PathBuf>,
+    observers: Vec<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -191,6 +194,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Adds an observer of invocations, egress, brokered capabilities and
+    /// records (metrics, audit, monitoring). Default: none.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -227,6 +237,7 @@ impl RuntimeBuilder {
                 plugins: RwLock::default(),
                 connections: RwLock::default(),
                 next_invocation: AtomicU64::new(1),
+                observers: Observers::new(self.observers),
             }),
         })
     }
@@ -250,6 +261,7 @@ struct Inner {
     plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
     connections: RwLock<BTreeMap<String, Arc<Connection>>>,
     next_invocation: AtomicU64,
+    observers: Observers,
 }
 
 impl std::fmt::Debug for Inner {
@@ -346,6 +358,11 @@ impl Runtime {
     /// Where secret values come from.
     pub fn secret_provider(&self) -> &dyn SecretProvider {
         &*self.inner.secret_provider
+    }
+
+    /// The observers events are reported to.
+    pub fn observers(&self) -> &Observers {
+        &self.inner.observers
     }
 
     /// The limits every invocation runs under.
@@ -643,27 +660,45 @@ impl Runtime {
     async fn run(&self, connection: &Connection, call: Call) -> Result<Output, InvokeError> {
         let id = self.inner.next_invocation.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let kind = call_kind(&call);
-        let result = invoke(self.engine(), &self.inner.limits, connection, id, call).await;
-        let elapsed_us = started.elapsed().as_micros() as u64;
+        let pattern = call_kind(&call);
+        let action = match &call {
+            Call::Action { action, .. } => Some(action.clone()),
+            _ => None,
+        };
+        let plugin = connection.plugin();
+        let span = tracing::info_span!(
+            "invocation",
+            plugin = plugin.name(),
+            version = plugin.version(),
+            connection = connection.name(),
+            pattern,
+            invocation = id,
+        );
+        let result = invoke(self.engine(), &self.inner.limits, connection, id, call)
+            .instrument(span.clone())
+            .await;
+        let elapsed = started.elapsed();
+        let _entered = span.enter();
+        let elapsed_us = elapsed.as_micros() as u64;
         match &result {
-            Ok(_) => tracing::debug!(
-                connection = connection.name(),
-                invocation = id,
-                call = kind,
-                elapsed_us,
-                "invocation ok"
-            ),
+            Ok(_) => tracing::debug!(elapsed_us, "invocation ok"),
             Err(e) => tracing::warn!(
-                connection = connection.name(),
-                invocation = id,
-                call = kind,
                 elapsed_us,
                 error.kind = e.kind(),
                 error = %e,
                 "invocation failed"
             ),
         }
+        self.inner.observers.invocation(&InvocationEvent {
+            plugin: plugin.name(),
+            version: plugin.version(),
+            connection: connection.name(),
+            pattern,
+            action: action.as_deref(),
+            invocation: id,
+            elapsed,
+            error: result.as_ref().err(),
+        });
         result
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::bindings::{ConnectorError, Message, ReadRequest};
 use crate::error::InvokeError;
+use crate::observe::{Observer, RecordsEvent, SyncRunEvent};
 use crate::queue::{Queue, RetryPolicy};
 use crate::runtime::Runtime;
 use crate::transform::Transform;
@@ -63,7 +64,7 @@ pub enum SyncMode {
 }
 
 /// What one run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunReport {
     pub sync: String,
     pub started_at_ms: u64,
@@ -77,6 +78,17 @@ pub struct RunReport {
     /// `None` when the run completed; otherwise why it stopped (the
     /// cursor stays at the last acknowledged page).
     pub error: Option<String>,
+    /// The same counts per stream.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamCounts>,
+}
+
+/// What one run did on one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCounts {
+    pub read: u64,
+    pub written: u64,
+    pub failed: u64,
 }
 
 /// The queue a sync's refused records are dead-lettered on.
@@ -150,7 +162,23 @@ impl Syncs {
             ..RunReport::default()
         };
         for stream in &sync.streams {
-            if let Err(e) = self.run_stream(name, sync, stream, &mut report).await {
+            let before = (report.read, report.written, report.failed);
+            let result = self.run_stream(name, sync, stream, &mut report).await;
+            let counts = StreamCounts {
+                read: report.read - before.0,
+                written: report.written - before.1,
+                failed: report.failed - before.2,
+            };
+            report.streams.insert(stream.clone(), counts);
+            self.runtime.observers().records(&RecordsEvent {
+                flow: "sync",
+                name,
+                stream,
+                records_in: counts.read,
+                records_out: counts.written,
+                failed: counts.failed,
+            });
+            if let Err(e) = result {
                 report.error = Some(format!("stream `{stream}`: {e}"));
                 break;
             }
@@ -169,6 +197,9 @@ impl Syncs {
             error = report.error.as_deref().unwrap_or(""),
             "sync run finished"
         );
+        self.runtime
+            .observers()
+            .sync_run(&SyncRunEvent { report: &report });
         Ok(report)
     }
 

@@ -22,9 +22,11 @@ use serde_json::json;
 use std::sync::Arc;
 use switchyard_runtime::error::guest_error_message;
 use switchyard_runtime::pipelines::Pipelines;
+use switchyard_runtime::secrets::SecretValue;
 use switchyard_runtime::sync::Syncs;
 use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
 
+pub mod admin;
 pub mod pipelines;
 
 /// What handlers share: the runtime, and the pipelines when configured.
@@ -33,6 +35,32 @@ pub(crate) struct AppState {
     runtime: Runtime,
     pipelines: Option<Arc<Pipelines>>,
     syncs: Option<Arc<Syncs>>,
+    admin: admin::AdminState,
+}
+
+/// Everything the server fronts. Only `runtime` is required.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub runtime: Runtime,
+    /// Webhooks and pipelines, when configured.
+    pub pipelines: Option<Arc<Pipelines>>,
+    /// Batch syncs, when configured.
+    pub syncs: Option<Arc<Syncs>>,
+    /// The bearer token of `/admin/v1`. Default: none, and the admin API
+    /// answers 403 until one is configured.
+    pub admin_token: Option<SecretValue>,
+}
+
+impl Services {
+    /// Just the runtime: no pipelines, no admin token.
+    pub fn new(runtime: Runtime) -> Self {
+        Services {
+            runtime,
+            pipelines: None,
+            syncs: None,
+            admin_token: None,
+        }
+    }
 }
 
 impl FromRef<AppState> for Runtime {
@@ -56,7 +84,23 @@ pub fn router_with(
     pipelines: Option<Arc<Pipelines>>,
     syncs: Option<Arc<Syncs>>,
 ) -> Router {
+    app(Services {
+        pipelines,
+        syncs,
+        ..Services::new(runtime)
+    })
+}
+
+/// The whole HTTP surface over `services`: the public API, webhooks,
+/// dead letters, syncs and the authenticated admin API.
+pub fn app(services: Services) -> Router {
     use self::pipelines as p;
+    let state = AppState {
+        admin: admin::AdminState::new(services.admin_token),
+        runtime: services.runtime,
+        pipelines: services.pipelines,
+        syncs: services.syncs,
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/connectors", get(list_connectors))
@@ -71,11 +115,8 @@ pub fn router_with(
         .route("/v1/syncs", get(p::list_syncs))
         .route("/v1/syncs/{name}/run", post(p::run_sync))
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
-        .with_state(AppState {
-            runtime,
-            pipelines,
-            syncs,
-        })
+        .merge(admin::router(state.clone()))
+        .with_state(state)
 }
 
 /// Serves [`router_with`] on `listener` until `shutdown` resolves, then

@@ -50,7 +50,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(%addr, connections = ?names, "switchyard listening");
         eprintln!("switchyard listening on http://{addr}");
-        let router = switchyard_server::router_with(runtime, pipelines, syncs);
+        let admin_token = match &config.admin.token {
+            Some(grant) => Some(
+                runtime
+                    .secret_provider()
+                    .resolve("admin.token", grant)
+                    .context("[admin] token")?,
+            ),
+            None => None,
+        };
+        let router = switchyard_server::app(switchyard_server::Services {
+            pipelines,
+            syncs,
+            admin_token,
+            ..switchyard_server::Services::new(runtime)
+        });
         switchyard_server::serve(router, listener, shutdown_signal()).await?;
         tracing::info!("switchyard stopped");
         Ok(ExitCode::SUCCESS)

@@ -1,0 +1,77 @@
+//! The admin API, `/admin/v1`: plugins, audit trail, alerts and status.
+//!
+//! Every route needs `Authorization: Bearer <token>`, the token coming from
+//! the host's secret providers (`[admin] token = { env = … }` or
+//! `{ file = … }`). Without a configured token every admin route answers
+//! 403 and says how to configure one: the admin API is default-deny.
+
+use crate::{AppState, error_body};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use switchyard_runtime::secrets::SecretValue;
+
+mod plugins;
+
+/// Admin state shared by the handlers: the token digest.
+#[derive(Clone, Default)]
+pub(crate) struct AdminState {
+    /// sha256 of the token: comparing digests keeps the comparison's
+    /// timing independent of where the presented token first differs.
+    token_sha256: Option<Arc<[u8; 32]>>,
+}
+
+impl AdminState {
+    pub(crate) fn new(token: Option<SecretValue>) -> Self {
+        AdminState {
+            token_sha256: token.map(|t| Arc::new(Sha256::digest(t.expose()).into())),
+        }
+    }
+}
+
+/// The admin routes, behind the bearer-token check.
+pub(crate) fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .merge(plugins::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state, require_token))
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.admin.token_sha256 else {
+        return error_body(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is off: set [admin] token = { env = \"VAR\" } (or { file = \"path\" }) in switchyard.toml",
+        );
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if Sha256::digest(token.as_bytes()).as_slice() == expected.as_slice() => {
+            next.run(request).await
+        }
+        Some(_) => error_body(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not the admin token",
+        ),
+        None => {
+            let mut response = error_body(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send the admin token as `Authorization: Bearer <token>`",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+            response
+        }
+    }
+}
