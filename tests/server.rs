@@ -198,3 +198,21 @@ async fn serves_over_a_real_loopback_socket() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_admin_api_is_off_without_a_configured_token() {
+    let runtime = runtime().await;
+    for (method, uri) in [
+        ("GET", "/admin/v1/plugins"),
+        ("DELETE", "/admin/v1/plugins/echo"),
+    ] {
+        let (status, body, _) = send(&runtime, method, uri, "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+        assert_eq!(body["error"]["kind"], "admin_disabled");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("[admin] token"), "{message}");
+    }
+    // Nothing was removed.
+    let (status, _, _) = post(&runtime, "/v1/connectors/echo/actions/echo", "{}").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -23,6 +23,8 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "guest-wasi-probe",
     "guest-http-probe",
     "guest-v010-compat",
+    "guest-greeter-v1",
+    "guest-greeter-v2",
     "http-api",
     "couchdb-source",
     "couchdb-sink",

@@ -198,21 +198,36 @@ pub fn request(
     path: &str,
     body: Option<&[u8]>,
 ) -> io::Result<Response> {
+    let body = body.map(|b| ("application/json", b));
+    request_with(addr, method, path, &[], body)
+}
+
+/// [`request`] with extra headers and a body of any content type.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n"
     );
-    if let Some(body) = body {
+    for (name, value) in headers {
+        head += &format!("{name}: {value}\r\n");
+    }
+    if let Some((content_type, body)) = body {
         let length = body.len();
-        head += &format!("Content-Type: application/json\r\nContent-Length: {length}\r\n");
+        head += &format!("Content-Type: {content_type}\r\nContent-Length: {length}\r\n");
     } else if method != "GET" && method != "HEAD" {
         head += "Content-Length: 0\r\n";
     }
     head += "\r\n";
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body.unwrap_or_default())?;
+    stream.write_all(body.map(|(_, b)| b).unwrap_or_default())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     parse_response(&raw, method == "HEAD")

@@ -28,6 +28,9 @@ pub struct SwitchyardConfig {
     /// Directory scanned for `*.wasm` plugins at start-up. Default:
     /// `<data_dir>/plugins`.
     pub plugin_dir: Option<PathBuf>,
+    /// Load plugins that appear in or change in `plugin_dir` while the
+    /// host runs, and retire those removed from it. Default: true.
+    pub watch_plugin_dir: bool,
     /// Invocation limits. Default: see [`Limits`].
     pub limits: Limits,
     /// Plugins by name, in addition to those found in `plugin_dir`.
@@ -61,6 +64,7 @@ impl Default for SwitchyardConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from(".switchyard"),
             plugin_dir: None,
+            watch_plugin_dir: true,
             limits: Limits::default(),
             plugins: BTreeMap::new(),
             connections: BTreeMap::new(),
@@ -150,8 +154,16 @@ impl SwitchyardConfig {
             }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let base = path.parent().unwrap_or(Path::new(""));
-        Self::parse(&text, base).map_err(|message| ConfigError::Parse { path, message })
+        // Absolute, so paths compare equal to what the plugin-dir watcher
+        // reports whatever the working directory.
+        let base =
+            std::path::absolute(path.parent().unwrap_or(Path::new(""))).map_err(|source| {
+                ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        Self::parse(&text, &base).map_err(|message| ConfigError::Parse { path, message })
     }
 
     /// Parses TOML text, resolving relative paths against `base`.

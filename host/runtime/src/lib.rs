@@ -48,11 +48,13 @@ pub mod plugin;
 pub mod policy;
 pub mod queue;
 pub mod rate;
+pub mod registry;
 mod runtime;
 pub mod secrets;
 pub mod state;
 pub mod sync;
 pub mod transform;
+pub mod watch;
 pub mod webhooks;
 
 pub use bindings::{
@@ -65,4 +67,5 @@ pub use error::{InvokeError, LoadError};
 pub use invoke::Session;
 pub use limits::Limits;
 pub use plugin::{ComponentSummary, inspect_component};
-pub use runtime::{Connection, Plugin, Runtime, RuntimeBuilder};
+pub use registry::{ConnectionSpec, DeployMode};
+pub use runtime::{Connection, Deployed, LoadFailure, Plugin, Runtime, RuntimeBuilder};

@@ -205,8 +205,35 @@ fn unsupported_import_hint(import: &str) -> Option<String> {
     Some("connectors may import only switchyard:connector and WASI interfaces".into())
 }
 
-/// Where a plugin file's name becomes the plugin name: `echo.wasm` → `echo`.
+/// Where a plugin file's name becomes the plugin name: `echo.wasm` and
+/// `echo@1.2.0.wasm` → `echo`; `field_mapper.wasm` → `field-mapper`.
 pub fn plugin_name_from_path(path: &Path) -> Option<String> {
     let stem = path.file_stem()?.to_str()?;
-    Some(stem.replace('_', "-"))
+    let name = stem.split_once('@').map_or(stem, |(name, _)| name);
+    (!name.is_empty() && !name.starts_with('.')).then(|| name.replace('_', "-"))
+}
+
+/// The files that make up a plugin beside its component: the manifest
+/// (requested rights) and the signature.
+pub fn side_files(component: &Path) -> [std::path::PathBuf; 2] {
+    [
+        crate::capabilities::PluginManifest::path_for(component),
+        component.with_extension("sig"),
+    ]
+}
+
+/// sha256 over a plugin's component and its side files as they are on
+/// disk now: equal digests mean there is nothing new to load.
+pub fn source_digest(component: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(Sha256::digest(std::fs::read(component)?));
+    for file in side_files(component) {
+        match std::fs::read(&file) {
+            Ok(bytes) => hasher.update(Sha256::digest(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => hasher.update([0u8; 32]),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
 }

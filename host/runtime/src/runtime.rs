@@ -18,14 +18,17 @@ use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::kv::StateStore;
 use crate::limits::Limits;
 use crate::observe::{InvocationEvent, Observer, Observers};
-use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
+use crate::plugin::{
+    ComponentSummary, load_component, plugin_name_from_path, side_files, source_digest,
+};
 use crate::rate::ConnectionRateLimits;
+use crate::registry::{ConnectionSpec, DeployMode, Registry};
 use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretProvider};
 use crate::state::{BrokerCtx, InvocationState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tracing::Instrument;
 use wasmtime::component::Linker;
 
@@ -38,6 +41,8 @@ pub struct Plugin {
     info: ConnectorInfo,
     manifest: PluginManifest,
     from_cache: bool,
+    loaded_at_ms: u64,
+    source_digest: String,
     pub(crate) pre: PluginPre<InvocationState>,
     pub(crate) gate: Gate,
 }
@@ -85,12 +90,45 @@ impl Plugin {
     pub fn from_cache(&self) -> bool {
         self.from_cache
     }
+    /// sha256 over the component, manifest and signature files it was
+    /// loaded from (see [`crate::plugin::source_digest`]).
+    pub fn source_digest(&self) -> &str {
+        &self.source_digest
+    }
+    /// When it was loaded, in milliseconds since the Unix epoch.
+    pub fn loaded_at_ms(&self) -> u64 {
+        self.loaded_at_ms
+    }
     pub(crate) fn name_arc(&self) -> Arc<str> {
         self.name.clone()
     }
     pub(crate) fn version_arc(&self) -> Arc<str> {
         self.version.clone()
     }
+}
+
+/// The outcome of [`Runtime::deploy`].
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    /// The version now serving.
+    pub plugin: Arc<Plugin>,
+    /// Versions it retired (calls in flight on them finish).
+    pub retired: Vec<Arc<Plugin>>,
+}
+
+/// A plugin file that did not load, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadFailure {
+    pub plugin: String,
+    pub path: PathBuf,
+    pub error: String,
+    pub at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A named, configured instance of a plugin. Connections of the same plugin
@@ -234,8 +272,9 @@ impl RuntimeBuilder {
                 secret_provider: self.secret_provider.unwrap_or_else(|| Arc::new(EnvOrFile)),
                 network: self.network.unwrap_or_default(),
                 state: Some(state),
-                plugins: RwLock::default(),
-                connections: RwLock::default(),
+                registry: RwLock::default(),
+                deploy_lock: tokio::sync::Mutex::new(()),
+                load_failures: Mutex::default(),
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),
             }),
@@ -258,8 +297,10 @@ struct Inner {
     secret_provider: Arc<dyn SecretProvider>,
     network: Network,
     state: Option<Arc<StateStore>>,
-    plugins: RwLock<BTreeMap<String, Arc<Plugin>>>,
-    connections: RwLock<BTreeMap<String, Arc<Connection>>>,
+    registry: RwLock<Registry>,
+    /// Serialises hot loads (compilation itself runs concurrently).
+    deploy_lock: tokio::sync::Mutex<()>,
+    load_failures: Mutex<BTreeMap<PathBuf, LoadFailure>>,
     next_invocation: AtomicU64,
     observers: Observers,
 }
@@ -269,7 +310,7 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Runtime")
             .field("limits", &self.limits)
             .field("cache", &self.cache)
-            .field("plugins", &self.plugins)
+            .field("registry", &self.registry)
             .finish_non_exhaustive()
     }
 }
@@ -288,25 +329,17 @@ impl Runtime {
             .cache_dir(config.cache_dir())
             .state_path(config.state_path())
             .build()?;
-        let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
         let dir = config.plugin_dir();
         if dir.is_dir() {
-            let entries = std::fs::read_dir(&dir).map_err(|source| LoadError::Read {
-                path: dir.clone(),
-                source,
-            })?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "wasm")
-                    && let Some(name) = plugin_name_from_path(&path)
-                {
-                    files.insert(name, path);
+            for path in plugin_files(&dir)? {
+                if let Some(name) = plugin_name_from_path(&path) {
+                    files.push((name, path));
                 }
             }
         }
         for (name, plugin) in &config.plugins {
-            if let Some(existing) = files.get(name)
-                && existing != &plugin.path
+            if let Some((_, existing)) = files.iter().find(|(n, p)| n == name && p != &plugin.path)
             {
                 return Err(LoadError::Conflict(format!(
                     "plugin `{name}` is both {} (plugin dir) and {} ([plugins.{name}])",
@@ -314,7 +347,9 @@ impl Runtime {
                     plugin.path.display()
                 )));
             }
-            files.insert(name.clone(), plugin.path.clone());
+            if !files.iter().any(|(_, p)| p == &plugin.path) {
+                files.push((name.clone(), plugin.path.clone()));
+            }
         }
         for (name, path) in &files {
             runtime.load_plugin(name, path).await?;
@@ -335,7 +370,8 @@ impl Runtime {
             .values()
             .map(|c| c.plugin.clone())
             .collect();
-        for name in files.keys() {
+        let names: BTreeSet<&String> = files.iter().map(|(name, _)| name).collect();
+        for name in names {
             let has_connection = named.contains(name) || config.connections.contains_key(name);
             let plugin = runtime.plugin(name).expect("loaded above");
             if has_connection {
@@ -381,21 +417,168 @@ impl Runtime {
     }
 
     /// Validates, compiles and registers the component at `path` as `name`,
-    /// then asks it to describe itself. Replaces nothing: a second plugin of
-    /// the same name is a [`LoadError::Conflict`].
+    /// then asks it to describe itself. Another version of the same plugin
+    /// may be loaded side by side; the same version twice is a
+    /// [`LoadError::Conflict`] (use [`Runtime::deploy`] to replace).
     pub async fn load_plugin(&self, name: &str, path: &Path) -> Result<Arc<Plugin>, LoadError> {
-        if self.inner.plugins.read().unwrap().contains_key(name) {
-            return Err(LoadError::Conflict(format!(
-                "plugin `{name}` is already loaded"
+        Ok(self.deploy(name, path, DeployMode::Add).await?.plugin)
+    }
+
+    /// Loads the component at `path` as a version of plugin `name` while
+    /// the current versions keep serving, then swaps it in atomically with
+    /// a variant of every connection of the plugin; `mode` says which
+    /// versions it retires. Compilation runs on a blocking thread, off the
+    /// request path. On any failure nothing changes and the reason is kept
+    /// in [`Runtime::load_failures`] until the file loads.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        path: &Path,
+        mode: DeployMode,
+    ) -> Result<Deployed, LoadError> {
+        let result = self.deploy_inner(name, path, mode, None).await;
+        let mut failures = self.inner.load_failures.lock().unwrap();
+        match &result {
+            Ok(_) => {
+                failures.remove(path);
+            }
+            Err(e) => {
+                tracing::warn!(plugin = name, path = %path.display(), error = %e, "plugin not loaded; the loaded versions keep serving");
+                failures.insert(
+                    path.to_owned(),
+                    LoadFailure {
+                        plugin: name.to_owned(),
+                        path: path.to_owned(),
+                        error: e.to_string(),
+                        at_ms: now_ms(),
+                    },
+                );
+            }
+        }
+        result
+    }
+
+    /// Like [`Runtime::deploy`] for a component staged outside the plugin
+    /// directory (an upload): once it compiled, described itself and every
+    /// connection of the plugin accepts it, the component and its side
+    /// files move into `dir` as `<name>@<version>.wasm` (and
+    /// `.manifest.toml`, `.sig`), so a restart loads the same set.
+    pub async fn deploy_into(
+        &self,
+        name: &str,
+        staged: &Path,
+        dir: &Path,
+        mode: DeployMode,
+    ) -> Result<Deployed, LoadError> {
+        let result = self.deploy_inner(name, staged, mode, Some(dir)).await;
+        if let Err(e) = &result {
+            tracing::warn!(plugin = name, error = %e, "upload not loaded; the loaded versions keep serving");
+        }
+        result
+    }
+
+    async fn deploy_inner(
+        &self,
+        name: &str,
+        path: &Path,
+        mode: DeployMode,
+        place_into: Option<&Path>,
+    ) -> Result<Deployed, LoadError> {
+        if name.is_empty() || name.contains(['@', '/']) {
+            return Err(LoadError::Config(format!(
+                "plugin name `{name}` is not valid: it must be non-empty without `@` or `/`"
             )));
         }
+        let mut plugin = self.prepare_plugin(name, path).await?;
+        // One swap at a time, so the variants built below match the
+        // registry they are installed into.
+        let _one_at_a_time = self.inner.deploy_lock.lock().await;
+        let connections = {
+            let registry = self.inner.registry.read().unwrap();
+            if mode == DeployMode::Add && registry.has_version(name, plugin.version()) {
+                return Err(LoadError::Conflict(format!(
+                    "plugin `{name}` version {} is already loaded",
+                    plugin.version()
+                )));
+            }
+            registry.connections_of(name)
+        };
+        if let Some(dir) = place_into {
+            // Every connection must accept it before any file moves.
+            let candidate = Arc::new(plugin);
+            for (connection, spec, newest) in &connections {
+                self.build_connection(connection, spec, &candidate, newest.as_deref())?;
+            }
+            plugin = Arc::into_inner(candidate).expect("variants dropped");
+            plugin.path = place_files(path, dir, name, plugin.version())?;
+        }
+        let plugin = Arc::new(plugin);
+        let mut variants = Vec::with_capacity(connections.len());
+        for (connection, spec, newest) in connections {
+            let variant = self.build_connection(&connection, &spec, &plugin, newest.as_deref())?;
+            variants.push((connection, Arc::new(variant)));
+        }
+        let retired = self
+            .inner
+            .registry
+            .write()
+            .unwrap()
+            .install(plugin.clone(), variants, mode);
+        tracing::info!(
+            plugin = name,
+            version = %plugin.version,
+            wit = plugin.summary.wit_version.as_deref().unwrap_or("?"),
+            cached = plugin.from_cache,
+            path = %plugin.path.display(),
+            retired = ?retired.iter().map(|p| p.version()).collect::<Vec<_>>(),
+            "plugin loaded"
+        );
+        Ok(Deployed { plugin, retired })
+    }
+
+    /// Gives plugin `name` a connection of its own name if no connection
+    /// runs it, as [`Runtime::from_config`] does at start-up, unless it
+    /// needs grants. For plugins that arrive while the host runs.
+    pub fn ensure_default_connection(&self, name: &str) {
+        let Some(plugin) = self.plugin(name) else {
+            return;
+        };
+        let registry = self.inner.registry.read().unwrap();
+        if !registry.connections_of(name).is_empty() || registry.has_connection(name) {
+            return;
+        }
+        drop(registry);
+        if needs_grants(&plugin) {
+            tracing::warn!(
+                plugin = name,
+                "plugin needs grants (HTTP, secrets, state or rate limits); add a [connections.<name>] block with grants to use it"
+            );
+            return;
+        }
+        if let Err(e) = self.add_connection(name, name, BTreeMap::new()) {
+            tracing::warn!(plugin = name, error = %e, "no default connection");
+        }
+    }
+
+    /// Compiles (on a blocking thread) and describes one plugin version.
+    async fn prepare_plugin(&self, name: &str, path: &Path) -> Result<Plugin, LoadError> {
+        let source_digest = source_digest(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let manifest = PluginManifest::load_for(path).map_err(LoadError::Manifest)?;
-        let loaded = load_component(
-            self.engine(),
-            &self.inner.linker,
-            path,
-            self.inner.cache.as_ref(),
-        )?;
+        let inner = self.inner.clone();
+        let file = path.to_owned();
+        let loaded = tokio::task::spawn_blocking(move || {
+            load_component(
+                inner.engine.engine(),
+                &inner.linker,
+                &file,
+                inner.cache.as_ref(),
+            )
+        })
+        .await
+        .map_err(|e| LoadError::Config(format!("compiling {}: {e}", path.display())))??;
         let mut plugin = Plugin {
             name: name.into(),
             version: "unknown".into(),
@@ -411,6 +594,8 @@ impl Runtime {
                 streams: Vec::new(),
             },
             from_cache: loaded.from_cache,
+            loaded_at_ms: now_ms(),
+            source_digest,
             pre: loaded.pre,
             gate: Gate::new(&self.inner.limits),
         };
@@ -440,23 +625,42 @@ impl Runtime {
             ..
         } = probe;
         plugin = Arc::into_inner(probe_plugin).expect("no other references to a new plugin");
+        if info.version.is_empty() || info.version.contains(['@', '/']) {
+            return Err(LoadError::Invalid {
+                path: path.to_owned(),
+                reason: format!(
+                    "`describe` gave version `{}`; a version must be non-empty without `@` or `/` (semver recommended)",
+                    info.version
+                ),
+            });
+        }
         plugin.version = info.version.as_str().into();
         plugin.info = info;
-        let plugin = Arc::new(plugin);
-        tracing::info!(
-            plugin = name,
-            version = %plugin.version,
-            wit = plugin.summary.wit_version.as_deref().unwrap_or("?"),
-            cached = plugin.from_cache,
-            path = %path.display(),
-            "plugin loaded"
-        );
-        self.inner
-            .plugins
-            .write()
-            .unwrap()
-            .insert(name.to_owned(), plugin.clone());
         Ok(plugin)
+    }
+
+    /// Removes `version` of plugin `name` (every version when `None`) and
+    /// the connection variants running it. Calls in flight finish; the
+    /// connections stay configured and run the plugin again when a version
+    /// is loaded. Returns what was removed.
+    pub fn remove_plugin(&self, name: &str, version: Option<&str>) -> Vec<Arc<Plugin>> {
+        let removed = self.inner.registry.write().unwrap().remove(name, version);
+        for plugin in &removed {
+            tracing::info!(plugin = name, version = plugin.version(), "plugin removed");
+        }
+        removed
+    }
+
+    /// Plugin files that failed to load (or reload) and why, until they
+    /// load.
+    pub fn load_failures(&self) -> Vec<LoadFailure> {
+        self.inner
+            .load_failures
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Creates connection `name` running `plugin` with `config` and no
@@ -471,7 +675,8 @@ impl Runtime {
     }
 
     /// Creates connection `name` running `plugin` with `config`; it may use
-    /// what the plugin requests and `grants` allows.
+    /// what the plugin requests and `grants` allows. It gets a variant for
+    /// every loaded version of the plugin (and for versions loaded later).
     pub fn add_connection_with_grants(
         &self,
         name: &str,
@@ -479,22 +684,63 @@ impl Runtime {
         config: BTreeMap<String, String>,
         grants: &Grants,
     ) -> Result<Arc<Connection>, LoadError> {
-        let Some(plugin_ref) = self.plugin(plugin) else {
+        if name.is_empty() || name.contains(['@', '/', '#']) {
+            return Err(LoadError::Config(format!(
+                "connection name `{name}` is not valid: it must be non-empty without `@`, `/` or `#`"
+            )));
+        }
+        let versions = self.inner.registry.read().unwrap().plugin_versions(plugin);
+        if versions.is_empty() {
             return Err(LoadError::Config(format!(
                 "connection `{name}` names plugin `{plugin}`, which is not loaded; put {plugin}.wasm in the plugin dir or add [plugins.{plugin}]"
             )));
+        }
+        let spec = ConnectionSpec {
+            plugin: plugin.to_owned(),
+            config,
+            grants: grants.clone(),
         };
-        let rights = EffectiveRights::new(plugin_ref.manifest(), grants)
+        let mut variants: Vec<Arc<Connection>> = Vec::with_capacity(versions.len());
+        for version in &versions {
+            let previous = variants.last().map(|c| &**c);
+            variants.push(Arc::new(
+                self.build_connection(name, &spec, version, previous)?,
+            ));
+        }
+        let newest = variants.last().cloned().expect("one per version");
+        let mut registry = self.inner.registry.write().unwrap();
+        if registry.has_connection(name) {
+            return Err(LoadError::Conflict(format!(
+                "connection `{name}` already exists"
+            )));
+        }
+        registry.add_connection(name, spec, variants);
+        Ok(newest)
+    }
+
+    /// One variant of connection `name`: `spec` on `plugin`. Shares the
+    /// log budget and, when the buckets are the same, the rate limits of
+    /// `previous` (another variant of the same connection).
+    fn build_connection(
+        &self,
+        name: &str,
+        spec: &ConnectionSpec,
+        plugin: &Arc<Plugin>,
+        previous: Option<&Connection>,
+    ) -> Result<Connection, LoadError> {
+        let grants = &spec.grants;
+        let rights = EffectiveRights::new(plugin.manifest(), grants)
             .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
         if !rights.missing.is_empty() {
             tracing::warn!(
                 connection = name,
-                plugin,
+                plugin = plugin.name(),
+                version = plugin.version(),
                 missing = %rights.missing.join(", "),
                 "the plugin requests rights this connection is not granted; they stay denied"
             );
         }
-        check_imports_granted(name, &plugin_ref, &rights)?;
+        check_imports_granted(name, plugin, &rights)?;
         // Resolve only what is both requested and granted.
         let in_connection = |e: String| LoadError::Config(format!("connection `{name}`: {e}"));
         let wanted = only(&grants.secrets, &rights.secrets);
@@ -502,10 +748,15 @@ impl Runtime {
             .map_err(|e| in_connection(e.to_string()))?;
         let redactor = Arc::new(secrets.redactor());
         let secrets = Arc::new(secrets);
-        let rate_limits = Arc::new(
-            ConnectionRateLimits::new(&only(&grants.rate_limits, &rights.rate_limits))
-                .map_err(in_connection)?,
-        );
+        let rate_limits = match previous {
+            Some(p) if p.rights.rate_limits == rights.rate_limits => {
+                p.broker.rate_limit.buckets.clone()
+            }
+            _ => Arc::new(
+                ConnectionRateLimits::new(&only(&grants.rate_limits, &rights.rate_limits))
+                    .map_err(in_connection)?,
+            ),
+        };
         let connection_name: Arc<str> = name.into();
         let state = match (&self.inner.state, rights.state) {
             (Some(store), true) => Some(store.namespace(name)),
@@ -517,7 +768,7 @@ impl Runtime {
             _ => None,
         };
         let egress = Egress::new(
-            plugin_ref.name_arc(),
+            plugin.name_arc(),
             connection_name.clone(),
             rights.clone(),
             secrets.clone(),
@@ -527,7 +778,7 @@ impl Runtime {
             self.inner.network.clone(),
         );
         let broker = BrokerCtx {
-            config: ConfigCtx::new(config),
+            config: ConfigCtx::new(spec.config.clone()),
             secrets: SecretsCtx {
                 connection: connection_name.clone(),
                 secrets,
@@ -543,43 +794,49 @@ impl Runtime {
             },
             egress: Arc::new(egress),
         };
-        let mut connections = self.inner.connections.write().unwrap();
-        if connections.contains_key(name) {
-            return Err(LoadError::Conflict(format!(
-                "connection `{name}` already exists"
-            )));
-        }
-        let connection = Arc::new(Connection {
+        Ok(Connection {
             name: connection_name,
-            plugin: plugin_ref,
+            plugin: plugin.clone(),
             rights,
             broker,
             redactor,
-            log_rate: Arc::default(),
-        });
-        connections.insert(name.to_owned(), connection.clone());
-        Ok(connection)
+            log_rate: previous.map(|p| p.log_rate.clone()).unwrap_or_default(),
+        })
     }
 
-    /// The plugin called `name`.
+    /// The newest loaded version of plugin `name`.
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.inner.plugins.read().unwrap().get(name).cloned()
+        self.inner.registry.read().unwrap().plugin(name)
     }
 
-    /// The connection called `name`.
-    pub fn connection(&self, name: &str) -> Option<Arc<Connection>> {
-        self.inner.connections.read().unwrap().get(name).cloned()
+    /// Every loaded version of plugin `name`, oldest first.
+    pub fn plugin_versions(&self, name: &str) -> Vec<Arc<Plugin>> {
+        self.inner.registry.read().unwrap().plugin_versions(name)
     }
 
-    /// All connections, sorted by name.
+    /// Every loaded plugin version, by name then version.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.inner.registry.read().unwrap().plugins()
+    }
+
+    /// The connection at `address`: `name` runs the newest version of its
+    /// plugin, `name@version` that version.
+    pub fn connection(&self, address: &str) -> Option<Arc<Connection>> {
+        self.inner.registry.read().unwrap().connection(address)
+    }
+
+    /// Every connection (its newest variant), sorted by name.
     pub fn connections(&self) -> Vec<Arc<Connection>> {
+        self.inner.registry.read().unwrap().connections()
+    }
+
+    /// Every variant of connection `name`, oldest version first.
+    pub fn connection_versions(&self, name: &str) -> Vec<Arc<Connection>> {
         self.inner
-            .connections
+            .registry
             .read()
             .unwrap()
-            .values()
-            .cloned()
-            .collect()
+            .connection_versions(name)
     }
 
     /// Calls `action` on connection `connection` with `input` (JSON by
@@ -701,6 +958,46 @@ impl Runtime {
         });
         result
     }
+}
+
+/// Moves a staged component and its side files into `dir` as
+/// `<name>@<version>.*`; returns the component's new path.
+fn place_files(staged: &Path, dir: &Path, name: &str, version: &str) -> Result<PathBuf, LoadError> {
+    let target = dir.join(format!("{name}@{version}.wasm"));
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| LoadError::Read { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    for (from, to) in side_files(staged).iter().zip(side_files(&target)) {
+        match std::fs::rename(from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // No such side file in the upload: none may stay behind
+                // from an earlier upload of this version.
+                let _ = std::fs::remove_file(&to);
+            }
+            Err(e) => return Err(io(&to)(e)),
+        }
+    }
+    // The component last: a watcher that sees it sees its side files.
+    std::fs::rename(staged, &target).map_err(io(&target))?;
+    Ok(target)
+}
+
+/// The `*.wasm` files of a plugin directory, sorted.
+pub(crate) fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// The entries of `granted` whose names are in `effective`.

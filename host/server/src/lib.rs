@@ -49,6 +49,9 @@ pub struct Services {
     /// The bearer token of `/admin/v1`. Default: none, and the admin API
     /// answers 403 until one is configured.
     pub admin_token: Option<SecretValue>,
+    /// Where plugin uploads are written (the watched plugin dir). Default:
+    /// none, and uploads are refused.
+    pub plugin_dir: Option<std::path::PathBuf>,
 }
 
 impl Services {
@@ -59,6 +62,7 @@ impl Services {
             pipelines: None,
             syncs: None,
             admin_token: None,
+            plugin_dir: None,
         }
     }
 }
@@ -96,7 +100,7 @@ pub fn router_with(
 pub fn app(services: Services) -> Router {
     use self::pipelines as p;
     let state = AppState {
-        admin: admin::AdminState::new(services.admin_token),
+        admin: admin::AdminState::new(services.admin_token, services.plugin_dir),
         runtime: services.runtime,
         pipelines: services.pipelines,
         syncs: services.syncs,

@@ -30,6 +30,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.plugin_dir {
         config.plugin_dir = Some(dir);
     }
+    // Absolute, so loaded plugins' paths match what the watcher reports.
+    config.plugin_dir = Some(std::path::absolute(config.plugin_dir())?);
     super::tokio()?.block_on(async {
         let runtime = Runtime::from_config(&config).await?;
         let (pipelines, syncs) = start_pipelines(&runtime, &config)?;
@@ -59,10 +61,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
+        let plugin_dir = config.plugin_dir();
+        let _watcher = if config.watch_plugin_dir {
+            Some(switchyard_runtime::watch::watch_plugin_dir(
+                runtime.clone(),
+                &plugin_dir,
+            )?)
+        } else {
+            None
+        };
         let router = switchyard_server::app(switchyard_server::Services {
             pipelines,
             syncs,
             admin_token,
+            plugin_dir: Some(plugin_dir),
             ..switchyard_server::Services::new(runtime)
         });
         switchyard_server::serve(router, listener, shutdown_signal()).await?;

@@ -12,23 +12,27 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 use std::sync::Arc;
 use switchyard_runtime::secrets::SecretValue;
 
 mod plugins;
 
-/// Admin state shared by the handlers: the token digest.
+/// Admin state shared by the handlers.
 #[derive(Clone, Default)]
 pub(crate) struct AdminState {
     /// sha256 of the token: comparing digests keeps the comparison's
     /// timing independent of where the presented token first differs.
     token_sha256: Option<Arc<[u8; 32]>>,
+    /// Where uploads go.
+    pub(crate) plugin_dir: Option<PathBuf>,
 }
 
 impl AdminState {
-    pub(crate) fn new(token: Option<SecretValue>) -> Self {
+    pub(crate) fn new(token: Option<SecretValue>, plugin_dir: Option<PathBuf>) -> Self {
         AdminState {
             token_sha256: token.map(|t| Arc::new(Sha256::digest(t.expose()).into())),
+            plugin_dir,
         }
     }
 }

@@ -1,0 +1,149 @@
+//! Hot loading: watch the plugin directory and load what changes.
+//!
+//! A changed `*.wasm` file (or its `.manifest.toml` / `.sig`) is loaded as
+//! a new version of its plugin with [`DeployMode::ReplaceFile`]: the
+//! versions that file held before retire, other files' versions keep
+//! serving. A removed file retires the versions loaded from it. A file
+//! that fails to load leaves the loaded versions serving; the reason is in
+//! the log and in [`Runtime::load_failures`].
+//!
+//! Events are debounced ([`DEBOUNCE`]) and a file whose component and side
+//! files hash as already loaded is skipped, so an editor's several writes
+//! or an upload that moved its own files in cost one load at most. Write
+//! plugins atomically (write elsewhere, then rename into the directory); a
+//! half-written file fails to load and loads once complete.
+
+use crate::error::LoadError;
+use crate::plugin::{plugin_name_from_path, source_digest};
+use crate::registry::DeployMode;
+use crate::runtime::Runtime;
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Quiet time after the last event before changed files load.
+/// Default: 250 ms.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// A running watch; dropping it stops watching.
+#[derive(Debug)]
+pub struct PluginWatcher {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PluginWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches `dir` (creating it if missing) and hot-loads into `runtime`.
+/// Must be called inside a Tokio runtime.
+pub fn watch_plugin_dir(runtime: Runtime, dir: &Path) -> Result<PluginWatcher, LoadError> {
+    std::fs::create_dir_all(dir).map_err(|source| LoadError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) => event.paths.into_iter().for_each(|p| drop(tx.send(p))),
+            Err(e) => tracing::warn!(error = %e, "plugin dir watch error"),
+        })
+        .map_err(|e| LoadError::Config(format!("cannot watch {}: {e}", dir.display())))?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| LoadError::Config(format!("cannot watch {}: {e}", dir.display())))?;
+    tracing::info!(dir = %dir.display(), "watching the plugin dir for changes");
+    let task = tokio::spawn(run(runtime, rx));
+    Ok(PluginWatcher {
+        _watcher: watcher,
+        task,
+    })
+}
+
+async fn run(runtime: Runtime, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+    while let Some(first) = rx.recv().await {
+        let mut changed = BTreeSet::new();
+        changed.extend(component_for(&first));
+        while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+            changed.extend(component_for(&path));
+        }
+        for component in changed {
+            sync_file(&runtime, &component).await;
+        }
+    }
+}
+
+/// Brings the runtime in line with `component` as it is on disk now.
+pub async fn sync_file(runtime: &Runtime, component: &Path) {
+    let Some(name) = plugin_name_from_path(component) else {
+        return;
+    };
+    let loaded_from_here: Vec<_> = runtime
+        .plugins()
+        .into_iter()
+        .filter(|p| p.path() == component)
+        .collect();
+    if !component.is_file() {
+        for plugin in loaded_from_here {
+            runtime.remove_plugin(plugin.name(), Some(plugin.version()));
+        }
+        return;
+    }
+    let Ok(digest) = source_digest(component) else {
+        return;
+    };
+    if loaded_from_here.iter().any(|p| p.source_digest() == digest) {
+        return;
+    }
+    // Errors are logged and kept by `deploy`; the old version serves on.
+    if runtime
+        .deploy(&name, component, DeployMode::ReplaceFile)
+        .await
+        .is_ok()
+    {
+        runtime.ensure_default_connection(&name);
+    }
+}
+
+/// The component a changed path belongs to: itself for `*.wasm`, the
+/// component beside it for a manifest or signature; none for the rest
+/// (temporary files, the upload staging dir).
+fn component_for(path: &Path) -> Option<PathBuf> {
+    let file = path.file_name()?.to_str()?;
+    if file.starts_with('.') {
+        return None;
+    }
+    let stem = file
+        .strip_suffix(".wasm")
+        .or_else(|| file.strip_suffix(".manifest.toml"))
+        .or_else(|| file.strip_suffix(".sig"))?;
+    Some(path.with_file_name(format!("{stem}.wasm")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_for;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn side_files_map_to_their_component() {
+        let c = |p: &str| component_for(Path::new(p));
+        assert_eq!(c("/p/echo.wasm"), Some(PathBuf::from("/p/echo.wasm")));
+        assert_eq!(
+            c("/p/echo@1.0.0.sig"),
+            Some(PathBuf::from("/p/echo@1.0.0.wasm"))
+        );
+        assert_eq!(
+            c("/p/echo.manifest.toml"),
+            Some(PathBuf::from("/p/echo.wasm"))
+        );
+        assert_eq!(c("/p/.incoming"), None);
+        assert_eq!(c("/p/echo.wasm.tmp123"), None);
+        assert_eq!(c("/p/notes.txt"), None);
+    }
+}
