@@ -50,6 +50,7 @@ pub mod queue;
 pub mod rate;
 mod runtime;
 pub mod secrets;
+pub mod signing;
 pub mod state;
 pub mod sync;
 pub mod transform;

@@ -21,6 +21,7 @@ use crate::observe::{InvocationEvent, Observer, Observers};
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
 use crate::rate::ConnectionRateLimits;
 use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretProvider};
+use crate::signing::TrustPolicy;
 use crate::state::{BrokerCtx, InvocationState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub struct Plugin {
     summary: ComponentSummary,
     info: ConnectorInfo,
     manifest: PluginManifest,
+    publisher: Option<String>,
     from_cache: bool,
     pub(crate) pre: PluginPre<InvocationState>,
     pub(crate) gate: Gate,
@@ -84,6 +86,11 @@ impl Plugin {
     /// Whether compiled code came from the on-disk cache.
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+    /// The trusted publisher whose signature verified at load; `None` for
+    /// a plugin loaded unsigned or unverified.
+    pub fn publisher(&self) -> Option<&str> {
+        self.publisher.as_deref()
     }
     pub(crate) fn name_arc(&self) -> Arc<str> {
         self.name.clone()
@@ -149,6 +156,7 @@ pub struct RuntimeBuilder {
     network: Option<Network>,
     state_path: Option<PathBuf>,
     observers: Vec<Arc<dyn Observer>>,
+    trust: TrustPolicy,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -201,6 +209,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Which plugins may load, by signature. Default:
+    /// [`TrustPolicy::default`] (signatures not required, no publishers).
+    pub fn trust(mut self, policy: TrustPolicy) -> Self {
+        self.trust = policy;
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -238,6 +253,7 @@ impl RuntimeBuilder {
                 connections: RwLock::default(),
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),
+                trust: self.trust,
             }),
         })
     }
@@ -262,6 +278,7 @@ struct Inner {
     connections: RwLock<BTreeMap<String, Arc<Connection>>>,
     next_invocation: AtomicU64,
     observers: Observers,
+    trust: TrustPolicy,
 }
 
 impl std::fmt::Debug for Inner {
@@ -287,6 +304,7 @@ impl Runtime {
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
             .state_path(config.state_path())
+            .trust(TrustPolicy::from_config(&config.trust).map_err(LoadError::Config)?)
             .build()?;
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         let dir = config.plugin_dir();
@@ -375,6 +393,11 @@ impl Runtime {
         self.inner.engine.engine()
     }
 
+    /// The signature policy plugins load under.
+    pub fn trust(&self) -> &TrustPolicy {
+        &self.inner.trust
+    }
+
     /// The compile cache, if one is configured.
     pub fn cache(&self) -> Option<&CompileCache> {
         self.inner.cache.as_ref()
@@ -389,19 +412,20 @@ impl Runtime {
                 "plugin `{name}` is already loaded"
             )));
         }
-        let manifest = PluginManifest::load_for(path).map_err(LoadError::Manifest)?;
         let loaded = load_component(
             self.engine(),
             &self.inner.linker,
             path,
             self.inner.cache.as_ref(),
+            &self.inner.trust,
         )?;
         let mut plugin = Plugin {
             name: name.into(),
             version: "unknown".into(),
             path: path.to_owned(),
             summary: loaded.summary,
-            manifest,
+            manifest: loaded.manifest,
+            publisher: loaded.publisher,
             info: ConnectorInfo {
                 name: name.into(),
                 version: "unknown".into(),
