@@ -43,6 +43,19 @@ fn refused(cwd: &Path, args: &[&str]) -> String {
     text(&out.stderr)
 }
 
+#[test]
+fn the_signing_commands_have_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["key", "--help"][..],
+        &["key", "generate", "--help"],
+        &["plugin", "sign", "--help"],
+        &["plugin", "verify", "--help"],
+    ] {
+        assert!(ok(dir.path(), args).contains("Usage:"), "{args:?}");
+    }
+}
+
 const MANIFEST: &str = "http = [\"https://api.example.com\"]\n";
 
 #[test]
