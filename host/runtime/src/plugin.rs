@@ -95,18 +95,23 @@ fn check_signed(
     bytes: &[u8],
     trust: &TrustPolicy,
 ) -> Result<(PluginManifest, Option<String>), LoadError> {
-    let (manifest, signature) = read_beside(path).map_err(|source| LoadError::Read {
+    let beside = read_beside(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
     })?;
     let label = path.display().to_string();
     let signer = trust
-        .verify(bytes, manifest.as_deref(), signature.as_deref(), &label)
+        .verify(
+            bytes,
+            beside.manifest.as_deref(),
+            beside.signature.as_deref(),
+            &label,
+        )
         .map_err(|source| LoadError::Signature {
             path: path.to_owned(),
             source,
         })?;
-    let manifest = match manifest {
+    let manifest = match beside.manifest {
         None => PluginManifest::default(),
         Some(bytes) => {
             let shown = PluginManifest::path_for(path).display().to_string();
@@ -125,7 +130,7 @@ fn compile_and_summarise(
     bytes: &[u8],
     cache: Option<&CompileCache>,
 ) -> Result<(Component, ComponentSummary, bool), LoadError> {
-    let sha256 = sha256_hex(&bytes);
+    let sha256 = sha256_hex(bytes);
     let compiled = match cache {
         Some(cache) => cache.load(engine, bytes, &sha256),
         None => Component::new(engine, bytes).map(|c| (c, false)),

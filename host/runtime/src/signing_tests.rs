@@ -125,8 +125,9 @@ fn a_changed_added_or_removed_manifest_is_refused() {
     let (key, policy) = acme();
     let with = signed(&key, Some(MANIFEST));
     let without = signed(&key, None);
-    let cases: [(&[u8], Option<&[u8]>, &str); 3] = [
-        (&with, Some(b"http = [\"https://*\"]\n"), "now: sha256 "),
+    let changed: &[u8] = b"http = [\"https://*\"]\n";
+    let cases = [
+        (&with, Some(changed), "now: sha256 "),
         (&with, None, "now: no manifest"),
         (&without, Some(MANIFEST), "signed: no manifest"),
     ];

@@ -46,7 +46,7 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
             args.file.display()
         );
     }
-    let (manifest, _) = read_beside(&args.file)?;
+    let manifest = read_beside(&args.file)?.manifest;
     let manifest_path = PluginManifest::path_for(&args.file);
     if let Some(bytes) = &manifest {
         // Signing a manifest the host would refuse helps nobody.
@@ -91,14 +91,10 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let component = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let (manifest, signature) = read_beside(&args.file)?;
+    let beside = read_beside(&args.file)?;
     let label = args.file.display().to_string();
-    match policy.verify(
-        &component,
-        manifest.as_deref(),
-        signature.as_deref(),
-        &label,
-    ) {
+    let (manifest, signature) = (beside.manifest.as_deref(), beside.signature.as_deref());
+    match policy.verify(&component, manifest, signature, &label) {
         Ok(Some(signer)) => {
             println!(
                 "{label}: OK, signed by {} (key {})",
