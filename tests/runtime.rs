@@ -320,14 +320,16 @@ async fn unknown_connections_are_named() {
 #[tokio::test]
 async fn the_compile_cache_is_used_and_survives_corruption() {
     let dir = tempfile::tempdir().unwrap();
+    // A subdirectory: the cache's key file lives beside it.
+    let cache = dir.path().join("cache");
     let load = || async {
-        let runtime = Runtime::builder().cache_dir(dir.path()).build().unwrap();
+        let runtime = Runtime::builder().cache_dir(&cache).build().unwrap();
         let plugin = runtime.load_plugin("echo", &guest("echo")).await.unwrap();
         plugin.from_cache()
     };
     assert!(!load().await, "first load compiles");
     assert!(load().await, "second load comes from the cache");
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
+    for entry in std::fs::read_dir(&cache).unwrap() {
         std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
     }
     assert!(!load().await, "a corrupt entry is recompiled");

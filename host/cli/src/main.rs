@@ -33,6 +33,8 @@ enum Command {
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Create publisher signing keys.
+    Key(commands::key::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +43,10 @@ enum PluginCommand {
     Inspect(commands::inspect::Args),
     /// Build a connector crate into a component.
     Build(commands::build::Args),
+    /// Sign a component and its manifest with a publisher key.
+    Sign(commands::sign::SignArgs),
+    /// Check a component's signature against trusted publisher keys.
+    Verify(commands::sign::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +58,9 @@ fn main() -> ExitCode {
         Command::Dlq(args) => commands::dlq::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => commands::inspect::run(args),
         Command::Plugin(PluginCommand::Build(args)) => commands::build::run(args),
+        Command::Plugin(PluginCommand::Sign(args)) => commands::sign::sign(args),
+        Command::Plugin(PluginCommand::Verify(args)) => commands::sign::verify(args),
+        Command::Key(args) => commands::key::run(args),
     };
     match result {
         Ok(code) => code,

@@ -46,6 +46,8 @@ pub struct SwitchyardConfig {
     pub syncs: BTreeMap<String, SyncConfig>,
     /// The admin API (`/admin/v1`).
     pub admin: AdminConfig,
+    /// `[trust]`: plugin signatures. Default: not required, no publishers.
+    pub trust: crate::signing::TrustConfig,
 }
 
 /// `[admin]`: the authenticated admin API.
@@ -72,6 +74,7 @@ impl Default for SwitchyardConfig {
             pipelines: BTreeMap::new(),
             syncs: BTreeMap::new(),
             admin: AdminConfig::default(),
+            trust: crate::signing::TrustConfig::default(),
         }
     }
 }
@@ -185,6 +188,12 @@ impl SwitchyardConfig {
         if let Some(file) = config.admin.token.as_mut().and_then(|t| t.file.as_mut()) {
             resolve(file);
         }
+        for key in config.trust.publishers.values_mut() {
+            if !key.trim_start().starts_with(crate::signing::PUBLIC_KEY_TAG) {
+                *key = base.join(&*key).display().to_string();
+            }
+        }
+        crate::signing::TrustPolicy::from_config(&config.trust)?;
         for (name, connection) in &config.connections {
             connection
                 .values()

@@ -74,6 +74,15 @@ pub enum LoadError {
         import: String,
         grant: String,
     },
+    /// The plugin's signature is missing, broken or not by a trusted
+    /// publisher (see [`crate::signing::TrustPolicy`]); checked before
+    /// compilation.
+    #[error("{source}")]
+    Signature {
+        path: PathBuf,
+        #[source]
+        source: crate::signing::SignatureError,
+    },
     /// The plugin's capability manifest is unreadable or invalid.
     #[error("{0}")]
     Manifest(String),

@@ -51,6 +51,7 @@ pub mod rate;
 pub mod registry;
 mod runtime;
 pub mod secrets;
+pub mod signing;
 pub mod state;
 pub mod sync;
 pub mod transform;

@@ -5,7 +5,9 @@
 
 use crate::bindings::{CONNECTOR_EXPORT, PluginPre, SUPPORTED_VERSIONS};
 use crate::cache::{CompileCache, sha256_hex};
+use crate::capabilities::PluginManifest;
 use crate::error::LoadError;
+use crate::signing::{TrustPolicy, read_beside};
 use crate::state::InvocationState;
 use std::path::Path;
 use wasmtime::Engine;
@@ -31,6 +33,10 @@ pub(crate) struct LoadedComponent {
     pub summary: ComponentSummary,
     pub pre: PluginPre<InvocationState>,
     pub from_cache: bool,
+    /// Parsed from the same bytes the signature was checked against.
+    pub manifest: PluginManifest,
+    /// The trusted publisher that signed it, if verified.
+    pub publisher: Option<String>,
 }
 
 /// Reads and classifies `path`: WebAssembly at all, and a component rather
@@ -78,19 +84,56 @@ pub fn inspect_component(
     path: &Path,
     cache: Option<&CompileCache>,
 ) -> Result<(Component, ComponentSummary), LoadError> {
-    compile_and_summarise(engine, path, cache).map(|(c, s, _)| (c, s))
+    let bytes = read_component(path)?;
+    compile_and_summarise(engine, path, &bytes, cache).map(|(c, s, _)| (c, s))
+}
+
+/// Checks the signature beside `path` against `trust` and parses the
+/// manifest, both from the bytes read here, before anything is compiled.
+fn check_signed(
+    path: &Path,
+    bytes: &[u8],
+    trust: &TrustPolicy,
+) -> Result<(PluginManifest, Option<String>), LoadError> {
+    let beside = read_beside(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let label = path.display().to_string();
+    let signer = trust
+        .verify(
+            bytes,
+            beside.manifest.as_deref(),
+            beside.signature.as_deref(),
+            &label,
+        )
+        .map_err(|source| LoadError::Signature {
+            path: path.to_owned(),
+            source,
+        })?;
+    let manifest = match beside.manifest {
+        None => PluginManifest::default(),
+        Some(bytes) => {
+            let shown = PluginManifest::path_for(path).display().to_string();
+            let text = String::from_utf8(bytes)
+                .map_err(|_| LoadError::Manifest(format!("{shown}: not UTF-8 text")))?;
+            PluginManifest::parse(&text)
+                .map_err(|e| LoadError::Manifest(format!("{shown}: {e}")))?
+        }
+    };
+    Ok((manifest, signer.map(|s| s.publisher)))
 }
 
 fn compile_and_summarise(
     engine: &Engine,
     path: &Path,
+    bytes: &[u8],
     cache: Option<&CompileCache>,
 ) -> Result<(Component, ComponentSummary, bool), LoadError> {
-    let bytes = read_component(path)?;
-    let sha256 = sha256_hex(&bytes);
+    let sha256 = sha256_hex(bytes);
     let compiled = match cache {
-        Some(cache) => cache.load(engine, &bytes, &sha256),
-        None => Component::new(engine, &bytes).map(|c| (c, false)),
+        Some(cache) => cache.load(engine, bytes, &sha256),
+        None => Component::new(engine, bytes).map(|c| (c, false)),
     };
     let (component, from_cache) = compiled.map_err(|err| LoadError::Invalid {
         path: path.to_owned(),
@@ -115,15 +158,19 @@ fn compile_and_summarise(
     Ok((component, summary, from_cache))
 }
 
-/// Loads `path` for `linker`: every check of the module docs, then one
+/// Loads `path` for `linker`: its signature under `trust`, every check of
+/// the module docs, then one
 /// `InstancePre` so each invocation only instantiates.
 pub(crate) fn load_component(
     engine: &Engine,
     linker: &Linker<InvocationState>,
     path: &Path,
     cache: Option<&CompileCache>,
+    trust: &TrustPolicy,
 ) -> Result<LoadedComponent, LoadError> {
-    let (component, summary, from_cache) = compile_and_summarise(engine, path, cache)?;
+    let bytes = read_component(path)?;
+    let (manifest, publisher) = check_signed(path, &bytes, trust)?;
+    let (component, summary, from_cache) = compile_and_summarise(engine, path, &bytes, cache)?;
     let path_buf = || path.to_path_buf();
     let supported = SUPPORTED_VERSIONS.join(", ");
     let Some(version) = summary.wit_version.clone() else {
@@ -176,6 +223,8 @@ pub(crate) fn load_component(
         summary,
         pre,
         from_cache,
+        manifest,
+        publisher,
     })
 }
 

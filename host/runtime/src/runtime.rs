@@ -24,6 +24,7 @@ use crate::plugin::{
 use crate::rate::ConnectionRateLimits;
 use crate::registry::{ConnectionSpec, DeployMode, Registry};
 use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretProvider};
+use crate::signing::TrustPolicy;
 use crate::state::{BrokerCtx, InvocationState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ pub struct Plugin {
     summary: ComponentSummary,
     info: ConnectorInfo,
     manifest: PluginManifest,
+    publisher: Option<String>,
     from_cache: bool,
     loaded_at_ms: u64,
     source_digest: String,
@@ -98,6 +100,11 @@ impl Plugin {
     /// When it was loaded, in milliseconds since the Unix epoch.
     pub fn loaded_at_ms(&self) -> u64 {
         self.loaded_at_ms
+    }
+    /// The trusted publisher whose signature verified at load; `None` for
+    /// a plugin loaded unsigned or unverified.
+    pub fn publisher(&self) -> Option<&str> {
+        self.publisher.as_deref()
     }
     pub(crate) fn name_arc(&self) -> Arc<str> {
         self.name.clone()
@@ -187,6 +194,7 @@ pub struct RuntimeBuilder {
     network: Option<Network>,
     state_path: Option<PathBuf>,
     observers: Vec<Arc<dyn Observer>>,
+    trust: TrustPolicy,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -239,6 +247,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Which plugins may load, by signature. Default:
+    /// [`TrustPolicy::default`] (signatures not required, no publishers).
+    pub fn trust(mut self, policy: TrustPolicy) -> Self {
+        self.trust = policy;
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -277,6 +292,7 @@ impl RuntimeBuilder {
                 load_failures: Mutex::default(),
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),
+                trust: self.trust,
             }),
         })
     }
@@ -303,6 +319,7 @@ struct Inner {
     load_failures: Mutex<BTreeMap<PathBuf, LoadFailure>>,
     next_invocation: AtomicU64,
     observers: Observers,
+    trust: TrustPolicy,
 }
 
 impl std::fmt::Debug for Inner {
@@ -328,6 +345,7 @@ impl Runtime {
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
             .state_path(config.state_path())
+            .trust(TrustPolicy::from_config(&config.trust).map_err(LoadError::Config)?)
             .build()?;
         let mut files: Vec<(String, PathBuf)> = Vec::new();
         let dir = config.plugin_dir();
@@ -409,6 +427,11 @@ impl Runtime {
     /// The wasmtime engine (for embedders that inspect components).
     pub fn engine(&self) -> &wasmtime::Engine {
         self.inner.engine.engine()
+    }
+
+    /// The signature policy plugins load under.
+    pub fn trust(&self) -> &TrustPolicy {
+        &self.inner.trust
     }
 
     /// The compile cache, if one is configured.
@@ -566,7 +589,6 @@ impl Runtime {
             path: path.to_owned(),
             source,
         })?;
-        let manifest = PluginManifest::load_for(path).map_err(LoadError::Manifest)?;
         let inner = self.inner.clone();
         let file = path.to_owned();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -575,6 +597,7 @@ impl Runtime {
                 &inner.linker,
                 &file,
                 inner.cache.as_ref(),
+                &inner.trust,
             )
         })
         .await
@@ -584,7 +607,8 @@ impl Runtime {
             version: "unknown".into(),
             path: path.to_owned(),
             summary: loaded.summary,
-            manifest,
+            manifest: loaded.manifest,
+            publisher: loaded.publisher,
             info: ConnectorInfo {
                 name: name.into(),
                 version: "unknown".into(),

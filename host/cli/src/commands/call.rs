@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use switchyard_runtime::signing::TrustPolicy;
 use switchyard_runtime::{Runtime, SwitchyardConfig};
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let runtime = Runtime::builder()
                 .limits(config.limits.clone())
                 .cache_dir(config.cache_dir())
+                .trust(TrustPolicy::from_config(&config.trust).map_err(anyhow::Error::msg)?)
                 .build()?;
             let name = switchyard_runtime::plugin::plugin_name_from_path(path)
                 .unwrap_or_else(|| "plugin".into());

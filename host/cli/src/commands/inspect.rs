@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use switchyard_runtime::capabilities::{EffectiveRights, PluginManifest};
 use switchyard_runtime::plugin::plugin_name_from_path;
+use switchyard_runtime::signing::TrustPolicy;
 use switchyard_runtime::{Runtime, SwitchyardConfig, inspect_component};
 
 #[derive(Debug, clap::Args)]
@@ -60,7 +61,10 @@ fn capability_report(file: &Path, config: Option<&Path>) -> anyhow::Result<Capab
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::builder().build()?;
+    // Signatures are checked as this host's [trust] would check them.
+    let trust = SwitchyardConfig::load(args.config.as_deref())?.trust;
+    let trust = TrustPolicy::from_config(&trust).map_err(anyhow::Error::msg)?;
+    let runtime = Runtime::builder().trust(trust).build()?;
     // Full load check: world, version, imports, exports, then `describe`.
     // Only a file that fails it is compiled a second time, to summarise it.
     let verdict = super::tokio()?.block_on(runtime.load_plugin("inspect", &args.file));
@@ -76,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(plugin) => {
                 let info = plugin.info();
                 value["loadable"] = true.into();
+                value["publisher"] = plugin.publisher().into();
                 value["connector"] = serde_json::json!({
                     "name": info.name,
                     "version": info.version,
@@ -137,6 +142,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     println!("  stream {:<12} {}", s.name, s.description);
                 }
                 println!("loadable:    yes");
+                match plugin.publisher() {
+                    Some(publisher) => println!("publisher:   {publisher} (signature verified)"),
+                    None => println!("publisher:   none (unsigned or not a trusted key)"),
+                }
             }
             Err(err) => println!("loadable:    no: {err}"),
         }

@@ -4,7 +4,9 @@ pub mod build;
 pub mod call;
 pub mod dlq;
 pub mod inspect;
+pub mod key;
 pub mod serve;
+pub mod sign;
 
 /// A multi-threaded tokio runtime for commands that call guests.
 pub fn tokio() -> anyhow::Result<tokio::runtime::Runtime> {
