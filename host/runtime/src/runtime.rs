@@ -17,6 +17,7 @@ use crate::host::state::StateCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::kv::StateStore;
 use crate::limits::Limits;
+use crate::monitor::Monitor;
 use crate::observe::{InvocationEvent, Observer, Observers};
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
 use crate::rate::ConnectionRateLimits;
@@ -149,6 +150,7 @@ pub struct RuntimeBuilder {
     network: Option<Network>,
     state_path: Option<PathBuf>,
     observers: Vec<Arc<dyn Observer>>,
+    monitor: Option<Monitor>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -201,6 +203,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Monitors the runtime with `monitor` (also registered as an
+    /// observer), reachable through [`Runtime::monitor`]. Default: none.
+    pub fn monitor(mut self, monitor: Monitor) -> Self {
+        self.observers.push(Arc::new(monitor.clone()));
+        self.monitor = Some(monitor);
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -238,6 +248,7 @@ impl RuntimeBuilder {
                 connections: RwLock::default(),
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),
+                monitor: self.monitor,
             }),
         })
     }
@@ -262,6 +273,7 @@ struct Inner {
     connections: RwLock<BTreeMap<String, Arc<Connection>>>,
     next_invocation: AtomicU64,
     observers: Observers,
+    monitor: Option<Monitor>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -283,11 +295,29 @@ impl Runtime {
     /// A runtime configured from `config`, with every plugin in the plugin
     /// directory and under `[plugins]` loaded and every connection created.
     pub async fn from_config(config: &SwitchyardConfig) -> Result<Runtime, LoadError> {
-        let runtime = Runtime::builder()
+        let mut builder = Runtime::builder()
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
-            .state_path(config.state_path())
-            .build()?;
+            .state_path(config.state_path());
+        if config.monitoring.enabled {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| LoadError::Read {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let monitor = Monitor::new(
+                &config.monitoring,
+                Some(&config.monitor_path()),
+                &config.syncs,
+            )
+            .map_err(LoadError::Config)?;
+            builder = builder.monitor(monitor);
+        }
+        let runtime = builder.build()?;
+        if let Some(monitor) = runtime.monitor() {
+            monitor
+                .start(runtime.secret_provider())
+                .map_err(|e| LoadError::Config(format!("monitoring: {e}")))?;
+        }
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         let dir = config.plugin_dir();
         if dir.is_dir() {
@@ -358,6 +388,11 @@ impl Runtime {
     /// Where secret values come from.
     pub fn secret_provider(&self) -> &dyn SecretProvider {
         &*self.inner.secret_provider
+    }
+
+    /// The monitor, when monitoring is on.
+    pub fn monitor(&self) -> Option<&Monitor> {
+        self.inner.monitor.as_ref()
     }
 
     /// The observers events are reported to.

@@ -357,7 +357,10 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect();
         let scheme = SignatureScheme::StandardWebhooks { tolerance_s: 300 };
-        assert_eq!(verify(&scheme, &key, &h, b"{}", now).unwrap().delivery_id, "alert_1");
+        assert_eq!(
+            verify(&scheme, &key, &h, b"{}", now).unwrap().delivery_id,
+            "alert_1"
+        );
         let other = verify(&scheme, &key, &h, b"{ }", now);
         assert_eq!(other, Err(Rejection::BadSignature));
     }

@@ -1,0 +1,517 @@
+//! Monitoring that catches silent failures: volume baselines per flow,
+//! latency trends per plugin call, reconciliation of sync runs, and
+//! alerts (log, `<data_dir>/monitor.sqlite`, signed webhook).
+//!
+//! The [`Monitor`] is an [`Observer`]: invocations feed latency windows
+//! and the status series, records feed webhook and pipeline volume
+//! windows, and each finished sync run is checked at once. Window ends are
+//! evaluated by a background ticker ([`Monitor::start`]), alert webhooks
+//! are delivered by background tasks: nothing blocks the observed path.
+//!
+//! Volume of **syncs** is per run and stream (records read). Incremental
+//! syncs read only what changed, so few records once caught up is normal:
+//! their runs are checked only with `[syncs.NAME] volume_alerts = true`;
+//! full-refresh syncs are checked by default. Runs that ended in an error
+//! are neither checked nor recorded (the error is the signal). Volume of
+//! **webhooks and pipelines** is records received per `window_secs`
+//! window; the first window after start is partial and skipped.
+
+pub mod alerts;
+mod latency;
+mod stats;
+mod store;
+
+pub use alerts::{Alert, AlertKind, AlertWebhookConfig};
+pub use latency::SeriesPoint;
+pub use store::{FlowKey, VolumePoint};
+
+use crate::observe::{InvocationEvent, Observer, RecordsEvent, SyncRunEvent};
+use crate::secrets::SecretProvider;
+use crate::sync::{RunReport, SyncConfig};
+use latency::{LatencyRule, LatencyTrack, Series};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use store::Store;
+
+/// `[monitoring]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// Whether the host monitors at all. Default: true.
+    pub enabled: bool,
+    /// A volume below this fraction of its baseline raises `volume_drop`.
+    /// Default: 0.5.
+    pub drop_ratio: f64,
+    /// Observations (runs or windows) whose median is the baseline, for
+    /// volume and latency. Default: 5.
+    pub baseline_runs: usize,
+    /// Observations needed before any baseline alert. Default: 3.
+    pub min_history: usize,
+    /// Webhook and pipeline volume window, seconds. Default: 300.
+    pub window_secs: u64,
+    /// Latency window, seconds. Default: 60.
+    pub latency_window_secs: u64,
+    /// A window p99 above this multiple of the baseline p99 raises
+    /// `latency_regression`. Default: 2.0.
+    pub latency_regression_ratio: f64,
+    /// Calls a latency window needs to be judged and to count towards the
+    /// baseline. Default: 20.
+    pub latency_min_samples: usize,
+    /// Bucket of [`Monitor::series`], seconds; the series spans an hour.
+    /// Default: 10.
+    pub series_bucket_secs: u64,
+    /// Alerts kept in `monitor.sqlite`. Default: 1000.
+    pub alerts_kept: usize,
+    /// Volume observations kept per flow stream. Default: 100.
+    pub history_kept: usize,
+    /// Where alerts are POSTed, signed. Default: nowhere.
+    pub webhook: Option<AlertWebhookConfig>,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            enabled: true,
+            drop_ratio: 0.5,
+            baseline_runs: 5,
+            min_history: 3,
+            window_secs: 300,
+            latency_window_secs: 60,
+            latency_regression_ratio: 2.0,
+            latency_min_samples: 20,
+            series_bucket_secs: 10,
+            alerts_kept: 1000,
+            history_kept: 100,
+            webhook: None,
+        }
+    }
+}
+
+impl MonitoringConfig {
+    /// Refuses zero windows and counts.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("window_secs", self.window_secs),
+            ("latency_window_secs", self.latency_window_secs),
+            ("series_bucket_secs", self.series_bucket_secs),
+            ("baseline_runs", self.baseline_runs as u64),
+            ("alerts_kept", self.alerts_kept as u64),
+            ("history_kept", self.history_kept as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("monitoring.{key} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A plugin call's latency trend, for the status page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyTrend {
+    pub plugin: String,
+    pub pattern: String,
+    pub action: Option<String>,
+    /// Median p99 of the kept windows; `None` before the first.
+    pub baseline_p99_ms: Option<f64>,
+    /// Windows with enough calls kept for the baseline.
+    pub windows: usize,
+}
+
+/// A flow stream's kept volume observations, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowVolume {
+    #[serde(flatten)]
+    pub key: FlowKey,
+    pub points: Vec<VolumePoint>,
+}
+
+type LatencyKey = (String, &'static str, Option<String>);
+
+/// Watches one host. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: MonitoringConfig,
+    /// Syncs whose runs get volume alerts.
+    volume_syncs: BTreeSet<String>,
+    store: Mutex<Store>,
+    state: Mutex<State>,
+    alerts_out: OnceLock<tokio::sync::mpsc::Sender<Alert>>,
+}
+
+struct State {
+    window_start_ms: u64,
+    first_window: bool,
+    /// Records received in the current window, by webhook/pipeline stream.
+    window: BTreeMap<FlowKey, u64>,
+    /// Every webhook/pipeline stream seen (or with history).
+    known: BTreeSet<FlowKey>,
+    latency: BTreeMap<LatencyKey, LatencyTrack>,
+    series: Series,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Monitor {
+    /// A monitor keeping its history in `path` (`None`: in memory), with
+    /// the volume setting of each of `syncs`.
+    pub fn new(
+        config: &MonitoringConfig,
+        path: Option<&Path>,
+        syncs: &BTreeMap<String, SyncConfig>,
+    ) -> Result<Monitor, String> {
+        config.validate()?;
+        let store = Store::open(path, config.alerts_kept)
+            .map_err(|e| format!("cannot open the monitor database: {e}"))?;
+        let known = store
+            .volumes()
+            .map_err(|e| format!("monitor database: {e}"))?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| key.flow != "sync")
+            .collect();
+        let now = now_ms();
+        let window_ms = config.window_secs * 1000;
+        let state = State {
+            window_start_ms: now - now % window_ms,
+            first_window: true,
+            window: BTreeMap::new(),
+            known,
+            latency: BTreeMap::new(),
+            series: Series::new(config.series_bucket_secs * 1000, 3_600_000),
+        };
+        Ok(Monitor {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                volume_syncs: syncs
+                    .iter()
+                    .filter(|(_, s)| s.volume_alerts())
+                    .map(|(n, _)| n.clone())
+                    .collect(),
+                store: Mutex::new(store),
+                state: Mutex::new(state),
+                alerts_out: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &MonitoringConfig {
+        &self.inner.config
+    }
+
+    /// Starts the window ticker and, when `[monitoring.webhook]` is set,
+    /// the alert delivery (its secret resolved by `secrets`). Needs a
+    /// tokio runtime; the tasks end when the monitor is dropped.
+    pub fn start(&self, secrets: &dyn SecretProvider) -> Result<(), String> {
+        if let Some(webhook) = &self.inner.config.webhook {
+            let secret = secrets
+                .resolve("monitoring.webhook", &webhook.secret)
+                .map_err(|e| e.to_string())?;
+            let delivery = Arc::new(alerts::Delivery::new(webhook, secret)?);
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Alert>(1024);
+            if self.inner.alerts_out.set(tx).is_err() {
+                return Err("the monitor is already started".into());
+            }
+            tokio::spawn(async move {
+                while let Some(alert) = rx.recv().await {
+                    let delivery = delivery.clone();
+                    tokio::spawn(async move { delivery.deliver(alert).await });
+                }
+            });
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                Monitor { inner }.tick();
+            }
+        });
+        Ok(())
+    }
+
+    /// Closes the latency and volume windows that have ended and raises
+    /// what they show. The ticker calls it every second.
+    pub fn tick(&self) {
+        let now = now_ms();
+        let rule = self.latency_rule();
+        let config = &self.inner.config;
+        let mut raised = Vec::new();
+        let mut state = lock(&self.inner.state);
+        for (key, track) in &mut state.latency {
+            if let Some(closed) = track.roll(now, &rule) {
+                raised.extend(latency_alert(key, &closed));
+            }
+        }
+        let window_ms = config.window_secs * 1000;
+        if now >= state.window_start_ms + window_ms {
+            let counts = std::mem::take(&mut state.window);
+            let end = now - now % window_ms;
+            state.window_start_ms = end;
+            if !std::mem::replace(&mut state.first_window, false) {
+                let store = lock(&self.inner.store);
+                for key in &state.known {
+                    let observed = counts.get(key).copied().unwrap_or(0);
+                    raised.extend(self.check_volume(&store, key, observed, end));
+                }
+            }
+        }
+        drop(state);
+        raised.into_iter().for_each(|a| self.raise(a));
+    }
+
+    /// The latest `limit` alerts, newest first.
+    pub fn alerts(&self, limit: usize) -> Vec<Alert> {
+        lock(&self.inner.store).alerts(limit).unwrap_or_else(|e| {
+            tracing::error!(target: "switchyard::alert", "monitor database: {e}");
+            Vec::new()
+        })
+    }
+
+    /// The last hour in `series_bucket_secs` buckets, oldest first: calls,
+    /// errors, p50/p99 and records in and out (every flow).
+    pub fn series(&self) -> Vec<SeriesPoint> {
+        lock(&self.inner.state).series.points(now_ms())
+    }
+
+    /// Every flow stream's kept volume observations.
+    pub fn volumes(&self) -> Vec<FlowVolume> {
+        let rows = lock(&self.inner.store).volumes().unwrap_or_default();
+        let mut flows: Vec<FlowVolume> = Vec::new();
+        for (key, point) in rows {
+            match flows.last_mut() {
+                Some(last) if last.key == key => last.points.push(point),
+                _ => flows.push(FlowVolume {
+                    key,
+                    points: vec![point],
+                }),
+            }
+        }
+        flows
+    }
+
+    /// Each plugin call's latency baseline.
+    pub fn latency(&self) -> Vec<LatencyTrend> {
+        lock(&self.inner.state)
+            .latency
+            .iter()
+            .map(|((plugin, pattern, action), track)| {
+                let (baseline_p99_ms, windows) = track.baseline();
+                LatencyTrend {
+                    plugin: plugin.clone(),
+                    pattern: (*pattern).to_owned(),
+                    action: action.clone(),
+                    baseline_p99_ms,
+                    windows,
+                }
+            })
+            .collect()
+    }
+
+    fn latency_rule(&self) -> LatencyRule {
+        let c = &self.inner.config;
+        LatencyRule {
+            window_ms: c.latency_window_secs * 1000,
+            min_samples: c.latency_min_samples,
+            min_history: c.min_history,
+            history: c.baseline_runs,
+            ratio: c.latency_regression_ratio,
+        }
+    }
+
+    /// Checks `observed` against the key's history, then records it.
+    fn check_volume(
+        &self,
+        store: &Store,
+        key: &FlowKey,
+        observed: u64,
+        at_ms: u64,
+    ) -> Option<Alert> {
+        let c = &self.inner.config;
+        let history = store.history(key, c.baseline_runs).unwrap_or_default();
+        let verdict = stats::check_volume(
+            observed,
+            &history,
+            c.min_history,
+            c.baseline_runs,
+            c.drop_ratio,
+        );
+        if let Err(e) = store.record(key, at_ms, observed, c.history_kept.max(c.baseline_runs)) {
+            tracing::error!(target: "switchyard::alert", "monitor database: {e}");
+        }
+        let (kind, baseline) = verdict?;
+        let what = if key.flow == "sync" { "run" } else { "window" };
+        let message = format!(
+            "{} moved {observed} records in its last {what}; the baseline (median of recent {what}s) is {baseline}",
+            key.subject()
+        );
+        Some(Alert::new(
+            kind,
+            key.subject(),
+            message,
+            observed as f64,
+            baseline,
+        ))
+    }
+
+    /// Logs, keeps and (when configured) sends `alert`.
+    fn raise(&self, alert: Alert) {
+        tracing::warn!(
+            target: "switchyard::alert",
+            id = %alert.id,
+            kind = alert.kind.as_str(),
+            subject = %alert.subject,
+            observed = alert.observed,
+            baseline = alert.baseline,
+            "{}",
+            alert.message
+        );
+        if let Err(e) = lock(&self.inner.store).keep_alert(&alert) {
+            tracing::error!(target: "switchyard::alert", "monitor database: {e}");
+        }
+        if let Some(out) = self.inner.alerts_out.get()
+            && out.try_send(alert).is_err()
+        {
+            tracing::error!(target: "switchyard::alert", "alert webhook backlog full; alert not sent");
+        }
+    }
+
+    fn sync_alerts(&self, report: &RunReport) -> Vec<Alert> {
+        let mut raised = Vec::new();
+        if report.error.is_some() {
+            return raised;
+        }
+        let name = &report.sync;
+        for (stream, counts) in &report.streams {
+            let unaccounted = counts.unaccounted();
+            if unaccounted != 0 {
+                raised.push(Alert::new(
+                    AlertKind::ReconciliationMismatch,
+                    format!("sync:{name}/{stream}"),
+                    format!(
+                        "sync:{name}/{stream} read {} (+{} split) but wrote {}, refused {} and filtered {}: {unaccounted} unaccounted",
+                        counts.read, counts.added, counts.written, counts.failed, counts.filtered
+                    ),
+                    (counts.written + counts.failed + counts.filtered) as f64,
+                    (counts.read + counts.added) as f64,
+                ));
+            }
+            if self.inner.volume_syncs.contains(name) {
+                let key = FlowKey {
+                    flow: "sync".into(),
+                    name: name.clone(),
+                    stream: stream.clone(),
+                };
+                let store = lock(&self.inner.store);
+                raised.extend(self.check_volume(&store, &key, counts.read, report.finished_at_ms));
+            }
+        }
+        if let Some(reconcile) = &report.reconcile {
+            match (reconcile.source, reconcile.sink) {
+                (Some(source), Some(sink)) if source != sink => raised.push(Alert::new(
+                    AlertKind::ReconciliationMismatch,
+                    format!("sync:{name}"),
+                    format!("sync:{name}: the source counts {source} records, the sink {sink}"),
+                    sink as f64,
+                    source as f64,
+                )),
+                _ => {}
+            }
+            if let Some(error) = &reconcile.error {
+                tracing::warn!(target: "switchyard::alert", sync = %name, "reconciliation counts unavailable: {error}");
+            }
+        }
+        raised
+    }
+}
+
+fn latency_alert(key: &LatencyKey, closed: &latency::Closed) -> Option<Alert> {
+    let baseline = closed.regressed_from?;
+    let (plugin, pattern, action) = key;
+    let subject = match action {
+        Some(action) => format!("plugin:{plugin}/{pattern}/{action}"),
+        None => format!("plugin:{plugin}/{pattern}"),
+    };
+    let message = format!(
+        "{subject}: p99 {} ms over {} calls (p50 {} ms) against a baseline p99 of {baseline} ms",
+        closed.p99_ms, closed.samples, closed.p50_ms
+    );
+    Some(Alert::new(
+        AlertKind::LatencyRegression,
+        subject,
+        message,
+        closed.p99_ms,
+        baseline,
+    ))
+}
+
+impl Observer for Monitor {
+    fn invocation(&self, event: &InvocationEvent<'_>) {
+        if event.pattern == "describe" {
+            return;
+        }
+        let now = now_ms();
+        let micros = u32::try_from(event.elapsed.as_micros()).unwrap_or(u32::MAX);
+        let rule = self.latency_rule();
+        let mut state = lock(&self.inner.state);
+        state.series.invocation(now, micros, event.error.is_some());
+        let key = (
+            event.plugin.to_owned(),
+            event.pattern,
+            event.action.map(str::to_owned),
+        );
+        let closed = state
+            .latency
+            .entry(key.clone())
+            .or_default()
+            .add(now, micros, &rule);
+        drop(state);
+        if let Some(alert) = closed.and_then(|c| latency_alert(&key, &c)) {
+            self.raise(alert);
+        }
+    }
+
+    fn records(&self, event: &RecordsEvent<'_>) {
+        let mut state = lock(&self.inner.state);
+        state
+            .series
+            .records(now_ms(), event.records_in, event.records_out);
+        if event.flow != "sync" {
+            let key = FlowKey {
+                flow: event.flow.into(),
+                name: event.name.into(),
+                stream: event.stream.into(),
+            };
+            *state.window.entry(key.clone()).or_default() += event.records_in;
+            state.known.insert(key);
+        }
+    }
+
+    fn sync_run(&self, event: &SyncRunEvent<'_>) {
+        for alert in self.sync_alerts(event.report) {
+            self.raise(alert);
+        }
+    }
+}
