@@ -21,6 +21,7 @@ mod latency;
 mod settings;
 mod stats;
 mod store;
+mod volume;
 
 pub use alerts::{Alert, AlertKind, AlertWebhookConfig};
 pub use latency::SeriesPoint;
@@ -29,7 +30,7 @@ pub use store::{FlowKey, VolumePoint};
 
 use crate::observe::{InvocationEvent, Observer, RecordsEvent, SyncRunEvent};
 use crate::secrets::SecretProvider;
-use crate::sync::{RunReport, SyncConfig};
+use crate::sync::SyncConfig;
 use latency::{LatencyRule, LatencyTrack, Series};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -191,7 +192,7 @@ impl Monitor {
         let mut state = lock(&self.inner.state);
         for (key, track) in &mut state.latency {
             if let Some(closed) = track.roll(now, &rule) {
-                raised.extend(latency_alert(key, &closed));
+                raised.extend(volume::latency_alert(key, &closed));
             }
         }
         let window_ms = config.window_secs * 1000;
@@ -270,41 +271,6 @@ impl Monitor {
         }
     }
 
-    /// Checks `observed` against the key's history, then records it.
-    fn check_volume(
-        &self,
-        store: &Store,
-        key: &FlowKey,
-        observed: u64,
-        at_ms: u64,
-    ) -> Option<Alert> {
-        let c = &self.inner.config;
-        let history = store.history(key, c.baseline_runs).unwrap_or_default();
-        let verdict = stats::check_volume(
-            observed,
-            &history,
-            c.min_history,
-            c.baseline_runs,
-            c.drop_ratio,
-        );
-        if let Err(e) = store.record(key, at_ms, observed, c.history_kept.max(c.baseline_runs)) {
-            tracing::error!(target: "switchyard::alert", "monitor database: {e}");
-        }
-        let (kind, baseline) = verdict?;
-        let what = if key.flow == "sync" { "run" } else { "window" };
-        let message = format!(
-            "{} moved {observed} records in its last {what}; the baseline (median of recent {what}s) is {baseline}",
-            key.subject()
-        );
-        Some(Alert::new(
-            kind,
-            key.subject(),
-            message,
-            observed as f64,
-            baseline,
-        ))
-    }
-
     /// Logs, keeps and (when configured) sends `alert`.
     fn raise(&self, alert: Alert) {
         tracing::warn!(
@@ -326,74 +292,6 @@ impl Monitor {
             tracing::error!(target: "switchyard::alert", "alert webhook backlog full; alert not sent");
         }
     }
-
-    fn sync_alerts(&self, report: &RunReport) -> Vec<Alert> {
-        let mut raised = Vec::new();
-        if report.error.is_some() {
-            return raised;
-        }
-        let name = &report.sync;
-        for (stream, counts) in &report.streams {
-            let unaccounted = counts.unaccounted();
-            if unaccounted != 0 {
-                raised.push(Alert::new(
-                    AlertKind::ReconciliationMismatch,
-                    format!("sync:{name}/{stream}"),
-                    format!(
-                        "sync:{name}/{stream} read {} (+{} split) but wrote {}, refused {} and filtered {}: {unaccounted} unaccounted",
-                        counts.read, counts.added, counts.written, counts.failed, counts.filtered
-                    ),
-                    (counts.written + counts.failed + counts.filtered) as f64,
-                    (counts.read + counts.added) as f64,
-                ));
-            }
-            if self.inner.volume_syncs.contains(name) {
-                let key = FlowKey {
-                    flow: "sync".into(),
-                    name: name.clone(),
-                    stream: stream.clone(),
-                };
-                let store = lock(&self.inner.store);
-                raised.extend(self.check_volume(&store, &key, counts.read, report.finished_at_ms));
-            }
-        }
-        if let Some(reconcile) = &report.reconcile {
-            match (reconcile.source, reconcile.sink) {
-                (Some(source), Some(sink)) if source != sink => raised.push(Alert::new(
-                    AlertKind::ReconciliationMismatch,
-                    format!("sync:{name}"),
-                    format!("sync:{name}: the source counts {source} records, the sink {sink}"),
-                    sink as f64,
-                    source as f64,
-                )),
-                _ => {}
-            }
-            if let Some(error) = &reconcile.error {
-                tracing::warn!(target: "switchyard::alert", sync = %name, "reconciliation counts unavailable: {error}");
-            }
-        }
-        raised
-    }
-}
-
-fn latency_alert(key: &LatencyKey, closed: &latency::Closed) -> Option<Alert> {
-    let baseline = closed.regressed_from?;
-    let (plugin, pattern, action) = key;
-    let subject = match action {
-        Some(action) => format!("plugin:{plugin}/{pattern}/{action}"),
-        None => format!("plugin:{plugin}/{pattern}"),
-    };
-    let message = format!(
-        "{subject}: p99 {} ms over {} calls (p50 {} ms) against a baseline p99 of {baseline} ms",
-        closed.p99_ms, closed.samples, closed.p50_ms
-    );
-    Some(Alert::new(
-        AlertKind::LatencyRegression,
-        subject,
-        message,
-        closed.p99_ms,
-        baseline,
-    ))
 }
 
 impl Observer for Monitor {
@@ -417,7 +315,7 @@ impl Observer for Monitor {
             .or_default()
             .add(now, micros, &rule);
         drop(state);
-        if let Some(alert) = closed.and_then(|c| latency_alert(&key, &c)) {
+        if let Some(alert) = closed.and_then(|c| volume::latency_alert(&key, &c)) {
             self.raise(alert);
         }
     }

@@ -99,7 +99,11 @@ async fn status(State(state): State<AppState>) -> Response {
         let mut queues: Vec<String> = pipelines.webhook_names().map(hook_queue).collect();
         queues.extend(pipelines.pipeline_names().map(pipeline_queue));
         if let Some(all) = &state.syncs {
-            queues.extend(all.configs().keys().map(|s| pipeline_queue(&sync_pipeline(s))));
+            queues.extend(
+                all.configs()
+                    .keys()
+                    .map(|s| pipeline_queue(&sync_pipeline(s))),
+            );
             for name in all.configs().keys() {
                 let last = queue
                     .runs(name, 1)

@@ -1,0 +1,113 @@
+//! The volume and reconciliation checks of flows and sync runs, and the
+//! latency alert's wording.
+
+use super::alerts::{Alert, AlertKind};
+use super::latency::Closed;
+use super::store::{FlowKey, Store};
+use super::{LatencyKey, Monitor, lock, stats};
+use crate::sync::RunReport;
+
+impl Monitor {
+    /// Checks `observed` against the key's history, then records it.
+    pub(super) fn check_volume(
+        &self,
+        store: &Store,
+        key: &FlowKey,
+        observed: u64,
+        at_ms: u64,
+    ) -> Option<Alert> {
+        let c = &self.inner.config;
+        let history = store.history(key, c.baseline_runs).unwrap_or_default();
+        let verdict = stats::check_volume(
+            observed,
+            &history,
+            c.min_history,
+            c.baseline_runs,
+            c.drop_ratio,
+        );
+        if let Err(e) = store.record(key, at_ms, observed, c.history_kept.max(c.baseline_runs)) {
+            tracing::error!(target: "switchyard::alert", "monitor database: {e}");
+        }
+        let (kind, baseline) = verdict?;
+        let what = if key.flow == "sync" { "run" } else { "window" };
+        let message = format!(
+            "{} moved {observed} records in its last {what}; the baseline (median of recent {what}s) is {baseline}",
+            key.subject()
+        );
+        Some(Alert::new(
+            kind,
+            key.subject(),
+            message,
+            observed as f64,
+            baseline,
+        ))
+    }
+
+    pub(super) fn sync_alerts(&self, report: &RunReport) -> Vec<Alert> {
+        let mut raised = Vec::new();
+        if report.error.is_some() {
+            return raised;
+        }
+        let name = &report.sync;
+        for (stream, counts) in &report.streams {
+            let unaccounted = counts.unaccounted();
+            if unaccounted != 0 {
+                raised.push(Alert::new(
+                    AlertKind::ReconciliationMismatch,
+                    format!("sync:{name}/{stream}"),
+                    format!(
+                        "sync:{name}/{stream} read {} (+{} split) but wrote {}, refused {} and filtered {}: {unaccounted} unaccounted",
+                        counts.read, counts.added, counts.written, counts.failed, counts.filtered
+                    ),
+                    (counts.written + counts.failed + counts.filtered) as f64,
+                    (counts.read + counts.added) as f64,
+                ));
+            }
+            if self.inner.volume_syncs.contains(name) {
+                let key = FlowKey {
+                    flow: "sync".into(),
+                    name: name.clone(),
+                    stream: stream.clone(),
+                };
+                let store = lock(&self.inner.store);
+                raised.extend(self.check_volume(&store, &key, counts.read, report.finished_at_ms));
+            }
+        }
+        if let Some(reconcile) = &report.reconcile {
+            match (reconcile.source, reconcile.sink) {
+                (Some(source), Some(sink)) if source != sink => raised.push(Alert::new(
+                    AlertKind::ReconciliationMismatch,
+                    format!("sync:{name}"),
+                    format!("sync:{name}: the source counts {source} records, the sink {sink}"),
+                    sink as f64,
+                    source as f64,
+                )),
+                _ => {}
+            }
+            if let Some(error) = &reconcile.error {
+                tracing::warn!(target: "switchyard::alert", sync = %name, "reconciliation counts unavailable: {error}");
+            }
+        }
+        raised
+    }
+}
+
+pub(super) fn latency_alert(key: &LatencyKey, closed: &Closed) -> Option<Alert> {
+    let baseline = closed.regressed_from?;
+    let (plugin, pattern, action) = key;
+    let subject = match action {
+        Some(action) => format!("plugin:{plugin}/{pattern}/{action}"),
+        None => format!("plugin:{plugin}/{pattern}"),
+    };
+    let message = format!(
+        "{subject}: p99 {} ms over {} calls (p50 {} ms) against a baseline p99 of {baseline} ms",
+        closed.p99_ms, closed.samples, closed.p50_ms
+    );
+    Some(Alert::new(
+        AlertKind::LatencyRegression,
+        subject,
+        message,
+        closed.p99_ms,
+        baseline,
+    ))
+}
