@@ -18,7 +18,7 @@ use switchyard_runtime::monitor::AlertKind;
 use switchyard_runtime::pipelines::Pipelines;
 use switchyard_runtime::secrets::SecretValue;
 use switchyard_runtime::sync::Syncs;
-use switchyard_runtime::webhooks::{SignatureScheme, verify};
+use switchyard_runtime::webhooks::{SignatureScheme, sign_standard_webhooks, verify};
 use switchyard_runtime::{Runtime, SwitchyardConfig};
 use switchyard_tests::pouchdb::{PouchDb, pouchdb, request};
 use switchyard_tests::{couchdb_plugins, guest};
@@ -147,6 +147,7 @@ async fn host(
     let pipelines = Arc::new(Pipelines::from_config(runtime.clone(), &config).unwrap());
     let syncs =
         Arc::new(Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs).unwrap());
+    drop(pipelines.start());
     let router = switchyard_server::app(switchyard_server::Services {
         pipelines: Some(pipelines),
         syncs: Some(syncs.clone()),
@@ -435,4 +436,85 @@ async fn calls_that_slow_down_raise_latency_regression() {
         alert["data"]["baseline"].as_f64().unwrap(),
     );
     assert!(observed >= 300.0 && observed > 2.0 * baseline, "{alert}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_flow_that_stops_raises_volume_zero() {
+    let couch = pouchdb();
+    let dst = couch.fresh_db("mon-hook-dst");
+    let (url, received) = receiver(0).await;
+    let config = format!(
+        r#"
+        [monitoring]
+        window_secs = 1
+        [connections.receiver]
+        plugin = "webhook-receiver"
+        config = {{ stream_from = "type" }}
+        {sink}
+        [webhooks.events]
+        connection = "receiver"
+        pipeline = "events"
+        signature = {{ scheme = "standard-webhooks", secret = {{ env = "SWITCHYARD_TEST_ALERT_SECRET" }} }}
+        [pipelines.events]
+        sink = "dst"
+        "#,
+        sink = couchdb_plugins::connection("dst", "couchdb-sink", &couch.origin(), &dst)
+    );
+    let h = host(&[couch.origin()], None, &url, &config).await;
+    let monitor = h.runtime.monitor().unwrap().clone();
+    let secret = SecretValue::new(ALERT_SECRET.as_bytes().to_vec());
+    let busy_windows = |flow: &str| {
+        monitor
+            .volumes()
+            .iter()
+            .filter(|v| v.key.flow == flow)
+            .map(|v| v.points.iter().filter(|p| p.count > 0).count())
+            .max()
+            .unwrap_or(0)
+    };
+    // Steady traffic until three busy windows of it are on record.
+    let started = Instant::now();
+    let mut n = 0;
+    while busy_windows("webhook") < 3 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no history");
+        let body = format!(r#"{{"type":"order","n":{n}}}"#);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let mut hook = Request::post("/v1/hooks/events");
+        for (name, value) in
+            sign_standard_webhooks(&secret, &format!("msg_{n}"), now.as_secs(), body.as_bytes())
+                .unwrap()
+        {
+            hook = hook.header(name, value);
+        }
+        let response = h
+            .router
+            .clone()
+            .oneshot(hook.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Then the sender goes quiet.
+    let started = Instant::now();
+    let zero = loop {
+        let found = monitor
+            .alerts(100)
+            .into_iter()
+            .find(|a| a.kind == AlertKind::VolumeZero && a.subject == "webhook:events/events");
+        if let Some(alert) = found {
+            break alert;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no volume_zero"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(zero.baseline > 0.0 && zero.observed == 0.0, "{zero:?}");
+    let delivered = received.wait_for("volume_zero").await;
+    assert_eq!(delivered["data"]["kind"], "volume_zero");
 }
