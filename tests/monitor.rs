@@ -27,11 +27,14 @@ use tower::ServiceExt;
 const ALERT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ADMIN_TOKEN: &str = "admin-token-for-monitor-tests";
 
+/// One delivery: its headers and body.
+type Delivery = (Vec<(String, String)>, Bytes);
+
 /// Alert deliveries a loopback receiver got: headers and body. It answers
 /// 503 to the first `fail_first` deliveries, so retries are exercised.
 #[derive(Clone, Default)]
 struct Receiver {
-    got: Arc<Mutex<Vec<(Vec<(String, String)>, Bytes)>>>,
+    got: Arc<Mutex<Vec<Delivery>>>,
     fail_first: Arc<AtomicUsize>,
 }
 

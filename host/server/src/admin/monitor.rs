@@ -24,16 +24,6 @@ struct Limit {
     limit: Option<usize>,
 }
 
-fn monitor(state: &AppState) -> Result<&Monitor, Response> {
-    state.runtime.monitor().ok_or_else(|| {
-        error_body(
-            StatusCode::NOT_FOUND,
-            "not_configured",
-            "monitoring is off ([monitoring] enabled = false)",
-        )
-    })
-}
-
 /// `GET /admin/v1/alerts[?limit=N]` (default 100, at most the kept ones):
 ///
 /// ```json
@@ -45,9 +35,12 @@ fn monitor(state: &AppState) -> Result<&Monitor, Response> {
 /// `latency_regression` or `reconciliation_mismatch`. 404 when monitoring
 /// is off.
 async fn alerts(State(state): State<AppState>, Query(limit): Query<Limit>) -> Response {
-    let monitor = match monitor(&state) {
-        Ok(monitor) => monitor,
-        Err(response) => return response,
+    let Some(monitor) = state.runtime.monitor() else {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "not_configured",
+            "monitoring is off ([monitoring] enabled = false)",
+        );
     };
     let alerts = monitor.alerts(limit.limit.unwrap_or(100));
     axum::Json(json!({ "alerts": alerts })).into_response()
