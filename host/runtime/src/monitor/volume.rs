@@ -111,3 +111,84 @@ pub(super) fn latency_alert(key: &LatencyKey, closed: &Closed) -> Option<Alert> 
         baseline,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::MonitoringConfig;
+    use crate::observe::{Observer, SyncRunEvent};
+    use crate::sync::{ReconcileCounts, StreamCounts};
+    use std::collections::BTreeMap;
+
+    fn syncs() -> BTreeMap<String, crate::sync::SyncConfig> {
+        toml::from_str(
+            "[snap]\nsource = \"a\"\nstreams = [\"s\"]\nsink = \"b\"\nmode = \"full-refresh\"\n",
+        )
+        .unwrap()
+    }
+
+    fn run(read: u64, written: u64) -> RunReport {
+        let counts = StreamCounts {
+            read,
+            written,
+            ..StreamCounts::default()
+        };
+        RunReport {
+            sync: "snap".into(),
+            read,
+            written,
+            streams: [("s".to_owned(), counts)].into(),
+            ..RunReport::default()
+        }
+    }
+
+    #[test]
+    fn volume_history_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.sqlite");
+        let config = MonitoringConfig::default();
+        let first = Monitor::new(&config, Some(&path), &syncs()).unwrap();
+        for _ in 0..3 {
+            first.sync_run(&SyncRunEvent {
+                report: &run(100, 100),
+            });
+        }
+        assert!(first.alerts(10).is_empty());
+        drop(first);
+        let second = Monitor::new(&config, Some(&path), &syncs()).unwrap();
+        second.sync_run(&SyncRunEvent {
+            report: &run(30, 30),
+        });
+        let alerts = second.alerts(10);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].kind, AlertKind::VolumeDrop);
+        assert_eq!((alerts[0].observed, alerts[0].baseline), (30.0, 100.0));
+        assert_eq!(alerts[0].subject, "sync:snap/s");
+    }
+
+    #[test]
+    fn unaccounted_records_and_differing_counts_are_mismatches() {
+        let monitor = Monitor::new(&MonitoringConfig::default(), None, &BTreeMap::new()).unwrap();
+        let mut report = run(10, 7);
+        report.streams.get_mut("s").unwrap().filtered = 2;
+        let alerts = monitor.sync_alerts(&report);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, AlertKind::ReconciliationMismatch);
+        assert!(
+            alerts[0].message.contains("1 unaccounted"),
+            "{}",
+            alerts[0].message
+        );
+        // Filtered records are accounted for, and a failed run is not judged.
+        report.streams.get_mut("s").unwrap().filtered = 3;
+        assert!(monitor.sync_alerts(&report).is_empty());
+        report.reconcile = Some(ReconcileCounts {
+            source: Some(10),
+            sink: Some(9),
+            error: None,
+        });
+        assert_eq!(monitor.sync_alerts(&report).len(), 1);
+        report.error = Some("stream `s`: write: down".into());
+        assert!(monitor.sync_alerts(&report).is_empty());
+    }
+}
