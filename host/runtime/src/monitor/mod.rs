@@ -6,7 +6,9 @@
 //! and the status series, records feed webhook and pipeline volume
 //! windows, and each finished sync run is checked at once. Window ends are
 //! evaluated by a background ticker ([`Monitor::start`]), alert webhooks
-//! are delivered by background tasks: nothing blocks the observed path.
+//! are delivered by background tasks. The observed path only counts in
+//! memory, except for a finished sync run (a few rows written at once)
+//! and a raised alert (one row, then handed to the delivery task).
 //!
 //! Volume of **syncs** is per run and stream (records read). Incremental
 //! syncs read only what changed, so few records once caught up is normal:
