@@ -48,6 +48,10 @@ pub struct SwitchyardConfig {
     pub admin: AdminConfig,
     /// `[trust]`: plugin signatures. Default: not required, no publishers.
     pub trust: crate::signing::TrustConfig,
+    /// Volume, latency and reconciliation alerts. Default: on, with the
+    /// defaults of [`MonitoringConfig`](crate::monitor::MonitoringConfig)
+    /// and no alert webhook.
+    pub monitoring: crate::monitor::MonitoringConfig,
 }
 
 /// `[admin]`: the authenticated admin API.
@@ -75,6 +79,7 @@ impl Default for SwitchyardConfig {
             syncs: BTreeMap::new(),
             admin: AdminConfig::default(),
             trust: crate::signing::TrustConfig::default(),
+            monitoring: crate::monitor::MonitoringConfig::default(),
         }
     }
 }
@@ -194,6 +199,12 @@ impl SwitchyardConfig {
             }
         }
         crate::signing::TrustPolicy::from_config(&config.trust)?;
+        config.monitoring.validate()?;
+        if let Some(file) =
+            (config.monitoring.webhook.as_mut()).and_then(|w| w.secret.file.as_mut())
+        {
+            resolve(file);
+        }
         for (name, connection) in &config.connections {
             connection
                 .values()
@@ -221,6 +232,11 @@ impl SwitchyardConfig {
     /// The connection state database: `<data_dir>/state.sqlite`.
     pub fn state_path(&self) -> PathBuf {
         self.data_dir.join("state.sqlite")
+    }
+
+    /// The monitor's history and alerts: `<data_dir>/monitor.sqlite`.
+    pub fn monitor_path(&self) -> PathBuf {
+        self.data_dir.join("monitor.sqlite")
     }
 
     /// The compile cache directory: `<data_dir>/cache`.
@@ -287,6 +303,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("connections.a.grants.allow"), "{err}");
+    }
+
+    #[test]
+    fn monitoring_defaults_and_overrides() {
+        let c = SwitchyardConfig::parse("", Path::new("")).unwrap();
+        assert!(c.monitoring.enabled);
+        assert_eq!(c.monitoring.window_secs, 300);
+        let c = SwitchyardConfig::parse(
+            "[monitoring]\ndrop_ratio = 0.25\n[monitoring.webhook]\nurl = \"http://127.0.0.1:9/a\"\nsecret = { file = \"s\" }\n",
+            Path::new("/etc/sy"),
+        )
+        .unwrap();
+        assert_eq!(c.monitoring.drop_ratio, 0.25);
+        let secret = &c.monitoring.webhook.unwrap().secret;
+        assert_eq!(secret.file.as_deref(), Some(Path::new("/etc/sy/s")));
+        let err =
+            SwitchyardConfig::parse("[monitoring]\nwindow_secs = 0", Path::new("")).unwrap_err();
+        assert!(err.contains("monitoring.window_secs"), "{err}");
     }
 
     #[test]

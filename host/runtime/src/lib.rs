@@ -42,6 +42,7 @@ pub mod host;
 mod invoke;
 pub mod kv;
 pub mod limits;
+pub mod monitor;
 pub mod observe;
 pub mod pipelines;
 pub mod plugin;

@@ -17,6 +17,7 @@ use crate::host::state::StateCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::kv::StateStore;
 use crate::limits::Limits;
+use crate::monitor::Monitor;
 use crate::observe::{InvocationEvent, Observer, Observers};
 use crate::plugin::{
     ComponentSummary, load_component, plugin_name_from_path, side_files, source_digest,
@@ -195,6 +196,7 @@ pub struct RuntimeBuilder {
     state_path: Option<PathBuf>,
     observers: Vec<Arc<dyn Observer>>,
     trust: TrustPolicy,
+    monitor: Option<Monitor>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -254,6 +256,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Monitors the runtime with `monitor` (also registered as an
+    /// observer), reachable through [`Runtime::monitor`]. Default: none.
+    pub fn monitor(mut self, monitor: Monitor) -> Self {
+        self.observers.push(Arc::new(monitor.clone()));
+        self.monitor = Some(monitor);
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -293,6 +303,7 @@ impl RuntimeBuilder {
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),
                 trust: self.trust,
+                monitor: self.monitor,
             }),
         })
     }
@@ -320,6 +331,7 @@ struct Inner {
     next_invocation: AtomicU64,
     observers: Observers,
     trust: TrustPolicy,
+    monitor: Option<Monitor>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -341,12 +353,30 @@ impl Runtime {
     /// A runtime configured from `config`, with every plugin in the plugin
     /// directory and under `[plugins]` loaded and every connection created.
     pub async fn from_config(config: &SwitchyardConfig) -> Result<Runtime, LoadError> {
-        let runtime = Runtime::builder()
+        let mut builder = Runtime::builder()
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
             .state_path(config.state_path())
-            .trust(TrustPolicy::from_config(&config.trust).map_err(LoadError::Config)?)
-            .build()?;
+            .trust(TrustPolicy::from_config(&config.trust).map_err(LoadError::Config)?);
+        if config.monitoring.enabled {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| LoadError::Read {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let monitor = Monitor::new(
+                &config.monitoring,
+                Some(&config.monitor_path()),
+                &config.syncs,
+            )
+            .map_err(LoadError::Config)?;
+            builder = builder.monitor(monitor);
+        }
+        let runtime = builder.build()?;
+        if let Some(monitor) = runtime.monitor() {
+            monitor
+                .start(runtime.secret_provider())
+                .map_err(|e| LoadError::Config(format!("monitoring: {e}")))?;
+        }
         let mut files: Vec<(String, PathBuf)> = Vec::new();
         let dir = config.plugin_dir();
         if dir.is_dir() {
@@ -412,6 +442,11 @@ impl Runtime {
     /// Where secret values come from.
     pub fn secret_provider(&self) -> &dyn SecretProvider {
         &*self.inner.secret_provider
+    }
+
+    /// The monitor, when monitoring is on.
+    pub fn monitor(&self) -> Option<&Monitor> {
+        self.inner.monitor.as_ref()
     }
 
     /// The observers events are reported to.

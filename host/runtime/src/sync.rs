@@ -46,6 +46,45 @@ pub struct SyncConfig {
     /// Retries of a failing read or write. Default: [`RetryPolicy::default`].
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Volume alerts (`volume_drop`, `volume_zero`) for this sync's runs.
+    /// Default: on for `full-refresh` syncs, off for `incremental` ones,
+    /// which read only what changed and so read little once caught up.
+    #[serde(default)]
+    pub volume_alerts: Option<bool>,
+    /// Counts compared after each completed run. Default: none.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileConfig>,
+}
+
+/// `[syncs.NAME.reconcile]`: actions called after a completed run on the
+/// source and the sink connections, each answering `{"count": N}` for the
+/// input `{}`; differing counts raise a `reconciliation_mismatch` alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// The source connection's action.
+    pub source_action: String,
+    /// The sink connection's action.
+    pub sink_action: String,
+}
+
+/// The counts of a run's reconciliation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileCounts {
+    /// The source's count, when its action answered.
+    pub source: Option<u64>,
+    /// The sink's count, when its action answered.
+    pub sink: Option<u64>,
+    /// Why a count is missing.
+    pub error: Option<String>,
+}
+
+impl SyncConfig {
+    /// Whether runs of this sync get volume alerts (see `volume_alerts`).
+    pub fn volume_alerts(&self) -> bool {
+        self.volume_alerts
+            .unwrap_or(self.mode == SyncMode::FullRefresh)
+    }
 }
 
 fn default_page() -> u32 {
@@ -75,12 +114,21 @@ pub struct RunReport {
     pub written: u64,
     /// Records the sink refused (now dead letters).
     pub failed: u64,
+    /// Records transforms dropped (net, per page).
+    #[serde(default)]
+    pub filtered: u64,
+    /// Records transforms added by splitting (net, per page).
+    #[serde(default)]
+    pub added: u64,
     /// `None` when the run completed; otherwise why it stopped (the
     /// cursor stays at the last acknowledged page).
     pub error: Option<String>,
     /// The same counts per stream.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamCounts>,
+    /// The counts of `[syncs.NAME.reconcile]`, after a completed run.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileCounts>,
 }
 
 /// What one run did on one stream.
@@ -89,6 +137,21 @@ pub struct StreamCounts {
     pub read: u64,
     pub written: u64,
     pub failed: u64,
+    /// Dropped by transforms.
+    #[serde(default)]
+    pub filtered: u64,
+    /// Added by transforms that split records.
+    #[serde(default)]
+    pub added: u64,
+}
+
+impl StreamCounts {
+    /// Records read but neither written, refused, nor dropped by a
+    /// transform (`read + added - written - failed - filtered`); zero for
+    /// a completed run. Negative when more came out than went in.
+    pub fn unaccounted(&self) -> i64 {
+        (self.read + self.added) as i64 - (self.written + self.failed + self.filtered) as i64
+    }
 }
 
 /// The queue a sync's refused records are dead-lettered on.
@@ -162,12 +225,20 @@ impl Syncs {
             ..RunReport::default()
         };
         for stream in &sync.streams {
-            let before = (report.read, report.written, report.failed);
+            let before = (
+                report.read,
+                report.written,
+                report.failed,
+                report.filtered,
+                report.added,
+            );
             let result = self.run_stream(name, sync, stream, &mut report).await;
             let counts = StreamCounts {
                 read: report.read - before.0,
                 written: report.written - before.1,
                 failed: report.failed - before.2,
+                filtered: report.filtered - before.3,
+                added: report.added - before.4,
             };
             report.streams.insert(stream.clone(), counts);
             self.runtime.observers().records(&RecordsEvent {
@@ -182,6 +253,9 @@ impl Syncs {
                 report.error = Some(format!("stream `{stream}`: {e}"));
                 break;
             }
+        }
+        if let (None, Some(reconcile)) = (&report.error, &sync.reconcile) {
+            report.reconcile = Some(self.reconcile(sync, reconcile).await);
         }
         report.finished_at_ms = now_ms();
         let json = serde_json::to_string(&report).expect("reports serialize");
@@ -228,12 +302,16 @@ impl Syncs {
             .map_err(|e| format!("read: {e}"))?;
             report.read += page.messages.len() as u64;
             let mut messages = page.messages;
+            let read = messages.len() as u64;
             for step in &sync.transforms {
                 messages = step
                     .apply(&self.runtime, messages)
                     .await
                     .map_err(|e| format!("transform: {}", crate::error::guest_error_message(&e)))?;
             }
+            let out = messages.len() as u64;
+            report.filtered += read.saturating_sub(out);
+            report.added += out.saturating_sub(read);
             if !messages.is_empty() {
                 self.write(name, sync, messages, report).await?;
             }
@@ -278,6 +356,34 @@ impl Syncs {
             }
         }
         Ok(())
+    }
+
+    /// Asks the source and the sink for their counts.
+    async fn reconcile(&self, sync: &SyncConfig, config: &ReconcileConfig) -> ReconcileCounts {
+        let mut counts = ReconcileCounts::default();
+        let mut errors = Vec::new();
+        for (side, connection, action) in [
+            ("source", &sync.source, &config.source_action),
+            ("sink", &sync.sink, &config.sink_action),
+        ] {
+            let answer = self.runtime.call_action(connection, action, b"{}").await;
+            let count = match answer {
+                Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["count"].as_u64())
+                    .ok_or_else(|| format!("{side} `{action}` did not answer {{\"count\": N}}")),
+                Err(e) => Err(format!("{side} `{action}`: {e}")),
+            };
+            match count {
+                Ok(n) if side == "source" => counts.source = Some(n),
+                Ok(n) => counts.sink = Some(n),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            counts.error = Some(errors.join("; "));
+        }
+        counts
     }
 
     /// Starts one scheduler per sync with a `schedule`.

@@ -177,6 +177,28 @@ pub fn verify(
     }
 }
 
+/// Standard Webhooks headers for an outgoing delivery: `webhook-id`,
+/// `webhook-timestamp` (`unix_s`) and `webhook-signature` (`v1,<base64
+/// HMAC-SHA256 of id.timestamp.body>` keyed with the base64 key after
+/// `whsec_`), which [`verify`] (and any Standard Webhooks library) accepts.
+pub fn sign_standard_webhooks(
+    secret: &SecretValue,
+    id: &str,
+    unix_s: u64,
+    body: &[u8],
+) -> Result<[(&'static str, String); 3], Rejection> {
+    let key = standard_webhooks_key(secret.expose())?;
+    let timestamp = unix_s.to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(&[id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat());
+    let signature = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+    Ok([
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp),
+        ("webhook-signature", signature),
+    ])
+}
+
 /// A Standard Webhooks secret is `whsec_` + base64 of the key.
 fn standard_webhooks_key(secret: &[u8]) -> Result<Vec<u8>, Rejection> {
     let text = std::str::from_utf8(secret).unwrap_or_default();
@@ -322,6 +344,25 @@ mod tests {
         ]);
         let bad = verify(&scheme, &secret("whsec_AAAA"), &h, b"{}", SystemTime::now());
         assert_eq!(bad, Err(Rejection::BadSignature));
+    }
+
+    #[test]
+    fn standard_webhooks_signatures_verify() {
+        let key = secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let now = SystemTime::now();
+        let s = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let signed = sign_standard_webhooks(&key, "alert_1", s, b"{}").unwrap();
+        let h: Vec<(String, String)> = signed
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let scheme = SignatureScheme::StandardWebhooks { tolerance_s: 300 };
+        assert_eq!(
+            verify(&scheme, &key, &h, b"{}", now).unwrap().delivery_id,
+            "alert_1"
+        );
+        let other = verify(&scheme, &key, &h, b"{ }", now);
+        assert_eq!(other, Err(Rejection::BadSignature));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! settings naming a database, the `authorization` header, and how
 //! CouchDB's error statuses become connector errors.
 
-use switchyard_sdk::http::{RequestBuilder, Response};
+use switchyard_sdk::http::{self, RequestBuilder, Response, encode_component};
 use switchyard_sdk::{Error, config, secrets};
 
 /// The settings that name a CouchDB database and how to reach it.
@@ -69,6 +69,29 @@ impl Settings {
             ))),
             _ => Ok(response.error_for_status()?),
         }
+    }
+}
+
+impl Settings {
+    /// The database's live document count: `GET /{db}` → `doc_count`
+    /// (deleted documents are not counted). A missing database is
+    /// permanent, with `missing_database_hint`.
+    pub fn doc_count(&self, missing_database_hint: &str) -> Result<u64, Error> {
+        #[derive(serde::Deserialize)]
+        struct DbInfo {
+            doc_count: u64,
+        }
+        let url = format!(
+            "{}/{}",
+            self.base_url.trim_end_matches('/'),
+            encode_component(&self.database)
+        );
+        let request = http::get(&url).header("accept", "application/json");
+        let response = self.authorized(request)?.send()?;
+        Ok(self
+            .check(response, missing_database_hint)?
+            .json::<DbInfo>()?
+            .doc_count)
     }
 }
 

@@ -47,6 +47,10 @@ impl Connector for CouchdbSink {
                 let created = ensure_database(&couch)?;
                 json::to_vec(&json::json!({ "database": couch.database, "created": created }))
             }
+            "count" => {
+                let count = Couch::load()?.doc_count(MISSING_DATABASE_HINT)?;
+                json::to_vec(&json::json!({ "count": count }))
+            }
             other => Err(Error::unknown_action(other)),
         }
     }
@@ -111,6 +115,10 @@ fn info(database: Option<String>) -> ConnectorInfo {
         .action(
             "ensure-database",
             "Creates the database if missing → {\"database\", \"created\"}",
+        )
+        .action(
+            "count",
+            "The database's document count → {\"count\"} (for reconciliation)",
         );
     match database {
         Some(db) => {

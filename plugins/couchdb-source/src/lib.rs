@@ -8,7 +8,7 @@ mod changes;
 
 use couchdb_client::Settings;
 use switchyard_sdk::http;
-use switchyard_sdk::{Connector, ConnectorInfo, Error, Page, ReadRequest, Role, config, log};
+use switchyard_sdk::{Connector, ConnectorInfo, Error, Page, ReadRequest, Role, config, json, log};
 
 struct CouchdbSource;
 
@@ -18,6 +18,16 @@ const MISSING_DATABASE_HINT: &str = "create it or fix `database`/`base_url`";
 impl Connector for CouchdbSource {
     fn describe() -> ConnectorInfo {
         info(config::get("database"))
+    }
+
+    fn call_action(action: &str, _input: &[u8]) -> Result<Vec<u8>, Error> {
+        match action {
+            "count" => {
+                let count = Settings::load()?.doc_count(MISSING_DATABASE_HINT)?;
+                json::to_vec(&json::json!({ "count": count }))
+            }
+            other => Err(Error::unknown_action(other)),
+        }
     }
 
     fn read(request: ReadRequest) -> Result<Page, Error> {
@@ -77,7 +87,11 @@ fn fetch(wanted: &[bulk_get::DocRev], settings: &Settings) -> Result<bulk_get::F
 fn info(database: Option<String>) -> ConnectorInfo {
     let info = ConnectorInfo::new("couchdb-source", env!("CARGO_PKG_VERSION"))
         .description("Reads the changes of CouchDB database `database` at `base_url`")
-        .role(Role::Source);
+        .role(Role::Source)
+        .action(
+            "count",
+            "The database's document count → {\"count\"} (for reconciliation)",
+        );
     match database {
         Some(db) => {
             let description = format!("Documents of database `{db}`, in change order");

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use switchyard_runtime::secrets::SecretValue;
 
+mod monitor;
 mod plugins;
 
 /// Admin state shared by the handlers.
@@ -41,6 +42,7 @@ impl AdminState {
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(plugins::routes())
+        .merge(monitor::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
