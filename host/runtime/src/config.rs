@@ -164,13 +164,13 @@ impl SwitchyardConfig {
         };
         // Absolute, so paths compare equal to what the plugin-dir watcher
         // reports whatever the working directory.
-        let base =
-            std::path::absolute(path.parent().unwrap_or(Path::new(""))).map_err(|source| {
-                ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let base = std::path::absolute(parent.unwrap_or(Path::new("."))).map_err(|source| {
+            ConfigError::Read {
+                path: path.clone(),
+                source,
+            }
+        })?;
         Self::parse(&text, &base).map_err(|message| ConfigError::Parse { path, message })
     }
 
