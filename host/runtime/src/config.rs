@@ -43,6 +43,35 @@ pub struct SwitchyardConfig {
     pub syncs: BTreeMap<String, SyncConfig>,
     /// The admin API (`/admin/v1`).
     pub admin: AdminConfig,
+    /// The audit trail in `<data_dir>/audit.sqlite`.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the persisted audit trail of egress, secret uses and state
+/// writes (see [`crate::audit`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Whether to keep it. Default: true.
+    pub enabled: bool,
+    /// Records older than this many days are pruned (hourly). Default: 30.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            retention_days: 30,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// `retention_days` as a duration.
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.retention_days) * 86_400)
+    }
 }
 
 /// `[admin]`: the authenticated admin API.
@@ -68,6 +97,7 @@ impl Default for SwitchyardConfig {
             pipelines: BTreeMap::new(),
             syncs: BTreeMap::new(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -200,6 +230,11 @@ impl SwitchyardConfig {
     /// The connection state database: `<data_dir>/state.sqlite`.
     pub fn state_path(&self) -> PathBuf {
         self.data_dir.join("state.sqlite")
+    }
+
+    /// The audit trail database: `<data_dir>/audit.sqlite`.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.sqlite")
     }
 
     /// The compile cache directory: `<data_dir>/cache`.

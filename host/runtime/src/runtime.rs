@@ -1,5 +1,6 @@
 //! The [`Runtime`]: plugins, connections and the calls into them.
 
+use crate::audit::AuditLog;
 use crate::bindings::{
     ConnectorInfo, Message, Page, PluginPre, ReadRequest, WebhookRequest, WriteOutcome,
 };
@@ -17,7 +18,8 @@ use crate::host::state::StateCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::kv::StateStore;
 use crate::limits::Limits;
-use crate::observe::{InvocationEvent, Observer, Observers};
+use crate::metrics::Metrics;
+use crate::observe::{InvocationEvent, ObserveCtx, Observer, Observers};
 use crate::plugin::{ComponentSummary, load_component, plugin_name_from_path};
 use crate::rate::ConnectionRateLimits;
 use crate::secrets::{ConnectionSecrets, EnvOrFile, Redactor, SecretProvider};
@@ -149,6 +151,8 @@ pub struct RuntimeBuilder {
     network: Option<Network>,
     state_path: Option<PathBuf>,
     observers: Vec<Arc<dyn Observer>>,
+    metrics: Option<Arc<Metrics>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -201,6 +205,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Counts into `metrics` (registered as an observer) and hands it out
+    /// as [`Runtime::metrics`]. Default: none.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.observers.push(metrics.clone());
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records the audit trail into `audit` (registered as an observer)
+    /// and hands it out as [`Runtime::audit`]. Default: none.
+    pub fn audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.observers.push(audit.clone());
+        self.audit = Some(audit);
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -238,6 +258,8 @@ impl RuntimeBuilder {
                 connections: RwLock::default(),
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),
+                metrics: self.metrics,
+                audit: self.audit,
             }),
         })
     }
@@ -262,6 +284,8 @@ struct Inner {
     connections: RwLock<BTreeMap<String, Arc<Connection>>>,
     next_invocation: AtomicU64,
     observers: Observers,
+    metrics: Option<Arc<Metrics>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -283,11 +307,17 @@ impl Runtime {
     /// A runtime configured from `config`, with every plugin in the plugin
     /// directory and under `[plugins]` loaded and every connection created.
     pub async fn from_config(config: &SwitchyardConfig) -> Result<Runtime, LoadError> {
-        let runtime = Runtime::builder()
+        let mut builder = Runtime::builder()
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
             .state_path(config.state_path())
-            .build()?;
+            .metrics(Arc::new(Metrics::new()));
+        if config.audit.enabled {
+            let audit = AuditLog::open(&config.audit_path(), config.audit.retention())
+                .map_err(|e| LoadError::Config(format!("[audit]: {e}")))?;
+            builder = builder.audit(Arc::new(audit));
+        }
+        let runtime = builder.build()?;
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         let dir = config.plugin_dir();
         if dir.is_dir() {
@@ -363,6 +393,19 @@ impl Runtime {
     /// The observers events are reported to.
     pub fn observers(&self) -> &Observers {
         &self.inner.observers
+    }
+
+    /// The Prometheus metrics, when the runtime collects them
+    /// ([`RuntimeBuilder::metrics`]; [`Runtime::from_config`] always does).
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.inner.metrics.as_ref()
+    }
+
+    /// The audit trail, when the runtime keeps one
+    /// ([`RuntimeBuilder::audit`]; `[audit] enabled`, the default, in
+    /// [`Runtime::from_config`]).
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.inner.audit.as_ref()
     }
 
     /// The limits every invocation runs under.
@@ -507,6 +550,12 @@ impl Runtime {
                 .map_err(in_connection)?,
         );
         let connection_name: Arc<str> = name.into();
+        let observe = ObserveCtx::new(
+            self.inner.observers.clone(),
+            plugin_ref.name_arc(),
+            plugin_ref.version_arc(),
+            connection_name.clone(),
+        );
         let state = match (&self.inner.state, rights.state) {
             (Some(store), true) => Some(store.namespace(name)),
             (None, true) => {
@@ -525,21 +574,25 @@ impl Runtime {
             grants.retry.clone(),
             &self.inner.limits,
             self.inner.network.clone(),
-        );
+        )
+        .observed(self.inner.observers.clone(), plugin_ref.version_arc());
         let broker = BrokerCtx {
             config: ConfigCtx::new(config),
             secrets: SecretsCtx {
                 connection: connection_name.clone(),
                 secrets,
+                observe: observe.clone(),
             },
             state: StateCtx {
                 connection: connection_name.clone(),
                 namespace: state,
+                observe: observe.clone(),
             },
             rate_limit: RateLimitCtx {
                 connection: connection_name.clone(),
                 buckets: rate_limits,
                 max_wait: std::time::Duration::from_millis(self.inner.limits.rate_limit_wait_ms),
+                observe,
             },
             egress: Arc::new(egress),
         };
