@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use switchyard_runtime::secrets::SecretValue;
 
+mod audit;
 mod plugins;
 
 /// Admin state shared by the handlers: the token digest.
@@ -37,6 +38,7 @@ impl AdminState {
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(plugins::routes())
+        .merge(audit::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
