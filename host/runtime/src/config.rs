@@ -304,6 +304,33 @@ mod tests {
     }
 
     #[test]
+    fn audit_defaults_to_on_for_30_days_and_can_be_tuned() {
+        let c = SwitchyardConfig::parse("", Path::new("/sy")).unwrap();
+        assert!(c.audit.enabled);
+        assert_eq!(
+            c.audit.retention(),
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(c.audit_path(), Path::new("/sy/.switchyard/audit.sqlite"));
+        let c = SwitchyardConfig::parse(
+            "[audit]
+enabled = false
+retention_days = 7",
+            Path::new(""),
+        )
+        .unwrap();
+        assert!(!c.audit.enabled);
+        assert_eq!(c.audit.retention_days, 7);
+        let err = SwitchyardConfig::parse(
+            "[audit]
+keep = 1",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(err.contains("keep"), "{err}");
+    }
+
+    #[test]
     fn a_named_file_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let err = SwitchyardConfig::load(Some(&dir.path().join("nope.toml"))).unwrap_err();

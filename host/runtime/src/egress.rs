@@ -511,18 +511,6 @@ impl Egress {
             .check_url(&parts.uri.to_string())
             .map_err(|denied| Failure::new(HttpError::HttpRequestDenied, denied.to_string()))?;
         let dest_text = progress.destination.get_or_init(|| dest.to_string());
-        let used = |purpose| {
-            move |name: &str| {
-                self.broker(
-                    invocation,
-                    BrokerUse::Secret {
-                        name,
-                        purpose,
-                        destination: Some(dest_text),
-                    },
-                )
-            }
-        };
         let body = Limited::new(body, self.limits.request_bytes)
             .collect()
             .await
@@ -540,12 +528,19 @@ impl Egress {
                 }
             })?
             .to_bytes();
+        // Secrets put in, reported once the whole request is prepared (a
+        // refused request sends none).
+        let used = std::cell::RefCell::new(Vec::<(String, &'static str)>::new());
+        let note = |purpose| {
+            let used = &used;
+            move |name: &str| used.borrow_mut().push((name.to_owned(), purpose))
+        };
         let not_bound = |e: crate::secrets::SecretError| {
             Failure::new(HttpError::HttpRequestDenied, e.to_string())
         };
         let body = match self
             .secrets
-            .substitute_with(&body, &dest, true, used("http-body"))
+            .substitute_with(&body, &dest, true, note("http-body"))
             .map_err(not_bound)?
         {
             Some(replaced) => Bytes::from(replaced),
@@ -559,7 +554,7 @@ impl Egress {
         for value in headers.values_mut() {
             if let Some(replaced) = self
                 .secrets
-                .substitute_with(value.as_bytes(), &dest, false, used("http-header"))
+                .substitute_with(value.as_bytes(), &dest, false, note("http-header"))
                 .map_err(not_bound)?
             {
                 let mut secret = HeaderValue::from_bytes(&replaced).map_err(|_| {
@@ -575,6 +570,15 @@ impl Egress {
         // A guest may shorten the host's timeouts, never lengthen them.
         let guest = options.unwrap_or_default();
         let shorter = |guest: Option<Duration>, host: Duration| guest.map_or(host, |g| g.min(host));
+        for (name, purpose) in used.into_inner() {
+            let destination = Some(dest_text.as_str());
+            let use_ = BrokerUse::Secret {
+                name: &name,
+                purpose,
+                destination,
+            };
+            self.broker(invocation, use_);
+        }
         Ok(Prepared {
             method: parts.method,
             uri: parts.uri,
