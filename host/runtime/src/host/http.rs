@@ -70,27 +70,27 @@ impl WasiHttpHooks for EgressHooks {
         self.started += 1;
         let over_cap = self.started > self.max_requests;
         let (egress, invocation, max) = (self.egress.clone(), self.invocation, self.max_requests);
+        let future = async move {
+            if over_cap {
+                tracing::warn!(
+                    target: "switchyard::egress",
+                    invocation,
+                    url = %request.uri(),
+                    "outbound request refused: over {max} requests in one invocation (limits.http_requests_per_invocation)"
+                );
+                return Err(HttpError::ConnectionLimitReached);
+            }
+            let response = egress.send(request, options, invocation).await?;
+            // The body is already read in full, so nothing can fail later.
+            let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        };
         // wasmtime-wasi-http runs this on a task of its own; carry the
         // invocation's span there so egress log lines name the invocation.
-        let span = tracing::Span::current();
         Box::new(tracing::Instrument::instrument(
-            async move {
-                if over_cap {
-                    tracing::warn!(
-                        target: "switchyard::egress",
-                        invocation,
-                        url = %request.uri(),
-                        "outbound request refused: over {max} requests in one invocation (limits.http_requests_per_invocation)"
-                    );
-                    return Err(HttpError::ConnectionLimitReached);
-                }
-                let response = egress.send(request, options, invocation).await?;
-                // The body is already read in full, so nothing can fail later.
-                let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
-                    Box::new(async { Ok(()) });
-                Ok((response, done))
-            },
-            span,
+            future,
+            tracing::Span::current(),
         ))
     }
 }
