@@ -30,6 +30,8 @@ enum Command {
     Call(commands::call::Args),
     /// Inspect and replay the dead-letter queue.
     Dlq(commands::dlq::Args),
+    /// Show the audit trail: egress, secret uses and state writes.
+    Audit(commands::audit::Args),
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Call(args) => commands::call::run(args),
         Command::Dlq(args) => commands::dlq::run(args),
+        Command::Audit(args) => commands::audit::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => commands::inspect::run(args),
         Command::Plugin(PluginCommand::Build(args)) => commands::build::run(args),
         Command::Plugin(PluginCommand::Sign(args)) => commands::sign::sign(args),
@@ -80,6 +83,13 @@ fn init_tracing(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Every line carries the current span's fields (`span`: plugin,
+        // version, connection, pattern and invocation inside an invocation)
+        // and the span stack (`spans`).
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }

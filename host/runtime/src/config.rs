@@ -52,6 +52,35 @@ pub struct SwitchyardConfig {
     /// defaults of [`MonitoringConfig`](crate::monitor::MonitoringConfig)
     /// and no alert webhook.
     pub monitoring: crate::monitor::MonitoringConfig,
+    /// The audit trail in `<data_dir>/audit.sqlite`.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the persisted audit trail of egress, secret uses and state
+/// writes (see [`crate::audit`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Whether to keep it. Default: true.
+    pub enabled: bool,
+    /// Records older than this many days are pruned (hourly). Default: 30.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            retention_days: 30,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// `retention_days` as a duration.
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.retention_days) * 86_400)
+    }
 }
 
 /// `[admin]`: the authenticated admin API.
@@ -80,6 +109,7 @@ impl Default for SwitchyardConfig {
             admin: AdminConfig::default(),
             trust: crate::signing::TrustConfig::default(),
             monitoring: crate::monitor::MonitoringConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -239,6 +269,11 @@ impl SwitchyardConfig {
         self.data_dir.join("monitor.sqlite")
     }
 
+    /// The audit trail database: `<data_dir>/audit.sqlite`.
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.sqlite")
+    }
+
     /// The compile cache directory: `<data_dir>/cache`.
     pub fn cache_dir(&self) -> PathBuf {
         self.data_dir.join("cache")
@@ -321,6 +356,33 @@ mod tests {
         let err =
             SwitchyardConfig::parse("[monitoring]\nwindow_secs = 0", Path::new("")).unwrap_err();
         assert!(err.contains("monitoring.window_secs"), "{err}");
+    }
+
+    #[test]
+    fn audit_defaults_to_on_for_30_days_and_can_be_tuned() {
+        let c = SwitchyardConfig::parse("", Path::new("/sy")).unwrap();
+        assert!(c.audit.enabled);
+        assert_eq!(
+            c.audit.retention(),
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(c.audit_path(), Path::new("/sy/.switchyard/audit.sqlite"));
+        let c = SwitchyardConfig::parse(
+            "[audit]
+enabled = false
+retention_days = 7",
+            Path::new(""),
+        )
+        .unwrap();
+        assert!(!c.audit.enabled);
+        assert_eq!(c.audit.retention_days, 7);
+        let err = SwitchyardConfig::parse(
+            "[audit]
+keep = 1",
+            Path::new(""),
+        )
+        .unwrap_err();
+        assert!(err.contains("keep"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 use crate::capabilities::EffectiveRights;
 use crate::limits::Limits;
+use crate::observe::{BrokerEvent, BrokerUse, EgressEvent, Observer, Observers};
 use crate::policy::Destination;
 use crate::rate::{ConnectionRateLimits, RateLimitGrant, RateLimited, RateLimiter};
 use crate::secrets::ConnectionSecrets;
@@ -31,7 +32,8 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -242,7 +244,9 @@ impl From<&Limits> for EgressLimits {
 /// One connection's way out.
 pub struct Egress {
     plugin: Arc<str>,
+    version: Arc<str>,
     connection: Arc<str>,
+    observers: Observers,
     rights: EffectiveRights,
     secrets: Arc<ConnectionSecrets>,
     rate_limits: Arc<ConnectionRateLimits>,
@@ -309,14 +313,36 @@ impl Egress {
         network: Network,
     ) -> Self {
         Egress {
+            version: "unknown".into(),
             plugin,
             connection,
+            observers: Observers::default(),
             rights,
             secrets,
             rate_limits,
             retry,
             limits: limits.into(),
             network,
+        }
+    }
+
+    /// Reports every request and brokered use to `observers`, naming the
+    /// plugin at `version`. Default: no observers.
+    pub(crate) fn observed(mut self, observers: Observers, version: Arc<str>) -> Self {
+        self.observers = observers;
+        self.version = version;
+        self
+    }
+
+    fn broker(&self, invocation: u64, use_: BrokerUse<'_>) {
+        if !self.observers.is_empty() {
+            self.observers.broker(&BrokerEvent {
+                plugin: &self.plugin,
+                version: &self.version,
+                connection: &self.connection,
+                invocation,
+                use_,
+            });
         }
     }
 
@@ -345,7 +371,9 @@ impl Egress {
         let started = Instant::now();
         let method = request.method().clone();
         let url = request.uri().to_string();
-        let outcome = tokio::time::timeout(self.limits.total, self.exchange(request, options))
+        let progress = Progress::default();
+        let exchange = self.exchange(request, options, invocation, &progress);
+        let outcome = tokio::time::timeout(self.limits.total, exchange)
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::new(
@@ -356,7 +384,40 @@ impl Egress {
                     ),
                 ))
             });
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        if !self.observers.is_empty() {
+            let fallback;
+            let destination = match progress.destination.get() {
+                Some(checked) => checked.as_str(),
+                None => {
+                    fallback = origin(&url);
+                    fallback.as_str()
+                }
+            };
+            let (status, error, bytes_in) = match &outcome {
+                Ok(response) => {
+                    let size = hyper::body::Body::size_hint(response.body());
+                    (Some(response.status().as_u16()), None, size.lower())
+                }
+                Err(failure) => (None, Some(failure.reason.as_str()), 0),
+            };
+            self.observers.egress(&EgressEvent {
+                plugin: &self.plugin,
+                version: &self.version,
+                connection: &self.connection,
+                invocation,
+                method: method.as_str(),
+                destination,
+                granted: progress.destination.get().is_some(),
+                status,
+                error,
+                bytes_out: progress.bytes_out.load(Ordering::Relaxed),
+                bytes_in,
+                attempts: progress.attempts.load(Ordering::Relaxed),
+                elapsed,
+            });
+        }
         match outcome {
             Ok(response) => {
                 tracing::info!(
@@ -394,11 +455,16 @@ impl Egress {
         &self,
         request: Request<WasiBody>,
         options: Option<RequestOptions>,
+        invocation: u64,
+        progress: &Progress,
     ) -> Result<Response<Full<Bytes>>, Failure> {
-        let prepared = self.prepare(request, options).await?;
-        if let Some(refused) = self.pace(&prepared.dest).await {
+        let prepared = self.prepare(request, options, invocation, progress).await?;
+        if let Some(refused) = self.pace(&prepared.dest, invocation).await {
             return Ok(refused);
         }
+        progress
+            .bytes_out
+            .store(prepared.body.len() as u64, Ordering::Relaxed);
         let retry = self
             .retry
             .clone()
@@ -406,6 +472,7 @@ impl Egress {
         let attempts = retry.as_ref().map_or(1, |r| r.attempts.max(1));
         let mut attempt = 1;
         loop {
+            progress.attempts.fetch_add(1, Ordering::Relaxed);
             let result = self.attempt(&prepared).await;
             if let Ok(response) = &result {
                 self.honour_retry_after(&prepared.dest, response);
@@ -435,12 +502,15 @@ impl Egress {
         &self,
         request: Request<WasiBody>,
         options: Option<RequestOptions>,
+        invocation: u64,
+        progress: &Progress,
     ) -> Result<Prepared, Failure> {
         let (parts, body) = request.into_parts();
         let dest = self
             .rights
             .check_url(&parts.uri.to_string())
             .map_err(|denied| Failure::new(HttpError::HttpRequestDenied, denied.to_string()))?;
+        let dest_text = progress.destination.get_or_init(|| dest.to_string());
         let body = Limited::new(body, self.limits.request_bytes)
             .collect()
             .await
@@ -458,12 +528,19 @@ impl Egress {
                 }
             })?
             .to_bytes();
+        // Secrets put in, reported once the whole request is prepared (a
+        // refused request sends none).
+        let used = std::cell::RefCell::new(Vec::<(String, &'static str)>::new());
+        let note = |purpose| {
+            let used = &used;
+            move |name: &str| used.borrow_mut().push((name.to_owned(), purpose))
+        };
         let not_bound = |e: crate::secrets::SecretError| {
             Failure::new(HttpError::HttpRequestDenied, e.to_string())
         };
         let body = match self
             .secrets
-            .substitute(&body, &dest, true)
+            .substitute_with(&body, &dest, true, note("http-body"))
             .map_err(not_bound)?
         {
             Some(replaced) => Bytes::from(replaced),
@@ -477,7 +554,7 @@ impl Egress {
         for value in headers.values_mut() {
             if let Some(replaced) = self
                 .secrets
-                .substitute(value.as_bytes(), &dest, false)
+                .substitute_with(value.as_bytes(), &dest, false, note("http-header"))
                 .map_err(not_bound)?
             {
                 let mut secret = HeaderValue::from_bytes(&replaced).map_err(|_| {
@@ -493,6 +570,15 @@ impl Egress {
         // A guest may shorten the host's timeouts, never lengthen them.
         let guest = options.unwrap_or_default();
         let shorter = |guest: Option<Duration>, host: Duration| guest.map_or(host, |g| g.min(host));
+        for (name, purpose) in used.into_inner() {
+            let destination = Some(dest_text.as_str());
+            let use_ = BrokerUse::Secret {
+                name: &name,
+                purpose,
+                destination,
+            };
+            self.broker(invocation, use_);
+        }
         Ok(Prepared {
             method: parts.method,
             uri: parts.uri,
@@ -506,16 +592,28 @@ impl Egress {
 
     /// Waits for the buckets pacing `dest` and any upstream pause; a
     /// synthesized 429 when that would take longer than the wait bound.
-    async fn pace(&self, dest: &Destination) -> Option<Response<Full<Bytes>>> {
+    async fn pace(&self, dest: &Destination, invocation: u64) -> Option<Response<Full<Bytes>>> {
         let per_destination =
             self.network
                 .destinations
                 .get(&self.plugin, dest, self.limits.destination_per_second);
-        if let Err(limited) = per_destination.acquire(self.limits.rate_wait).await {
-            return Some(rate_limited(&limited));
-        }
-        for bucket in self.rate_limits.pacing(dest) {
-            if let Err(limited) = bucket.acquire(self.limits.rate_wait).await {
+        let buckets = std::iter::once(&per_destination).chain(self.rate_limits.pacing(dest));
+        for bucket in buckets {
+            let started = Instant::now();
+            let result = bucket.acquire(self.limits.rate_wait).await;
+            let waited = match &result {
+                Ok(waited) => *waited,
+                Err(_) => started.elapsed(),
+            };
+            if result.is_err() || !waited.is_zero() {
+                let use_ = BrokerUse::RateLimitWait {
+                    bucket: bucket.name(),
+                    waited,
+                    refused: result.is_err(),
+                };
+                self.broker(invocation, use_);
+            }
+            if let Err(limited) = result {
                 return Some(rate_limited(&limited));
             }
         }
@@ -678,6 +776,29 @@ impl Egress {
         }
         Err(Failure::transient(HttpError::ConnectionRefused, last))
     }
+}
+
+/// What an exchange got to before it ended (or was cut off by the total
+/// timeout), for its [`EgressEvent`].
+#[derive(Default)]
+struct Progress {
+    /// The checked destination, once the URL passed the policy.
+    destination: OnceLock<String>,
+    bytes_out: AtomicU64,
+    attempts: AtomicU32,
+}
+
+/// `scheme://host:port` of a URL the policy refused, without user info,
+/// path or query.
+fn origin(url: &str) -> String {
+    let Ok(uri) = url.parse::<Uri>() else {
+        return "invalid".into();
+    };
+    let scheme = uri.scheme_str().unwrap_or("none");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    format!("{scheme}://{}:{port}", uri.host().unwrap_or(""))
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

@@ -31,6 +31,7 @@
 //! Embedders that read `switchyard.toml` use [`SwitchyardConfig::load`] and
 //! [`Runtime::from_config`].
 
+pub mod audit;
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
@@ -42,6 +43,7 @@ pub mod host;
 mod invoke;
 pub mod kv;
 pub mod limits;
+pub mod metrics;
 pub mod monitor;
 pub mod observe;
 pub mod pipelines;

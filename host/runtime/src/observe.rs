@@ -33,11 +33,16 @@ pub struct InvocationEvent<'a> {
 #[derive(Debug)]
 pub struct EgressEvent<'a> {
     pub plugin: &'a str,
+    /// The plugin version that sent it.
+    pub version: &'a str,
     pub connection: &'a str,
     pub invocation: u64,
     pub method: &'a str,
     /// `scheme://host:port`, never a path or query (they may carry data).
     pub destination: &'a str,
+    /// Whether the destination passed the connection's policy (a refused
+    /// URL's destination is the guest's choice, not the operator's).
+    pub granted: bool,
     /// The upstream's status (or the host's synthesized 429); `None` when
     /// the request was refused or failed before an answer.
     pub status: Option<u16>,
@@ -54,6 +59,8 @@ pub struct EgressEvent<'a> {
 #[derive(Debug)]
 pub struct BrokerEvent<'a> {
     pub plugin: &'a str,
+    /// The plugin version that used it.
+    pub version: &'a str,
     pub connection: &'a str,
     pub invocation: u64,
     pub use_: BrokerUse<'a>,
@@ -78,7 +85,8 @@ pub enum BrokerUse<'a> {
         /// Whether the write took effect (a failed CAS did not).
         applied: bool,
     },
-    /// A wait on a rate-limit bucket.
+    /// A wait on a rate-limit bucket (egress pacing or an explicit
+    /// `acquire`), reported only when the caller had to wait or was refused.
     RateLimitWait {
         bucket: &'a str,
         waited: Duration,
@@ -155,5 +163,58 @@ impl Observer for Observers {
     }
     fn sync_run(&self, event: &SyncRunEvent<'_>) {
         self.0.iter().for_each(|o| o.sync_run(event));
+    }
+}
+
+/// Who is acting, for the brokered interfaces: the observers plus the
+/// plugin, version, connection and invocation their events name. Default:
+/// no observers, so reporting is a no-op.
+#[derive(Debug, Clone, Default)]
+pub struct ObserveCtx {
+    pub(crate) observers: Observers,
+    pub(crate) plugin: Arc<str>,
+    pub(crate) version: Arc<str>,
+    pub(crate) connection: Arc<str>,
+    /// Set per invocation when the store is built.
+    pub(crate) invocation: u64,
+}
+
+impl ObserveCtx {
+    /// The context of one connection of `plugin` at `version`.
+    pub fn new(
+        observers: Observers,
+        plugin: Arc<str>,
+        version: Arc<str>,
+        connection: Arc<str>,
+    ) -> Self {
+        ObserveCtx {
+            observers,
+            plugin,
+            version,
+            connection,
+            invocation: 0,
+        }
+    }
+
+    /// The same context for invocation `id`.
+    pub(crate) fn for_invocation(&self, id: u64) -> Self {
+        ObserveCtx {
+            invocation: id,
+            ..self.clone()
+        }
+    }
+
+    /// Reports a brokered use (no-op without observers).
+    pub(crate) fn broker(&self, use_: BrokerUse<'_>) {
+        if self.observers.is_empty() {
+            return;
+        }
+        self.observers.broker(&BrokerEvent {
+            plugin: &self.plugin,
+            version: &self.version,
+            connection: &self.connection,
+            invocation: self.invocation,
+            use_,
+        });
     }
 }

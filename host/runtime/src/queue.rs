@@ -457,6 +457,39 @@ impl Queue {
         })
     }
 
+    /// Counts by state of every queue that holds messages, by queue name
+    /// (one query, for the metrics scrape).
+    pub fn all_stats(&self) -> Result<Vec<(String, QueueStats)>, QueueError> {
+        self.with(|db| {
+            let mut select = db.prepare_cached(
+                "SELECT queue, state, COUNT(*) FROM messages GROUP BY queue, state ORDER BY queue",
+            )?;
+            let rows = select.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)? as u64,
+                ))
+            })?;
+            let mut all: Vec<(String, QueueStats)> = Vec::new();
+            for row in rows {
+                let (queue, state, n) = row?;
+                if all.last().is_none_or(|(q, _)| *q != queue) {
+                    all.push((queue, QueueStats::default()));
+                }
+                let stats = &mut all.last_mut().expect("pushed above").1;
+                match state.as_str() {
+                    "ready" => stats.ready = n,
+                    "in-flight" => stats.in_flight = n,
+                    "done" => stats.done = n,
+                    "dead" => stats.dead = n,
+                    _ => {}
+                }
+            }
+            Ok(all)
+        })
+    }
+
     /// When the next message of `queue` is due, if any is waiting.
     pub fn next_due_in(&self, queue: &str) -> Result<Option<Duration>, QueueError> {
         let next: Option<i64> = self.with(|db| {

@@ -86,15 +86,19 @@ impl RateLimiter {
             .is_ok()
     }
 
-    /// Waits for one permit, at most `max_wait`.
-    pub async fn acquire(&self, max_wait: Duration) -> Result<(), RateLimited> {
-        let deadline = Instant::now() + max_wait;
+    /// Waits for one permit, at most `max_wait`; `Ok` carries how long it
+    /// waited (zero when a permit was free at once).
+    pub async fn acquire(&self, max_wait: Duration) -> Result<Duration, RateLimited> {
+        let started = Instant::now();
+        let deadline = started + max_wait;
+        let mut waited = false;
         loop {
             let now = Instant::now();
             let wait = match self.pause_remaining(now) {
                 Some(pause) => pause,
                 None => match self.limiter.check() {
-                    Ok(()) => return Ok(()),
+                    Ok(()) if waited => return Ok(started.elapsed()),
+                    Ok(()) => return Ok(Duration::ZERO),
                     Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
                 },
             };
@@ -105,6 +109,7 @@ impl RateLimiter {
                 });
             }
             tokio::time::sleep(wait).await;
+            waited = true;
         }
     }
 

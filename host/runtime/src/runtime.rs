@@ -1,5 +1,6 @@
 //! The [`Runtime`]: plugins, connections and the calls into them.
 
+use crate::audit::AuditLog;
 use crate::bindings::{
     ConnectorInfo, Message, Page, PluginPre, ReadRequest, WebhookRequest, WriteOutcome,
 };
@@ -17,8 +18,9 @@ use crate::host::state::StateCtx;
 use crate::invoke::{Call, Gate, Output, Session, invoke, unexpected};
 use crate::kv::StateStore;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::monitor::Monitor;
-use crate::observe::{InvocationEvent, Observer, Observers};
+use crate::observe::{InvocationEvent, ObserveCtx, Observer, Observers};
 use crate::plugin::{
     ComponentSummary, load_component, plugin_name_from_path, side_files, source_digest,
 };
@@ -197,6 +199,8 @@ pub struct RuntimeBuilder {
     observers: Vec<Arc<dyn Observer>>,
     trust: TrustPolicy,
     monitor: Option<Monitor>,
+    metrics: Option<Arc<Metrics>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -264,6 +268,22 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Counts into `metrics` (registered as an observer) and hands it out
+    /// as [`Runtime::metrics`]. Default: none.
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.observers.push(metrics.clone());
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records the audit trail into `audit` (registered as an observer)
+    /// and hands it out as [`Runtime::audit`]. Default: none.
+    pub fn audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.observers.push(audit.clone());
+        self.audit = Some(audit);
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
@@ -304,6 +324,8 @@ impl RuntimeBuilder {
                 observers: Observers::new(self.observers),
                 trust: self.trust,
                 monitor: self.monitor,
+                metrics: self.metrics,
+                audit: self.audit,
             }),
         })
     }
@@ -332,6 +354,8 @@ struct Inner {
     observers: Observers,
     trust: TrustPolicy,
     monitor: Option<Monitor>,
+    metrics: Option<Arc<Metrics>>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -357,7 +381,13 @@ impl Runtime {
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
             .state_path(config.state_path())
-            .trust(TrustPolicy::from_config(&config.trust).map_err(LoadError::Config)?);
+            .trust(TrustPolicy::from_config(&config.trust).map_err(LoadError::Config)?)
+            .metrics(Arc::new(Metrics::new()));
+        if config.audit.enabled {
+            let audit = AuditLog::open(&config.audit_path(), config.audit.retention())
+                .map_err(|e| LoadError::Config(format!("[audit]: {e}")))?;
+            builder = builder.audit(Arc::new(audit));
+        }
         if config.monitoring.enabled {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| LoadError::Read {
                 path: config.data_dir.clone(),
@@ -452,6 +482,19 @@ impl Runtime {
     /// The observers events are reported to.
     pub fn observers(&self) -> &Observers {
         &self.inner.observers
+    }
+
+    /// The Prometheus metrics, when the runtime collects them
+    /// ([`RuntimeBuilder::metrics`]; [`Runtime::from_config`] always does).
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.inner.metrics.as_ref()
+    }
+
+    /// The audit trail, when the runtime keeps one
+    /// ([`RuntimeBuilder::audit`]; `[audit] enabled`, the default, in
+    /// [`Runtime::from_config`]).
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.inner.audit.as_ref()
     }
 
     /// The limits every invocation runs under.
@@ -817,6 +860,12 @@ impl Runtime {
             ),
         };
         let connection_name: Arc<str> = name.into();
+        let observe = ObserveCtx::new(
+            self.inner.observers.clone(),
+            plugin.name_arc(),
+            plugin.version_arc(),
+            connection_name.clone(),
+        );
         let state = match (&self.inner.state, rights.state) {
             (Some(store), true) => Some(store.namespace(name)),
             (None, true) => {
@@ -835,21 +884,25 @@ impl Runtime {
             grants.retry.clone(),
             &self.inner.limits,
             self.inner.network.clone(),
-        );
+        )
+        .observed(self.inner.observers.clone(), plugin.version_arc());
         let broker = BrokerCtx {
             config: ConfigCtx::new(spec.config.clone()),
             secrets: SecretsCtx {
                 connection: connection_name.clone(),
                 secrets,
+                observe: observe.clone(),
             },
             state: StateCtx {
                 connection: connection_name.clone(),
                 namespace: state,
+                observe: observe.clone(),
             },
             rate_limit: RateLimitCtx {
                 connection: connection_name.clone(),
                 buckets: rate_limits,
                 max_wait: std::time::Duration::from_millis(self.inner.limits.rate_limit_wait_ms),
+                observe,
             },
             egress: Arc::new(egress),
         };

@@ -192,6 +192,18 @@ impl ConnectionSecrets {
         destination: &Destination,
         in_body: bool,
     ) -> Result<Option<Vec<u8>>, SecretError> {
+        self.substitute_with(bytes, destination, in_body, |_| {})
+    }
+
+    /// [`substitute`](Self::substitute), calling `used` with the name of
+    /// each secret it put in.
+    pub fn substitute_with(
+        &self,
+        bytes: &[u8],
+        destination: &Destination,
+        in_body: bool,
+        mut used: impl FnMut(&str),
+    ) -> Result<Option<Vec<u8>>, SecretError> {
         if !contains(bytes, b"{{secret:") {
             return Ok(None);
         }
@@ -218,6 +230,7 @@ impl ConnectionSecrets {
                 });
             }
             out = Some(replace(current, marker.as_bytes(), secret.value.expose()));
+            used(name);
         }
         Ok(out)
     }

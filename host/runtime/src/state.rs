@@ -44,6 +44,7 @@ impl InvocationState {
     /// The brokered interfaces reach what `broker` (the connection's
     /// rights) allows.
     pub fn new(log: LogCtx, broker: &BrokerCtx, limits: &Limits) -> Self {
+        let invocation = log.invocation_id;
         let stdout = MemoryOutputPipe::new(limits.stdio_bytes);
         let stderr = MemoryOutputPipe::new(limits.stdio_bytes);
         let wasi = WasiCtx::builder()
@@ -66,9 +67,18 @@ impl InvocationState {
             log_budget: LogBudget::default(),
             log,
             config: broker.config.clone(),
-            secrets: broker.secrets.clone(),
-            state: broker.state.clone(),
-            rate_limit: broker.rate_limit.clone(),
+            secrets: SecretsCtx {
+                observe: broker.secrets.observe.for_invocation(invocation),
+                ..broker.secrets.clone()
+            },
+            state: StateCtx {
+                observe: broker.state.observe.for_invocation(invocation),
+                ..broker.state.clone()
+            },
+            rate_limit: RateLimitCtx {
+                observe: broker.rate_limit.observe.for_invocation(invocation),
+                ..broker.rate_limit.clone()
+            },
             limiter: InvocationLimiter::new(limits),
             deadline_at: std::time::Instant::now() + limits.deadline(),
         }

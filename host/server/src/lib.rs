@@ -5,6 +5,7 @@
 //! | `GET /healthz` | liveness: `{"status":"ok","connections":N}` |
 //! | `GET /v1/connectors` | every connection with its plugin, version and actions |
 //! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out |
+//! | `GET /metrics` | Prometheus / OpenMetrics text, public like most exporters |
 //!
 //! plus the webhook and dead-letter routes of [`pipelines`] when webhooks
 //! or pipelines are configured.
@@ -107,6 +108,7 @@ pub fn app(services: Services) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/v1/connectors", get(list_connectors))
         .route("/v1/connectors/{name}/actions/{action}", post(call_action))
         .route("/v1/hooks", get(p::list_hooks))
@@ -137,6 +139,34 @@ pub async fn serve(
 
 async fn healthz(State(runtime): State<Runtime>) -> Response {
     axum::Json(json!({ "status": "ok", "connections": runtime.connections().len() }))
+        .into_response()
+}
+
+/// The runtime's metrics, gauges read now; 404 when it collects none.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(metrics) = state.runtime.metrics().cloned() else {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "metrics_disabled",
+            "this runtime collects no metrics",
+        );
+    };
+    let connections = state.runtime.connections();
+    let mut plugins: Vec<(&str, &str)> = connections
+        .iter()
+        .map(|c| (c.plugin().name(), c.plugin().version()))
+        .collect();
+    plugins.sort_unstable();
+    plugins.dedup();
+    let queue = state.pipelines.as_ref().map(|p| p.queue().as_ref());
+    let text = metrics.encode(plugins, queue);
+    (
+        [(
+            header::CONTENT_TYPE,
+            switchyard_runtime::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
         .into_response()
 }
 

@@ -70,7 +70,7 @@ impl WasiHttpHooks for EgressHooks {
         self.started += 1;
         let over_cap = self.started > self.max_requests;
         let (egress, invocation, max) = (self.egress.clone(), self.invocation, self.max_requests);
-        Box::new(async move {
+        let future = async move {
             if over_cap {
                 tracing::warn!(
                     target: "switchyard::egress",
@@ -85,7 +85,13 @@ impl WasiHttpHooks for EgressHooks {
             let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                 Box::new(async { Ok(()) });
             Ok((response, done))
-        })
+        };
+        // wasmtime-wasi-http runs this on a task of its own; carry the
+        // invocation's span there so egress log lines name the invocation.
+        Box::new(tracing::Instrument::instrument(
+            future,
+            tracing::Span::current(),
+        ))
     }
 }
 

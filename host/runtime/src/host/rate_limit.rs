@@ -1,6 +1,7 @@
 //! `switchyard:connector/rate-limit`: explicit pacing for non-HTTP work.
 
 use crate::bindings::switchyard::connector::rate_limit::{self, AcquireError};
+use crate::observe::{BrokerUse, ObserveCtx};
 use crate::rate::ConnectionRateLimits;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,8 @@ pub struct RateLimitCtx {
     pub(crate) buckets: Arc<ConnectionRateLimits>,
     /// `limits.rate_limit_wait_ms`.
     pub(crate) max_wait: Duration,
+    /// Where waits and refusals are reported.
+    pub(crate) observe: ObserveCtx,
 }
 
 /// Borrowed view handed to the generated `Host` impl.
@@ -35,9 +38,21 @@ impl rate_limit::Host for RateLimitCtxView<'_> {
                 conn = self.ctx.connection
             ))));
         };
-        Ok(bucket
-            .acquire(self.ctx.max_wait)
-            .await
+        let started = std::time::Instant::now();
+        let result = bucket.acquire(self.ctx.max_wait).await;
+        let (waited, refused) = match &result {
+            Ok(waited) => (*waited, false),
+            Err(_) => (started.elapsed(), true),
+        };
+        if refused || !waited.is_zero() {
+            self.ctx.observe.broker(BrokerUse::RateLimitWait {
+                bucket: &name,
+                waited,
+                refused,
+            });
+        }
+        Ok(result
+            .map(|_| ())
             .map_err(|limited| AcquireError::Exhausted(limited.retry_after.as_millis() as u64)))
     }
 }

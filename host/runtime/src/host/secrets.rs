@@ -1,6 +1,7 @@
 //! `switchyard:connector/secrets`: secrets by name, never by value.
 
 use crate::bindings::switchyard::connector::secrets::{self, SecretError};
+use crate::observe::{BrokerUse, ObserveCtx};
 use crate::secrets::{ConnectionSecrets, SecretError as HostSecretError};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
@@ -10,6 +11,8 @@ use wasmtime::component::{HasData, Linker};
 pub struct SecretsCtx {
     pub(crate) connection: Arc<str>,
     pub(crate) secrets: Arc<ConnectionSecrets>,
+    /// Where signing and verifying are reported.
+    pub(crate) observe: ObserveCtx,
 }
 
 /// Borrowed view handed to the generated `Host` impl.
@@ -33,6 +36,17 @@ impl SecretsCtxView<'_> {
             other => SecretError::Unavailable(other.to_string()),
         }
     }
+
+    /// Reports a use of `name` that found the secret.
+    fn used<T>(&self, name: &str, purpose: &str, result: &Result<T, HostSecretError>) {
+        if result.is_ok() {
+            self.ctx.observe.broker(BrokerUse::Secret {
+                name,
+                purpose,
+                destination: None,
+            });
+        }
+    }
 }
 
 impl secrets::Host for SecretsCtxView<'_> {
@@ -49,11 +63,9 @@ impl secrets::Host for SecretsCtxView<'_> {
         name: String,
         message: Vec<u8>,
     ) -> wasmtime::Result<Result<String, SecretError>> {
-        Ok(self
-            .ctx
-            .secrets
-            .hmac_sha256(&name, &message)
-            .map_err(|e| self.guest_error(e)))
+        let result = self.ctx.secrets.hmac_sha256(&name, &message);
+        self.used(&name, "sign", &result);
+        Ok(result.map_err(|e| self.guest_error(e)))
     }
 
     async fn verify_hmac_sha256(
@@ -62,11 +74,12 @@ impl secrets::Host for SecretsCtxView<'_> {
         message: Vec<u8>,
         signature_hex: String,
     ) -> wasmtime::Result<Result<bool, SecretError>> {
-        Ok(self
+        let result = self
             .ctx
             .secrets
-            .verify_hmac_sha256(&name, &message, &signature_hex)
-            .map_err(|e| self.guest_error(e)))
+            .verify_hmac_sha256(&name, &message, &signature_hex);
+        self.used(&name, "verify", &result);
+        Ok(result.map_err(|e| self.guest_error(e)))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use crate::bindings::switchyard::connector::state::{self, StateError};
 use crate::kv::{StateError as StoreError, StateNamespace};
+use crate::observe::{BrokerUse, ObserveCtx};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
 
@@ -15,6 +16,8 @@ pub struct StateCtx {
     pub(crate) connection: Arc<str>,
     /// `None` when the connection is not granted state.
     pub(crate) namespace: Option<StateNamespace>,
+    /// Where writes are reported.
+    pub(crate) observe: ObserveCtx,
 }
 
 /// Borrowed view handed to the generated `Host` impl.
@@ -44,6 +47,24 @@ impl StateCtxView<'_> {
             other => StateError::TooLarge(other.to_string()),
         }))
     }
+
+    /// Reports a write that reached the store (refusals never did).
+    fn written<T>(
+        &self,
+        key: &str,
+        op: &'static str,
+        result: wasmtime::Result<Result<T, StateError>>,
+        applied: impl FnOnce(&T) -> bool,
+    ) -> wasmtime::Result<Result<T, StateError>> {
+        if let Ok(Ok(value)) = &result {
+            self.ctx.observe.broker(BrokerUse::StateWrite {
+                key,
+                op,
+                applied: applied(value),
+            });
+        }
+        result
+    }
 }
 
 impl state::Host for StateCtxView<'_> {
@@ -56,11 +77,13 @@ impl state::Host for StateCtxView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), StateError>> {
-        self.run(|ns| ns.set(&key, &value))
+        let result = self.run(|ns| ns.set(&key, &value));
+        self.written(&key, "set", result, |_| true)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, StateError>> {
-        self.run(|ns| ns.delete(&key))
+        let result = self.run(|ns| ns.delete(&key));
+        self.written(&key, "delete", result, |existed| *existed)
     }
 
     async fn compare_and_swap(
@@ -69,7 +92,8 @@ impl state::Host for StateCtxView<'_> {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<bool, StateError>> {
-        self.run(|ns| ns.compare_and_swap(&key, expected.as_deref(), new.as_deref()))
+        let result = self.run(|ns| ns.compare_and_swap(&key, expected.as_deref(), new.as_deref()));
+        self.written(&key, "compare-and-swap", result, |swapped| *swapped)
     }
 
     async fn keys(

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use switchyard_runtime::secrets::SecretValue;
 
+mod audit;
 mod monitor;
 mod plugins;
 
@@ -43,6 +44,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(plugins::routes())
         .merge(monitor::routes())
+        .merge(audit::routes())
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
