@@ -112,7 +112,8 @@ mod tests {
     fn describes_one_stream_per_configured_database() {
         let info = info(Some("orders".into()));
         assert_eq!(info.name, "couchdb-source");
-        assert_eq!(info.roles, [Role::Source]);
+        assert_eq!(info.roles, [Role::Source, Role::Action]);
+        assert!(info.actions.iter().any(|a| a.name == "count"));
         let streams: Vec<&str> = info.streams.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(streams, ["orders"]);
         assert!(super::info(None).streams.is_empty());
