@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_runtime::pipelines::Pipelines;
+use switchyard_runtime::secrets::SecretValue;
 use switchyard_runtime::sync::Syncs;
 use switchyard_runtime::{Runtime, SwitchyardConfig};
 use switchyard_tests::pouchdb::pouchdb;
@@ -27,6 +28,8 @@ struct Host {
     _dir: tempfile::TempDir,
 }
 
+const ADMIN_TOKEN: &str = "pipelines-test-admin-token";
+
 async fn host(origins: &[String], config: &str) -> Host {
     // SAFETY: every test sets the same value; nothing else writes it.
     unsafe { std::env::set_var(couchdb_plugins::AUTH_ENV, "dXNlcjpwYXNz") };
@@ -39,8 +42,12 @@ async fn host(origins: &[String], config: &str) -> Host {
     let syncs =
         Arc::new(Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs).unwrap());
     drop(pipelines.start());
-    let router =
-        switchyard_server::router_with(runtime, Some(pipelines.clone()), Some(syncs.clone()));
+    let router = switchyard_server::app(switchyard_server::Services {
+        pipelines: Some(pipelines.clone()),
+        syncs: Some(syncs.clone()),
+        admin_token: Some(SecretValue::new(ADMIN_TOKEN.into())),
+        ..switchyard_server::Services::new(runtime)
+    });
     Host {
         router,
         pipelines,
@@ -60,13 +67,21 @@ impl Host {
         )
     }
 
+    /// An operator route: with the admin token.
     async fn get(&self, path: &str) -> Value {
-        let request = Request::get(path).body(Body::empty()).unwrap();
+        let request = Request::get(path)
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
         self.send(request).await.1
     }
 
+    /// An operator route: with the admin token.
     async fn post(&self, path: &str) -> (StatusCode, Value) {
-        let request = Request::post(path).body(Body::empty()).unwrap();
+        let request = Request::post(path)
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
         self.send(request).await
     }
 

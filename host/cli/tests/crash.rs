@@ -11,11 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_tests::pouchdb::pouchdb;
 use switchyard_tests::{couchdb_plugins, workspace_root};
 
+const ADMIN_TOKEN: &str = "crash-test-admin-token";
+const ADMIN: (&str, &str) = ("Authorization", "Bearer crash-test-admin-token");
+
 /// Writes the plugin dir and `switchyard.toml` (`extra` appended).
 fn configure(dir: &Path, port: u16, extra: &str) {
     couchdb_plugins::install(&dir.join("plugins"), &[pouchdb().origin()]);
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n{extra}"
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n\
+         [admin]\ntoken = {{ env = \"SWITCHYARD_TEST_ADMIN_TOKEN\" }}\n{extra}"
     );
     std::fs::write(dir.join("switchyard.toml"), config).unwrap();
 }
@@ -37,6 +41,7 @@ fn start(dir: &Path, port: u16) -> Child {
         .env("SWITCHYARD_LOG", "warn")
         .env(couchdb_plugins::AUTH_ENV, "dXNlcjpwYXNz")
         .env("SWITCHYARD_TEST_WEBHOOK_SECRET", SECRET)
+        .env("SWITCHYARD_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -119,7 +124,7 @@ fn a_sync_killed_midway_resumes_from_its_committed_cursor() {
 
     let server = start(dir.path(), port);
     // The run request never answers: the server dies under it.
-    std::thread::spawn(move || http(port, "POST", "/v1/syncs/copy/run", &[], ""));
+    std::thread::spawn(move || http(port, "POST", "/v1/syncs/copy/run", &[ADMIN], ""));
     wait_for("the first pages", Duration::from_secs(60), || {
         couch.doc_count(&dst) >= 1_000
     });
@@ -128,13 +133,13 @@ fn a_sync_killed_midway_resumes_from_its_committed_cursor() {
     assert!(copied < 10_000, "killed midway ({copied} copied)");
 
     let server = start(dir.path(), port);
-    let (_, before) = http(port, "GET", "/v1/syncs", &[], "").unwrap();
+    let (_, before) = http(port, "GET", "/v1/syncs", &[ADMIN], "").unwrap();
     let cursor = &before["syncs"]["copy"]["cursors"][&src];
     assert!(
         !cursor.is_null(),
         "a cursor was committed before the kill: {before}"
     );
-    let (status, run) = http(port, "POST", "/v1/syncs/copy/run", &[], "").unwrap();
+    let (status, run) = http(port, "POST", "/v1/syncs/copy/run", &[ADMIN], "").unwrap();
     assert_eq!(status, 200, "{run}");
     let read = run["report"]["read"].as_u64().unwrap();
     assert!(read < 10_000, "resumed, not restarted: read {read}");
@@ -212,11 +217,11 @@ fn a_queue_drain_killed_midway_loses_nothing_and_writes_nothing_twice() {
         "every message acknowledged",
         Duration::from_secs(30),
         || {
-            http(port, "GET", "/v1/pipelines", &[], "")
+            http(port, "GET", "/v1/pipelines", &[ADMIN], "")
                 .is_some_and(|(_, p)| p["pipelines"]["events"]["done"] == 3_000)
         },
     );
-    let (_, pipelines) = http(port, "GET", "/v1/pipelines", &[], "").unwrap();
+    let (_, pipelines) = http(port, "GET", "/v1/pipelines", &[ADMIN], "").unwrap();
     assert_eq!(pipelines["pipelines"]["events"]["dead"], 0, "{pipelines}");
     // Every document was created once: a second write of the same event
     // would have been refused as a conflict, never a second revision.

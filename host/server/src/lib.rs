@@ -7,8 +7,10 @@
 //! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out |
 //! | `GET /metrics` | Prometheus / OpenMetrics text, public like most exporters |
 //!
-//! plus the webhook and dead-letter routes of [`pipelines`] when webhooks
-//! or pipelines are configured.
+//! plus `POST /v1/hooks/{name}` (signature-checked webhooks), the operator
+//! routes of [`pipelines`] (webhook counters, pipelines, dead letters,
+//! syncs) and the [`admin`] API, both behind the admin bearer token.
+//! `openapi.json` beside this crate describes every route.
 //!
 //! Errors are JSON, `{"error":{"kind":…,"message":…}}`, with a status the
 //! caller can act on; see [`status_for`].
@@ -109,10 +111,22 @@ pub fn app(services: Services) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/v1/connectors", get(list_connectors))
         .route("/v1/connectors/{name}/actions/{action}", post(call_action))
-        .route("/v1/hooks", get(p::list_hooks))
         .route("/v1/hooks/{name}", post(p::receive_hook))
+        .merge(admin::protect(operator_routes(), state.clone()))
+        .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
+        .merge(admin::router(state.clone()))
+        .with_state(state)
+}
+
+/// Routes that show message payloads or change what flows: behind the
+/// admin token like `/admin/v1`, although older than it.
+fn operator_routes() -> Router<AppState> {
+    use self::pipelines as p;
+    Router::new()
+        .route("/v1/hooks", get(p::list_hooks))
         .route("/v1/pipelines", get(p::list_pipelines))
         .route("/v1/dlq", get(p::list_dead_letters))
         .route("/v1/dlq/replay", post(p::replay_all))
@@ -120,9 +134,6 @@ pub fn app(services: Services) -> Router {
         .route("/v1/dlq/{seq}/replay", post(p::replay_one))
         .route("/v1/syncs", get(p::list_syncs))
         .route("/v1/syncs/{name}/run", post(p::run_sync))
-        .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
-        .merge(admin::router(state.clone()))
-        .with_state(state)
 }
 
 /// Serves [`router_with`] on `listener` until `shutdown` resolves, then
@@ -135,6 +146,14 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The OpenAPI 3.1 description of every route (`tests/openapi.rs` checks
+/// it against the router).
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
 }
 
 async fn healthz(State(runtime): State<Runtime>) -> Response {

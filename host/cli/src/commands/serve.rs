@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use switchyard_runtime::pipelines::Pipelines;
+use switchyard_runtime::secrets::SecretGrant;
 use switchyard_runtime::sync::Syncs;
 use switchyard_runtime::{Runtime, SwitchyardConfig};
 
@@ -21,6 +22,9 @@ pub struct Args {
     #[arg(long)]
     plugin_dir: Option<PathBuf>,
 }
+
+/// Where the admin token comes from when the config names none.
+pub const ADMIN_TOKEN_ENV: &str = "SWITCHYARD_ADMIN_TOKEN";
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = SwitchyardConfig::load(args.config.as_deref())?;
@@ -52,14 +56,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         tracing::info!(%addr, connections = ?names, "switchyard listening");
         eprintln!("switchyard listening on http://{addr}");
-        let admin_token = match &config.admin.token {
+        // `[admin] token`, else the SWITCHYARD_ADMIN_TOKEN environment
+        // variable, else no admin API.
+        let admin_grant = config.admin.token.clone().or_else(|| {
+            std::env::var_os(ADMIN_TOKEN_ENV).map(|_| SecretGrant {
+                env: Some(ADMIN_TOKEN_ENV.into()),
+                ..SecretGrant::default()
+            })
+        });
+        let admin_token = match &admin_grant {
             Some(grant) => Some(
                 runtime
                     .secret_provider()
                     .resolve("admin.token", grant)
                     .context("[admin] token")?,
             ),
-            None => None,
+            None => {
+                tracing::warn!(
+                    "no admin token: /admin/v1, the operator routes and the status page answer 403; set [admin] token or {ADMIN_TOKEN_ENV}"
+                );
+                None
+            }
         };
         let plugin_dir = config.plugin_dir();
         let _watcher = if config.watch_plugin_dir {

@@ -39,13 +39,18 @@ impl AdminState {
     }
 }
 
+/// `routes` behind the bearer-token check.
+pub(crate) fn protect(routes: Router<AppState>, state: AppState) -> Router<AppState> {
+    routes.route_layer(axum::middleware::from_fn_with_state(state, require_token))
+}
+
 /// The admin routes, behind the bearer-token check.
 pub(crate) fn router(state: AppState) -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .merge(plugins::routes())
         .merge(monitor::routes())
-        .merge(audit::routes())
-        .route_layer(axum::middleware::from_fn_with_state(state, require_token))
+        .merge(audit::routes());
+    protect(routes, state)
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {

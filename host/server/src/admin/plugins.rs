@@ -244,6 +244,7 @@ fn version_json(runtime: &Runtime, plugin: &Plugin) -> Value {
         "size": summary.size,
         "loaded_at_ms": plugin.loaded_at_ms(),
         "from_cache": plugin.from_cache(),
+        "publisher": plugin.publisher(),
         "in_flight": plugin.in_flight(),
         "connections": connections,
     })
