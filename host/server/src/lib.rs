@@ -5,6 +5,7 @@
 //! | `GET /healthz` | liveness: `{"status":"ok","connections":N}` |
 //! | `GET /v1/connectors` | every connection with its plugin, version and actions |
 //! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out |
+//! | `GET /status` | the status page, over the admin API (`status.rs`) |
 //!
 //! plus the webhook and dead-letter routes of [`pipelines`] when webhooks
 //! or pipelines are configured.
@@ -28,6 +29,7 @@ use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
 
 pub mod admin;
 pub mod pipelines;
+mod status;
 
 /// What handlers share: the runtime, and the pipelines when configured.
 #[derive(Clone)]
@@ -120,6 +122,7 @@ pub fn app(services: Services) -> Router {
         .route("/v1/syncs/{name}/run", post(p::run_sync))
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
         .merge(admin::router(state.clone()))
+        .merge(status::routes())
         .with_state(state)
 }
 
