@@ -95,7 +95,7 @@ fn chromium_dom(url: &str) -> String {
     dom
 }
 
-/// The DOM, for the assertion messages.
+/// [`chromium_dom`] off the async runtime.
 async fn dom_of(url: String) -> String {
     tokio::task::spawn_blocking(move || chromium_dom(&url))
         .await
@@ -123,14 +123,13 @@ fn opening_tag<'a>(dom: &'a str, id: &str) -> &'a str {
     &dom[open..at + dom[at..].find('>').unwrap()]
 }
 
+/// Requests seen: method and URI, and whether a bearer token came along.
+type RequestLog = Arc<Mutex<Vec<(String, bool)>>>;
+
 /// Records every request's method, path and query, and whether it carried
 /// the admin token as a bearer header: the page must only ever send the
 /// token in that header.
-async fn record(
-    log: axum::extract::State<Arc<Mutex<Vec<(String, bool)>>>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn record(log: axum::extract::State<RequestLog>, request: Request, next: Next) -> Response {
     let bearer = request
         .headers()
         .get("authorization")
@@ -211,7 +210,7 @@ async fn the_status_page_renders_live_host_status_in_headless_chromium() {
     let syncs =
         Arc::new(Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs).unwrap());
     drop(pipelines.start());
-    let log = Arc::new(Mutex::new(Vec::new()));
+    let log = RequestLog::default();
     let app = switchyard_server::app(switchyard_server::Services {
         pipelines: Some(pipelines.clone()),
         syncs: Some(syncs.clone()),
