@@ -6,6 +6,7 @@
 //! | `GET /v1/connectors` | every connection with its plugin, version and actions |
 //! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out |
 //! | `GET /metrics` | Prometheus / OpenMetrics text, public like most exporters |
+//! | `GET /status` | the status page, over the admin API (`status.rs`) |
 //!
 //! plus `POST /v1/hooks/{name}` (signature-checked webhooks), the operator
 //! routes of [`pipelines`] (webhook counters, pipelines, dead letters,
@@ -31,6 +32,7 @@ use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
 
 pub mod admin;
 pub mod pipelines;
+mod status;
 
 /// What handlers share: the runtime, and the pipelines when configured.
 #[derive(Clone)]
@@ -118,6 +120,7 @@ pub fn app(services: Services) -> Router {
         .merge(admin::protect(operator_routes(), state.clone()))
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
         .merge(admin::router(state.clone()))
+        .merge(status::routes())
         .with_state(state)
 }
 
