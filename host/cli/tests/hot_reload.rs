@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,10 +32,16 @@ impl Drop for Host {
 impl Host {
     /// `switchyard serve` with greeter 1.0.0 as `plugins/greeter.wasm`.
     fn start() -> Host {
+        Host::start_with("", |_| {})
+    }
+
+    /// [`Host::start`] with `extra` config, after `prepare` ran in the dir.
+    fn start_with(extra: &str, prepare: impl FnOnce(&Path)) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
         std::fs::copy(guest("guest-greeter-v1"), plugins.join("greeter.wasm")).unwrap();
+        prepare(dir.path());
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -42,7 +49,7 @@ impl Host {
             .port();
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n\
-             [admin]\ntoken = {{ env = \"SWITCHYARD_TEST_ADMIN_TOKEN\" }}\n"
+             [admin]\ntoken = {{ env = \"SWITCHYARD_TEST_ADMIN_TOKEN\" }}\n{extra}"
         );
         std::fs::write(dir.path().join("switchyard.toml"), config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -314,4 +321,73 @@ fn the_admin_api_needs_the_token() {
     assert_eq!(host.call_version("greeter").unwrap(), "1.0.0");
     let ok: Value = host.admin("GET", "/admin/v1/plugins", None).json();
     assert_eq!(ok["plugins"][0]["name"], "greeter");
+}
+
+/// Runs the CLI in `dir` and expects success.
+fn cli(dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn uploads_to_a_host_requiring_signatures_need_a_trusted_signature() {
+    let extra = "[trust]\nrequire_signatures = true\n[trust.publishers]\nacme = \"acme.pub\"\n";
+    let host = Host::start_with(extra, |dir| {
+        cli(dir, &["key", "generate", "--out", "acme"]);
+        cli(
+            dir,
+            &[
+                "plugin",
+                "sign",
+                "plugins/greeter.wasm",
+                "--key",
+                "acme.key",
+            ],
+        );
+        std::fs::copy(guest("guest-greeter-v2"), dir.join("v2.wasm")).unwrap();
+        cli(dir, &["plugin", "sign", "v2.wasm", "--key", "acme.key"]);
+    });
+    let dir = host.plugins.parent().unwrap().to_owned();
+    let v2 = std::fs::read(dir.join("v2.wasm")).unwrap();
+    let v2_sig = std::fs::read(dir.join("v2.sig")).unwrap();
+
+    // Unsigned: refused before compilation, with the fix in the message.
+    let unsigned = multipart(&[("component", &v2)]);
+    let r = host.admin(
+        "POST",
+        "/admin/v1/plugins/greeter",
+        Some((&unsigned.0, &unsigned.1)),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("not signed"), "{message}");
+    // v2's signature on v1's bytes: tampered.
+    let v1 = std::fs::read(guest("guest-greeter-v1")).unwrap();
+    let swapped = multipart(&[("component", &v1), ("signature", &v2_sig)]);
+    let r = host.admin(
+        "POST",
+        "/admin/v1/plugins/greeter",
+        Some((&swapped.0, &swapped.1)),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(host.call_version("greeter").unwrap(), "1.0.0");
+
+    let signed = multipart(&[("component", &v2), ("signature", &v2_sig)]);
+    let r = host.admin(
+        "POST",
+        "/admin/v1/plugins/greeter",
+        Some((&signed.0, &signed.1)),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["plugin"]["publisher"], "acme");
+    assert_eq!(host.call_version("greeter").unwrap(), "2.0.0");
+    assert!(host.plugins.join("greeter@2.0.0.sig").is_file());
 }
