@@ -18,12 +18,21 @@ pub const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 #[derive(Clone, Debug)]
 pub struct SharedEngine {
     engine: Engine,
-    _ticker: Arc<EpochTicker>,
+    _ticker: Option<Arc<EpochTicker>>,
 }
 
 impl SharedEngine {
     /// Builds an engine whose pool and stack limits follow `limits`.
     pub fn new(limits: &Limits) -> wasmtime::Result<Self> {
+        Self::with_epochs(limits, true)
+    }
+
+    /// As [`SharedEngine::new`]; `epochs: false` compiles guests without
+    /// epoch checks and starts no ticker, so **deadlines no longer stop
+    /// guest code**. Only the benchmark suite uses it, to measure what the
+    /// checks cost.
+    #[doc(hidden)]
+    pub fn with_epochs(limits: &Limits, epochs: bool) -> wasmtime::Result<Self> {
         let instances = limits.pool_instances;
         let mut pool = PoolingAllocationConfig::new();
         // Most components have one memory (two with a WASI adapter) and a
@@ -49,7 +58,7 @@ impl SharedEngine {
 
         let mut config = Config::new();
         config
-            .epoch_interruption(true)
+            .epoch_interruption(epochs)
             .wasm_component_model(true)
             .max_wasm_stack(limits.wasm_stack_bytes)
             // The async fiber stack must hold the wasm stack plus host frames.
@@ -60,10 +69,10 @@ impl SharedEngine {
             .memory_guard_size(32 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = epochs.then(|| Arc::new(EpochTicker::start(engine.clone())));
         Ok(SharedEngine {
             engine,
-            _ticker: Arc::new(ticker),
+            _ticker: ticker,
         })
     }
 
