@@ -39,7 +39,14 @@ pub struct Bench {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only per-call,batch,spawn,long-lived,epoch,load` runs those steps.
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_owned).collect());
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,23 +96,26 @@ fn main() {
         "subprocess and native disagree"
     );
 
-    let mode = if quick { "quick" } else { "full" };
+    let mode = match (quick, &only) {
+        (false, None) => "full".to_owned(),
+        (true, None) => "quick".to_owned(),
+        (q, Some(o)) => format!("{}, only {}", if q { "quick" } else { "full" }, o.join(",")),
+    };
     eprintln!("benchmark suite ({mode} run); figures print when all are measured");
     let mut rows = Vec::new();
     let mut step = |name: &str, f: &mut dyn FnMut() -> Vec<stats::Row>| {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == name)) {
+            return;
+        }
         eprintln!("  measuring {name}…");
         rows.extend(f());
     };
-    step("per-call transform", &mut || transform::per_call(&b));
-    step("batched transform", &mut || transform::batch(&b).0);
-    step("process per invocation", &mut || {
-        vec![subprocess::per_invocation(&b)]
-    });
-    step("long-lived process", &mut || {
-        vec![subprocess::long_lived(&b)]
-    });
-    step("epoch overhead", &mut || vec![epoch::overhead(&b)]);
-    step("precompiled load", &mut || vec![load::precompiled(&b)]);
+    step("per-call", &mut || transform::per_call(&b));
+    step("batch", &mut || transform::batch(&b).0);
+    step("spawn", &mut || vec![subprocess::per_invocation(&b)]);
+    step("long-lived", &mut || vec![subprocess::long_lived(&b)]);
+    step("epoch", &mut || vec![epoch::overhead(&b)]);
+    step("load", &mut || vec![load::precompiled(&b)]);
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."
@@ -115,6 +125,6 @@ fn main() {
     let dir = switchyard_tests::workspace_root()
         .join("target")
         .join("bench");
-    stats::write(&dir, &rows, mode, &header).expect("writing target/bench");
+    stats::write(&dir, &rows, &mode, &header).expect("writing target/bench");
     println!("written to {}", dir.join("results.{json,md}").display());
 }

@@ -4,7 +4,9 @@ use crate::limits::Limits;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// How often the epoch advances; deadlines are accurate to about this much.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -68,6 +70,11 @@ impl SharedEngine {
             .memory_reservation(4 << 30)
             .memory_guard_size(32 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("SWITCHYARD_PERF_MAP").is_some_and(|v| v == "1") {
+            // Writes /tmp/perf-<pid>.map so `perf report` names guest
+            // functions (see BENCHMARKS.md).
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let ticker = epochs.then(|| Arc::new(EpochTicker::start(engine.clone())));
         Ok(SharedEngine {
