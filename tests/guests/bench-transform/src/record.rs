@@ -42,7 +42,7 @@ pub fn sample_record(i: usize) -> Vec<u8> {
         "created_at": "2026-11-23T20:22:28Z",
         "updated_at": "2026-11-23T21:05:00Z",
         "lifetime_value_cents": 1_284_500 + i,
-        "marketing_opt_in": i % 3 != 0,
+        "marketing_opt_in": !i.is_multiple_of(3),
         "internal_notes": "Prefers email. Met at the 2026 integration summit; follow up on the enterprise plan in Q1.",
         "preferences": { "channel": "email", "frequency": "weekly", "language": "en", "digest": true },
         "metadata": { "crm_id": "0035e00000B8fWxAAJ", "segment": "enterprise", "score": 87.5, "owner": "usr_00042" }
