@@ -29,6 +29,7 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "couchdb-source",
     "couchdb-sink",
     "webhook-receiver",
+    "bench-transform",
 ];
 
 /// The canary secret value of this test run: every test that hands a

@@ -4,7 +4,9 @@ use crate::limits::Limits;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// How often the epoch advances; deadlines are accurate to about this much.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -18,12 +20,21 @@ pub const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 #[derive(Clone, Debug)]
 pub struct SharedEngine {
     engine: Engine,
-    _ticker: Arc<EpochTicker>,
+    _ticker: Option<Arc<EpochTicker>>,
 }
 
 impl SharedEngine {
     /// Builds an engine whose pool and stack limits follow `limits`.
     pub fn new(limits: &Limits) -> wasmtime::Result<Self> {
+        Self::with_epochs(limits, true)
+    }
+
+    /// As [`SharedEngine::new`]; `epochs: false` compiles guests without
+    /// epoch checks and starts no ticker, so **deadlines no longer stop
+    /// guest code**. Only the benchmark suite uses it, to measure what the
+    /// checks cost.
+    #[doc(hidden)]
+    pub fn with_epochs(limits: &Limits, epochs: bool) -> wasmtime::Result<Self> {
         let instances = limits.pool_instances;
         let mut pool = PoolingAllocationConfig::new();
         // Most components have one memory (two with a WASI adapter) and a
@@ -49,7 +60,7 @@ impl SharedEngine {
 
         let mut config = Config::new();
         config
-            .epoch_interruption(true)
+            .epoch_interruption(epochs)
             .wasm_component_model(true)
             .max_wasm_stack(limits.wasm_stack_bytes)
             // The async fiber stack must hold the wasm stack plus host frames.
@@ -59,11 +70,16 @@ impl SharedEngine {
             .memory_reservation(4 << 30)
             .memory_guard_size(32 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("SWITCHYARD_PERF_MAP").is_some_and(|v| v == "1") {
+            // Writes /tmp/perf-<pid>.map so `perf report` names guest
+            // functions (see BENCHMARKS.md).
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = epochs.then(|| Arc::new(EpochTicker::start(engine.clone())));
         Ok(SharedEngine {
             engine,
-            _ticker: Arc::new(ticker),
+            _ticker: ticker,
         })
     }
 

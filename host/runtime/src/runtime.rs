@@ -201,6 +201,7 @@ pub struct RuntimeBuilder {
     monitor: Option<Monitor>,
     metrics: Option<Arc<Metrics>>,
     audit: Option<Arc<AuditLog>>,
+    without_epochs: bool,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -284,10 +285,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Benchmarks only: no epoch interruption, so **deadlines do not stop
+    /// guest code** (see [`SharedEngine::with_epochs`]). The benchmark suite
+    /// uses it to measure what the deadline checks cost.
+    #[doc(hidden)]
+    pub fn without_epoch_deadlines_for_benchmarks(mut self) -> Self {
+        self.without_epochs = true;
+        self
+    }
+
     /// Creates the engine and linker.
     pub fn build(self) -> Result<Runtime, LoadError> {
         self.limits.validate().map_err(LoadError::Config)?;
-        let engine = SharedEngine::new(&self.limits)
+        let engine = SharedEngine::with_epochs(&self.limits, !self.without_epochs)
             .map_err(|e| LoadError::Config(format!("cannot create engine: {e:#}")))?;
         let mut linker = Linker::new(engine.engine());
         let link = |linker: &mut Linker<InvocationState>| -> wasmtime::Result<()> {
