@@ -13,6 +13,8 @@
 mod epoch;
 #[path = "suite/load.rs"]
 mod load;
+#[path = "suite/memory.rs"]
+mod memory;
 #[path = "suite/stats.rs"]
 mod stats;
 #[path = "suite/subprocess.rs"]
@@ -40,8 +42,12 @@ pub struct Bench {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--memory-child") {
+        memory::child(std::path::Path::new(&args[i + 1]));
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load` runs those steps.
+    // `--only per-call,batch,spawn,long-lived,epoch,load,memory` runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -116,6 +122,7 @@ fn main() {
     step("long-lived", &mut || vec![subprocess::long_lived(&b)]);
     step("epoch", &mut || vec![epoch::overhead(&b)]);
     step("load", &mut || vec![load::precompiled(&b)]);
+    step("memory", &mut || vec![memory::thousand_plugins(&b)]);
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."

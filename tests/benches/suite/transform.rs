@@ -29,8 +29,14 @@ pub fn per_call(b: &Bench) -> Vec<Row> {
         let out = b.tokio.block_on(session.call_action("map", &input));
         black_box(out.unwrap());
     };
+    // What a fresh call adds over a reused one, split off: a store and an
+    // instance from the pool, dropped again, with no call into the guest.
+    let mut instantiate = || {
+        let session = b.tokio.block_on(b.runtime.session(CONNECTION));
+        drop(black_box(session.unwrap()));
+    };
     let s = interleave(
-        &mut [&mut native, &mut fresh, &mut reused],
+        &mut [&mut native, &mut fresh, &mut reused, &mut instantiate],
         200,
         rounds,
         chunk,
@@ -47,10 +53,21 @@ pub fn per_call(b: &Bench) -> Vec<Row> {
             goal: Goal::AtMost(2.0),
         },
         Row {
-            figure,
+            figure: figure.clone(),
             subject: format!("reused instance: {}", s[2].time_text()),
-            baseline: native_text,
+            baseline: native_text.clone(),
             value: s[2].median() / s[0].median(),
+            unit: "×",
+            goal: Goal::None,
+        },
+        Row {
+            figure,
+            subject: format!(
+                "of which store + instance, created and dropped: {}",
+                s[3].time_text()
+            ),
+            baseline: native_text,
+            value: s[3].median() / s[0].median(),
             unit: "×",
             goal: Goal::None,
         },
