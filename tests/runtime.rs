@@ -128,6 +128,27 @@ async fn a_panicking_guest_is_an_error_and_the_host_keeps_serving() {
     assert_still_serving(&runtime).await;
 }
 
+/// The SDK's allocator starts in the 1 MiB initial heap `switchyard
+/// plugin build` links in, so a call that fits never grows memory (each
+/// growth costs the host two page-protection changes); a bigger one grows.
+#[tokio::test]
+async fn small_calls_allocate_without_growing_memory() {
+    let runtime = misbehave().await;
+    let pages = |out: Vec<u8>| -> (u32, u32) {
+        let text = String::from_utf8(out).unwrap();
+        let (before, after) = text.split_once(' ').unwrap();
+        (before.parse().unwrap(), after.parse().unwrap())
+    };
+    let (before, after) = pages(call(&runtime, "heap", b"512").await.unwrap());
+    assert_eq!(before, after, "512 KiB fit the initial heap");
+    let (before, after) = pages(call(&runtime, "heap", b"4096").await.unwrap());
+    assert!(
+        after > before,
+        "4 MiB grows memory: {before} -> {after} pages"
+    );
+    assert_still_serving(&runtime).await;
+}
+
 #[tokio::test]
 async fn a_memory_bomb_hits_the_memory_limit() {
     let runtime = misbehave().await;

@@ -41,6 +41,14 @@
 
 mod types;
 
+#[cfg(all(
+    feature = "allocator",
+    target_arch = "wasm32",
+    target_os = "unknown",
+    not(target_feature = "atomics")
+))]
+mod alloc;
+
 pub mod config;
 pub mod http;
 pub mod json;

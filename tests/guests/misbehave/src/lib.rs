@@ -63,6 +63,16 @@ impl Connector for Misbehave {
                     std::hint::black_box(&hoard);
                 }
             }
+            "heap" => {
+                // Allocates the input's KiB in 1 KiB pieces; answers the
+                // memory size in 64 KiB pages before and after.
+                let kib: usize = String::from_utf8_lossy(input).trim().parse().unwrap_or(1);
+                let before = core::arch::wasm32::memory_size(0);
+                let pieces: Vec<Vec<u8>> = (0..kib).map(|i| vec![i as u8; 1024]).collect();
+                std::hint::black_box(&pieces);
+                let after = core::arch::wasm32::memory_size(0);
+                Ok(format!("{before} {after}").into_bytes())
+            }
             "recurse" => {
                 let mut trail = [0u8; 64];
                 Ok(recurse(0, &mut trail).to_le_bytes().to_vec())
