@@ -9,6 +9,8 @@
 //! module, compiled natively into this bench, into the guest component and
 //! into the `bench-jsonl-connector` subprocess binary.
 
+#[path = "suite/endpoint.rs"]
+mod endpoint;
 #[path = "suite/epoch.rs"]
 mod epoch;
 #[path = "suite/load.rs"]
@@ -41,7 +43,7 @@ pub struct Bench {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load` runs those steps.
+    // `--only per-call,batch,spawn,long-lived,epoch,load,endpoint` runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -116,6 +118,11 @@ fn main() {
     step("long-lived", &mut || vec![subprocess::long_lived(&b)]);
     step("epoch", &mut || vec![epoch::overhead(&b)]);
     step("load", &mut || vec![load::precompiled(&b)]);
+    step("endpoint", &mut || {
+        let mut rows = endpoint::action(&b);
+        rows.extend(endpoint::webhook(&b));
+        rows
+    });
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."
