@@ -71,10 +71,11 @@ struct Server {
 }
 
 impl Server {
+    /// `name` names its threads (for `perf report --comm`).
     fn start(name: &str, router: Router) -> Server {
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(SERVER_THREADS)
-            .thread_name(format!("server-{name}"))
+            .thread_name(name)
             .enable_all()
             .build()
             .unwrap();
@@ -292,11 +293,11 @@ pub fn action(b: &Bench) -> Vec<Row> {
         super::transform::CONNECTION
     );
     let subject = Server::start(
-        "app",
+        "action-app",
         switchyard_server::app(switchyard_server::Services::new(b.runtime.clone())),
     );
     let baseline = Server::start(
-        "native",
+        "action-native",
         Router::new().route(
             "/v1/connectors/{name}/actions/{action}",
             post(native_action),
@@ -447,7 +448,7 @@ pub fn webhook(b: &Bench) -> Vec<Row> {
     let dir = tempfile::tempdir_in(switchyard_tests::workspace_root().join("target")).unwrap();
     let (runtime, pipelines) = webhook_app(b, dir.path());
     let subject = Server::start(
-        "app",
+        "hook-app",
         switchyard_server::app(switchyard_server::Services {
             pipelines: Some(pipelines.clone()),
             ..switchyard_server::Services::new(runtime)
@@ -459,7 +460,7 @@ pub fn webhook(b: &Bench) -> Vec<Row> {
         secret: SecretValue::new(SECRET.into()),
     });
     let baseline = Server::start(
-        "native",
+        "hook-native",
         Router::new()
             .route("/v1/hooks/{name}", post(native_hook))
             .with_state(native),
