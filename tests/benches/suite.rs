@@ -9,6 +9,8 @@
 //! module, compiled natively into this bench, into the guest component and
 //! into the `bench-jsonl-connector` subprocess binary.
 
+#[path = "suite/endpoint.rs"]
+mod endpoint;
 #[path = "suite/epoch.rs"]
 mod epoch;
 #[path = "suite/load.rs"]
@@ -47,7 +49,8 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load,memory` runs those steps.
+    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint`
+    // runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -123,6 +126,11 @@ fn main() {
     step("epoch", &mut || vec![epoch::overhead(&b)]);
     step("load", &mut || vec![load::precompiled(&b)]);
     step("memory", &mut || vec![memory::thousand_plugins(&b)]);
+    step("endpoint", &mut || {
+        let mut rows = endpoint::action(&b);
+        rows.extend(endpoint::webhook(&b));
+        rows
+    });
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."

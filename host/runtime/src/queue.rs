@@ -18,7 +18,7 @@ use crate::bindings::{ConnectorError, Message};
 use rusqlite::{Connection as Sqlite, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why a queue operation failed.
@@ -122,6 +122,9 @@ pub struct QueueStats {
 #[derive(Debug)]
 pub struct Queue {
     db: Mutex<Sqlite>,
+    /// Webhook deliveries waiting to be committed together (see
+    /// [`enqueue_delivery`](Queue::enqueue_delivery)).
+    pending: Mutex<Vec<Arc<PendingDelivery>>>,
 }
 
 fn now_ms() -> i64 {
@@ -186,9 +189,14 @@ impl Queue {
                 id TEXT NOT NULL,
                 seen_at INTEGER NOT NULL,
                 PRIMARY KEY (source, id)
-            );",
+            );
+            -- Every delivery prunes those past their window: a range, not a scan.
+            CREATE INDEX IF NOT EXISTS deliveries_seen ON deliveries (seen_at);",
         )?;
-        Ok(Queue { db: Mutex::new(db) })
+        Ok(Queue {
+            db: Mutex::new(db),
+            pending: Mutex::default(),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Sqlite) -> rusqlite::Result<T>) -> Result<T, QueueError> {
@@ -525,6 +533,14 @@ impl Queue {
     /// enqueues `message`, in one transaction: an event is either both
     /// remembered and queued or neither, so a sender's retry after a crash
     /// is not mistaken for a replay.
+    ///
+    /// Returns once that transaction is committed (durably: the database
+    /// runs with `synchronous=FULL`). Concurrent callers share commits
+    /// (group commit): whoever holds the database next writes every
+    /// delivery waiting by then, each in a savepoint of its own, and
+    /// commits once; the others find their result written when they get
+    /// the database. One fsync then covers many webhook requests, and none
+    /// is answered before its own delivery is on disk.
     pub fn enqueue_delivery(
         &self,
         queue: &str,
@@ -532,30 +548,117 @@ impl Queue {
         window: Duration,
         message: &Message,
     ) -> Result<bool, QueueError> {
-        let now = now_ms();
-        self.with(|db| {
-            let tx = db.transaction()?;
-            if !remember_delivery(&tx, source, &message.id, window)? {
-                return Ok(false);
+        let mine = Arc::new(PendingDelivery {
+            queue: queue.to_owned(),
+            source: source.to_owned(),
+            window,
+            message: message.clone(),
+            result: Mutex::new(None),
+        });
+        lock(&self.pending).push(mine.clone());
+        let mut db = lock(&self.db);
+        if let Some(result) = lock(&mine.result).take() {
+            // An earlier holder of the database committed it.
+            return result;
+        }
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        debug_assert!(batch.iter().any(|p| Arc::ptr_eq(p, &mine)));
+        let results = commit_deliveries(&mut db, &batch);
+        for (pending, result) in batch.iter().zip(results) {
+            *lock(&pending.result) = Some(result);
+        }
+        drop(db);
+        lock(&mine.result)
+            .take()
+            .expect("this batch held our delivery")
+    }
+}
+
+/// A delivery waiting for a group commit, and then its result.
+#[derive(Debug)]
+struct PendingDelivery {
+    queue: String,
+    source: String,
+    window: Duration,
+    message: Message,
+    result: Mutex<Option<Result<bool, QueueError>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Remembers and enqueues each of `batch` in one transaction, each in a
+/// savepoint so that one failing leaves the others; one result each, in
+/// order. If the commit fails, every one fails.
+fn commit_deliveries(
+    db: &mut Sqlite,
+    batch: &[Arc<PendingDelivery>],
+) -> Vec<Result<bool, QueueError>> {
+    let now = now_ms();
+    let mut results = Vec::with_capacity(batch.len());
+    let committed = (|| {
+        let mut tx = db.transaction()?;
+        for pending in batch {
+            let mut savepoint = tx.savepoint()?;
+            match store_delivery(&savepoint, pending, now) {
+                Ok(fresh) => {
+                    savepoint.commit()?;
+                    results.push(Ok(fresh));
+                }
+                Err(e) => {
+                    savepoint.rollback()?;
+                    drop(savepoint);
+                    results.push(Err(QueueError(e)));
+                }
             }
-            tx.execute(
-                "INSERT OR IGNORE INTO messages
-                 (queue, stream, id, key, headers, payload, timestamp_ms, available_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-                params![
-                    queue,
-                    message.stream,
-                    message.id,
-                    message.key,
-                    serde_json::to_string(&message.headers).expect("strings serialize"),
-                    message.payload,
-                    message.timestamp_ms as i64,
-                    now
-                ],
-            )?;
-            tx.commit()?;
-            Ok(true)
-        })
+        }
+        tx.commit()
+    })();
+    match committed {
+        Ok(()) => results,
+        Err(e) => batch
+            .iter()
+            .map(|_| Err(QueueError(copy_error(&e))))
+            .collect(),
+    }
+}
+
+/// One delivery of a group commit: `Ok(false)` if it is a replay.
+fn store_delivery(tx: &Sqlite, pending: &PendingDelivery, now: i64) -> rusqlite::Result<bool> {
+    let message = &pending.message;
+    if !remember_delivery(tx, &pending.source, &message.id, pending.window)? {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO messages
+         (queue, stream, id, key, headers, payload, timestamp_ms, available_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+    )?
+    .execute(params![
+        pending.queue,
+        message.stream,
+        message.id,
+        message.key,
+        serde_json::to_string(&message.headers).expect("strings serialize"),
+        message.payload,
+        message.timestamp_ms as i64,
+        now
+    ])?;
+    Ok(true)
+}
+
+/// The same error for every delivery of a failed group commit
+/// (`rusqlite::Error` is not `Clone`).
+fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            rusqlite::Error::SqliteFailure(*code, message.clone())
+        }
+        other => rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(other.to_string()),
+        ),
     }
 }
 
@@ -663,18 +766,20 @@ fn dead_letter_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
 }
 
 fn remember_delivery(
-    tx: &rusqlite::Transaction<'_>,
+    db: &Sqlite,
     source: &str,
     id: &str,
     window: Duration,
 ) -> rusqlite::Result<bool> {
     let now = now_ms();
     let oldest = now - window.as_millis() as i64;
-    tx.execute("DELETE FROM deliveries WHERE seen_at < ?1", params![oldest])?;
-    let added = tx.execute(
-        "INSERT OR IGNORE INTO deliveries (source, id, seen_at) VALUES (?1, ?2, ?3)",
-        params![source, id, now],
-    )?;
+    db.prepare_cached("DELETE FROM deliveries WHERE seen_at < ?1")?
+        .execute(params![oldest])?;
+    let added = db
+        .prepare_cached(
+            "INSERT OR IGNORE INTO deliveries (source, id, seen_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![source, id, now])?;
     Ok(added == 1)
 }
 

@@ -204,3 +204,48 @@ fn deliveries_are_remembered_for_their_window() {
         "window passed"
     );
 }
+
+#[test]
+fn concurrent_deliveries_share_commits_and_each_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = std::sync::Arc::new(Queue::open(&path).unwrap());
+    let window = Duration::from_secs(600);
+    // 16 threads each deliver ids 0..20, and ids 0..5 by all of them: each
+    // id is fresh for exactly one caller, whichever commit it lands in.
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut fresh = Vec::new();
+                for i in 0..20 {
+                    let id = if i < 5 {
+                        format!("shared-{i}")
+                    } else {
+                        format!("t{t}-{i}")
+                    };
+                    if q.enqueue_delivery("hook:h", "webhook:h", window, &message(&id))
+                        .unwrap()
+                    {
+                        fresh.push(id);
+                    }
+                }
+                fresh
+            })
+        })
+        .collect();
+    let mut fresh: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    fresh.sort();
+    let before = fresh.len();
+    fresh.dedup();
+    assert_eq!(before, fresh.len(), "an id was accepted twice");
+    assert_eq!(fresh.len(), 5 + 16 * 15);
+    drop(q);
+    // Committed: a reopened queue holds every accepted delivery.
+    let q = Queue::open(&path).unwrap();
+    assert_eq!(q.stats("hook:h").unwrap().ready, fresh.len() as u64);
+    assert!(!q.first_delivery("webhook:h", "shared-0", window).unwrap());
+}
