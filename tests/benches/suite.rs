@@ -13,6 +13,8 @@
 mod epoch;
 #[path = "suite/load.rs"]
 mod load;
+#[path = "suite/pipeline.rs"]
+mod pipeline;
 #[path = "suite/stats.rs"]
 mod stats;
 #[path = "suite/subprocess.rs"]
@@ -41,7 +43,7 @@ pub struct Bench {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load` runs those steps.
+    // `--only per-call,batch,spawn,long-lived,epoch,load,pipeline` runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
         .position(|a| a == "--only")
@@ -116,6 +118,7 @@ fn main() {
     step("long-lived", &mut || vec![subprocess::long_lived(&b)]);
     step("epoch", &mut || vec![epoch::overhead(&b)]);
     step("load", &mut || vec![load::precompiled(&b)]);
+    step("pipeline", &mut || pipeline::throughput(&b));
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."
