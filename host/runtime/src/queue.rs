@@ -169,6 +169,11 @@ impl Queue {
                 UNIQUE (queue, stream, id)
             );
             CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, state, available_at);
+            -- Claims walk this in seq order and stop after a batch: neither
+            -- delivered rows nor a long backlog (which the index above
+            -- would sort in full on every claim) slows them.
+            CREATE INDEX IF NOT EXISTS messages_pending ON messages (queue, seq)
+              WHERE state IN ('ready', 'in-flight');
             CREATE TABLE IF NOT EXISTS cursors (
                 sync TEXT NOT NULL,
                 stream TEXT NOT NULL,
@@ -304,19 +309,13 @@ impl Queue {
         })
     }
 
-    /// Marks deliveries done.
+    /// Marks deliveries done, in one transaction.
     pub fn ack(&self, seqs: &[i64]) -> Result<(), QueueError> {
         let now = now_ms();
         self.with(|db| {
             let tx = db.transaction()?;
-            {
-                let mut done = tx.prepare_cached(
-                    "UPDATE messages SET state = 'done', updated_at = ?2, last_error = NULL
-                     WHERE seq = ?1",
-                )?;
-                for seq in seqs {
-                    done.execute(params![seq, now])?;
-                }
+            for seq in seqs {
+                apply(&tx, *seq, &Settlement::Done, now)?;
             }
             tx.commit()
         })
@@ -329,47 +328,54 @@ impl Queue {
         error: &ConnectorError,
         policy: &RetryPolicy,
     ) -> Result<FailOutcome, QueueError> {
-        let message = crate::error::guest_error_message(error);
-        let (kind, retry_after) = match error {
-            ConnectorError::Retryable(_) => ("retryable", None),
-            ConnectorError::RateLimited(r) => ("rate-limited", r.retry_after_ms),
-            ConnectorError::Permanent(_) => ("permanent", None),
-            ConnectorError::InvalidInput(_) => ("invalid-input", None),
-        };
-        let last_error = format!("{kind}: {message}");
-        let permanent = matches!(kind, "permanent" | "invalid-input");
-        if permanent || delivery.attempt >= policy.max_attempts {
-            let reason = if permanent {
-                format!("{kind} error")
-            } else {
-                format!("gave up after {} attempts", delivery.attempt)
-            };
-            self.dead_letter(delivery.seq, &reason, &last_error)?;
-            return Ok(FailOutcome::DeadLettered);
-        }
-        let wait_ms = retry_after
-            .unwrap_or(0)
-            .max(policy.backoff_ms(delivery.attempt));
-        let now = now_ms();
-        self.with(|db| {
-            db.execute(
-                "UPDATE messages SET state = 'ready', available_at = ?2, last_error = ?3,
-                 updated_at = ?4 WHERE seq = ?1",
-                params![delivery.seq, now + wait_ms as i64, last_error, now],
-            )
-        })?;
-        Ok(FailOutcome::RetryIn(Duration::from_millis(wait_ms)))
+        let outcome = Err(error.clone());
+        let settled = self.settle([(delivery, &outcome)], policy)?;
+        Ok(settled
+            .into_iter()
+            .next()
+            .flatten()
+            .expect("a failure settles as one"))
     }
 
-    fn dead_letter(&self, seq: i64, reason: &str, last_error: &str) -> Result<(), QueueError> {
+    /// Settles a consumer's batch in one transaction (one fsync): each
+    /// `Ok` is acked as [`ack`](Queue::ack) would, each error scheduled as
+    /// [`fail`](Queue::fail) would, one by one by its own error. All or
+    /// nothing: if the commit fails, none is settled and every delivery
+    /// comes again when its lease runs out. Returns, in order, `None` for
+    /// an ack and what happened to each failure.
+    pub fn settle<'a>(
+        &self,
+        outcomes: impl IntoIterator<Item = (&'a Delivery, &'a Result<(), ConnectorError>)>,
+        policy: &RetryPolicy,
+    ) -> Result<Vec<Option<FailOutcome>>, QueueError> {
+        let now = now_ms();
+        let plans: Vec<(i64, Settlement)> = outcomes
+            .into_iter()
+            .map(|(delivery, outcome)| {
+                let plan = match outcome {
+                    Ok(()) => Settlement::Done,
+                    Err(error) => Settlement::after_failure(delivery, error, policy),
+                };
+                (delivery.seq, plan)
+            })
+            .collect();
         self.with(|db| {
-            db.execute(
-                "UPDATE messages SET state = 'dead', reason = ?2, last_error = ?3, updated_at = ?4
-                 WHERE seq = ?1",
-                params![seq, reason, last_error, now_ms()],
-            )
+            let tx = db.transaction()?;
+            for (seq, plan) in &plans {
+                apply(&tx, *seq, plan, now)?;
+            }
+            tx.commit()
         })?;
-        Ok(())
+        Ok(plans
+            .into_iter()
+            .map(|(_, plan)| match plan {
+                Settlement::Done => None,
+                Settlement::Retry { wait_ms, .. } => {
+                    Some(FailOutcome::RetryIn(Duration::from_millis(wait_ms)))
+                }
+                Settlement::Dead { .. } => Some(FailOutcome::DeadLettered),
+            })
+            .collect())
     }
 
     /// Dead letters, oldest first, of one queue or all.
@@ -676,6 +682,80 @@ fn remember_delivery(
         params![source, id, now],
     )?;
     Ok(added == 1)
+}
+
+/// What settling one delivery writes.
+#[derive(Debug)]
+enum Settlement {
+    Done,
+    Retry { wait_ms: u64, last_error: String },
+    Dead { reason: String, last_error: String },
+}
+
+impl Settlement {
+    /// What the connector's error calls for (see the module docs).
+    fn after_failure(delivery: &Delivery, error: &ConnectorError, policy: &RetryPolicy) -> Self {
+        let message = crate::error::guest_error_message(error);
+        let (kind, retry_after) = match error {
+            ConnectorError::Retryable(_) => ("retryable", None),
+            ConnectorError::RateLimited(r) => ("rate-limited", r.retry_after_ms),
+            ConnectorError::Permanent(_) => ("permanent", None),
+            ConnectorError::InvalidInput(_) => ("invalid-input", None),
+        };
+        let last_error = format!("{kind}: {message}");
+        let permanent = matches!(kind, "permanent" | "invalid-input");
+        if permanent || delivery.attempt >= policy.max_attempts {
+            let reason = if permanent {
+                format!("{kind} error")
+            } else {
+                format!("gave up after {} attempts", delivery.attempt)
+            };
+            return Settlement::Dead { reason, last_error };
+        }
+        let wait_ms = retry_after
+            .unwrap_or(0)
+            .max(policy.backoff_ms(delivery.attempt));
+        Settlement::Retry {
+            wait_ms,
+            last_error,
+        }
+    }
+}
+
+/// Writes one settlement inside a transaction.
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    plan: &Settlement,
+    now: i64,
+) -> rusqlite::Result<()> {
+    match plan {
+        Settlement::Done => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'done', updated_at = ?2, last_error = NULL
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, now])?;
+        }
+        Settlement::Retry {
+            wait_ms,
+            last_error,
+        } => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'ready', available_at = ?2, last_error = ?3,
+                 updated_at = ?4 WHERE seq = ?1",
+            )?
+            .execute(params![seq, now + *wait_ms as i64, last_error, now])?;
+        }
+        Settlement::Dead { reason, last_error } => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'dead', reason = ?2, last_error = ?3, updated_at = ?4
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, reason, last_error, now])?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ impl Setup {
             }],
             sink: CONNECTION.into(),
             batch_size: self.batch_size,
+            workers: self.workers,
             retry: Default::default(),
         }
     }
@@ -212,8 +213,8 @@ pub fn throughput(b: &Bench) -> Vec<Row> {
         human_rate(alone)
     );
     let headline = Setup {
-        batch_size: 100,
-        workers: 1,
+        batch_size: 1_000,
+        workers: 2,
     };
     let rate = measure(headline, records);
     let mut rows = vec![Row {
@@ -229,6 +230,30 @@ pub fn throughput(b: &Bench) -> Vec<Row> {
         unit: " k rec/s",
         goal: Goal::AtLeast(TARGET_PER_S / 1e3),
     }];
-    let _ = &mut rows;
+    // What one setting buys, each against the headline setup.
+    for setup in [
+        Setup {
+            batch_size: 100,
+            workers: 1,
+        },
+        Setup {
+            batch_size: 1_000,
+            workers: 1,
+        },
+        Setup {
+            batch_size: 100,
+            workers: 2,
+        },
+    ] {
+        let r = measure(setup, records);
+        rows.push(Row {
+            figure: figure.clone(),
+            subject: format!("{}: {}", setup.text(), human_rate(r)),
+            baseline: format!("{}: {}", headline.text(), human_rate(rate)),
+            value: r / rate,
+            unit: "×",
+            goal: Goal::None,
+        });
+    }
     rows
 }
