@@ -613,7 +613,7 @@ async fn several_workers_deliver_every_record_once_and_settle_each_by_its_outcom
     assert_eq!(letters.len(), 60);
     for letter in letters {
         let i: usize = letter.id["contact-".len()..].parse().unwrap();
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             assert_eq!(
                 (letter.attempts, letter.reason.as_str()),
                 (1, "permanent error")

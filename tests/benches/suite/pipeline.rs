@@ -174,6 +174,46 @@ fn transform_alone(b: &Bench, runtime: &Runtime) -> f64 {
     PRODUCER_BATCH as f64 / best
 }
 
+/// The pipeline's two halves apart, on one thread: the queue alone
+/// (enqueue, claim, settle, no connector calls) and the connectors alone
+/// (transform, then write, of in-memory batches). Records per second each.
+fn halves(b: &Bench, runtime: &Runtime, batch_size: usize, records: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(&dir.path().join("queue.db")).unwrap();
+    let name = pipeline_queue(PIPELINE);
+    let all = messages(records);
+    let start = Instant::now();
+    for batch in all.chunks(PRODUCER_BATCH) {
+        queue.enqueue(&name, batch).unwrap();
+    }
+    let mut settled = 0;
+    loop {
+        let batch = queue
+            .claim(&name, batch_size, Duration::from_secs(60))
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let ok = vec![Ok(()); batch.len()];
+        queue
+            .settle(batch.iter().zip(&ok), &Default::default())
+            .unwrap();
+        settled += batch.len();
+    }
+    let queue_rate = settled as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for batch in all.chunks(batch_size) {
+        let out = b
+            .tokio
+            .block_on(runtime.transform(CONNECTION, batch.to_vec()))
+            .unwrap();
+        let written = b.tokio.block_on(runtime.write(CONNECTION, out)).unwrap();
+        assert_eq!(written.len(), batch.len());
+    }
+    let connector_rate = records as f64 / start.elapsed().as_secs_f64();
+    (queue_rate, connector_rate)
+}
+
 pub fn throughput(b: &Bench) -> Vec<Row> {
     let settled = Arc::new(Settled::default());
     let runtime = b.tokio.block_on(async {
@@ -249,6 +289,30 @@ pub fn throughput(b: &Bench) -> Vec<Row> {
         rows.push(Row {
             figure: figure.clone(),
             subject: format!("{}: {}", setup.text(), human_rate(r)),
+            baseline: format!("{}: {}", headline.text(), human_rate(rate)),
+            value: r / rate,
+            unit: "×",
+            goal: Goal::None,
+        });
+    }
+    let (queue_rate, connector_rate) = halves(b, &runtime, headline.batch_size, records);
+    for (what, r) in [
+        (
+            "queue alone (enqueue, claim, settle; no connector calls), 1 thread",
+            queue_rate,
+        ),
+        (
+            "connectors alone (transform, then null-sink write; no queue), 1 thread",
+            connector_rate,
+        ),
+    ] {
+        rows.push(Row {
+            figure: figure.clone(),
+            subject: format!(
+                "{what}, batch_size {}: {}",
+                headline.batch_size,
+                human_rate(r)
+            ),
             baseline: format!("{}: {}", headline.text(), human_rate(rate)),
             value: r / rate,
             unit: "×",
