@@ -337,6 +337,19 @@ const SCHEMA_V0: &str = "
         PRIMARY KEY (source, id)
     );";
 
+/// id, key, state, attempts, available_at, reason, last_error
+type OldRow<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    u32,
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+/// seq, id, attempt, payload, key, timestamp_ms
+type Claimed<'a> = (i64, &'a str, u32, &'a [u8], Option<&'a str>, u64);
+
 #[test]
 fn a_database_of_the_inline_body_schema_is_migrated_on_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,15 +365,7 @@ fn a_database_of_the_inline_body_schema_is_migrated_on_open() {
             )
             .unwrap();
         let headers = r#"[["content-type","application/json"]]"#;
-        let rows: [(
-            &str,
-            Option<&str>,
-            &str,
-            u32,
-            i64,
-            Option<&str>,
-            Option<&str>,
-        ); 4] = [
+        let rows: [OldRow; 4] = [
             ("done", None, "done", 1, 0, None, None),
             (
                 "ready",
@@ -441,7 +446,7 @@ fn a_database_of_the_inline_body_schema_is_migrated_on_open() {
         2
     );
     let batch = q.claim("p", 10, LEASE).unwrap();
-    let got: Vec<(i64, &str, u32, &[u8], Option<&str>, u64)> = batch
+    let got: Vec<Claimed> = batch
         .iter()
         .map(|d| {
             (
