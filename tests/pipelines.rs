@@ -7,11 +7,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchyard_runtime::pipelines::Pipelines;
+use switchyard_runtime::observe::{Observer, RecordsEvent};
+use switchyard_runtime::pipelines::{PipelineConfig, Pipelines};
+use switchyard_runtime::queue::{Queue, QueueStats};
 use switchyard_runtime::secrets::SecretValue;
 use switchyard_runtime::sync::Syncs;
 use switchyard_runtime::{Runtime, SwitchyardConfig};
@@ -479,4 +482,201 @@ async fn a_full_refresh_sync_reads_everything_every_run() {
         assert_eq!(run["report"]["written"], 25);
     }
     assert_eq!(pouchdb().snapshot(&src), pouchdb().snapshot(&dst));
+}
+
+/// Pipeline records as a runtime observer sees them.
+#[derive(Default)]
+struct Tally {
+    delivered: AtomicU64,
+    dead: AtomicU64,
+}
+
+impl Observer for Tally {
+    fn records(&self, event: &RecordsEvent<'_>) {
+        if event.flow == "pipeline" {
+            self.delivered
+                .fetch_add(event.records_out, Ordering::SeqCst);
+            self.dead.fetch_add(event.failed, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Pipeline `p` (declared by `config`, TOML) from the `bench-transform`
+/// guest's transform into its null-sink `write` (which refuses a message
+/// with header `bench-refuse: KIND`), on a queue file in a temp dir.
+async fn bench_pipeline(
+    config: &str,
+) -> (Arc<Pipelines>, Arc<Queue>, Arc<Tally>, tempfile::TempDir) {
+    let tally = Arc::new(Tally::default());
+    let runtime = Runtime::builder().observer(tally.clone()).build().unwrap();
+    runtime
+        .load_plugin(
+            "bench-transform",
+            &switchyard_tests::guest("bench-transform"),
+        )
+        .await
+        .unwrap();
+    runtime
+        .add_connection("bench", "bench-transform", BTreeMap::new())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).unwrap());
+    let config: PipelineConfig = toml::from_str(config).unwrap();
+    let pipelines = Arc::new(
+        Pipelines::new(
+            runtime.clone(),
+            queue.clone(),
+            &BTreeMap::new(),
+            &BTreeMap::from([("p".to_owned(), config)]),
+            runtime.secret_provider(),
+        )
+        .unwrap(),
+    );
+    (pipelines, queue, tally, dir)
+}
+
+/// Contact record `i`, refused by the sink with `refuse` if given.
+fn contact(i: usize, refuse: Option<&str>) -> switchyard_runtime::Message {
+    switchyard_runtime::Message {
+        id: format!("contact-{i}"),
+        stream: "contacts".into(),
+        key: None,
+        headers: refuse
+            .map(|kind| vec![("bench-refuse".to_owned(), kind.to_owned())])
+            .unwrap_or_default(),
+        payload: bench_transform::record::sample_record(i),
+        timestamp_ms: 0,
+    }
+}
+
+async fn drained(queue: &Queue) -> QueueStats {
+    let mut stats = queue.stats("pipeline:p").unwrap();
+    let started = Instant::now();
+    while stats.ready + stats.in_flight > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out draining: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stats = queue.stats("pipeline:p").unwrap();
+    }
+    stats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_workers_deliver_every_record_once_and_settle_each_by_its_outcome() {
+    let (pipelines, queue, tally, _dir) = bench_pipeline(
+        r#"
+        transforms = [{ connection = "bench" }]
+        sink = "bench"
+        batch_size = 7
+        workers = 3
+        retry = { max_attempts = 2, base_delay_ms = 0, max_delay_ms = 0 }
+        "#,
+    )
+    .await;
+    // Every tenth record is refused for good, every tenth but five
+    // retryably (twice, so it is dead-lettered after max_attempts).
+    let records: Vec<_> = (0..300)
+        .map(|i| {
+            contact(
+                i,
+                match i % 10 {
+                    0 => Some("permanent"),
+                    5 => Some("retryable"),
+                    _ => None,
+                },
+            )
+        })
+        .collect();
+    let workers = pipelines.start();
+    for chunk in records.chunks(50) {
+        queue.enqueue("pipeline:p", chunk).unwrap();
+        pipelines.wake();
+    }
+    let stats = drained(&queue).await;
+    for w in workers {
+        w.abort();
+    }
+    assert_eq!(
+        stats,
+        QueueStats {
+            done: 240,
+            dead: 60,
+            ..QueueStats::default()
+        }
+    );
+    // Acked once each: no batch was settled twice across workers.
+    assert_eq!(tally.delivered.load(Ordering::SeqCst), 240);
+    assert_eq!(tally.dead.load(Ordering::SeqCst), 60);
+    let letters = queue.dead_letters(Some("pipeline:p"), 100).unwrap();
+    assert_eq!(letters.len(), 60);
+    for letter in letters {
+        let i: usize = letter.id["contact-".len()..].parse().unwrap();
+        if i.is_multiple_of(10) {
+            assert_eq!(
+                (letter.attempts, letter.reason.as_str()),
+                (1, "permanent error")
+            );
+        } else {
+            assert_eq!(i % 10, 5);
+            assert_eq!(
+                (letter.attempts, letter.reason.as_str()),
+                (2, "gave up after 2 attempts")
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_but_not_acked_before_a_restart_are_delivered_again() {
+    let (pipelines, queue, tally, _dir) = bench_pipeline(
+        r#"
+        transforms = [{ connection = "bench" }]
+        sink = "bench"
+        batch_size = 4
+        workers = 2
+        "#,
+    )
+    .await;
+    let records: Vec<_> = (0..20).map(|i| contact(i, None)).collect();
+    queue.enqueue("pipeline:p", &records).unwrap();
+    // A previous host claimed and wrote a batch, then died before its ack.
+    let claimed = queue
+        .claim("pipeline:p", 8, Duration::from_secs(3600))
+        .unwrap();
+    let written = pipelines.queue().stats("pipeline:p").unwrap();
+    assert_eq!((claimed.len(), written.in_flight), (8, 8));
+    let workers = pipelines.start();
+    let stats = drained(&queue).await;
+    for w in workers {
+        w.abort();
+    }
+    assert_eq!(
+        stats,
+        QueueStats {
+            done: 20,
+            ..QueueStats::default()
+        }
+    );
+    assert_eq!(tally.delivered.load(Ordering::SeqCst), 20);
+}
+
+#[tokio::test]
+async fn pipeline_workers_default_to_one_and_must_be_at_least_one() {
+    let config: PipelineConfig = toml::from_str("sink = \"s\"").unwrap();
+    assert_eq!((config.workers, config.batch_size), (1, 100));
+    let runtime =
+        switchyard_tests::runtime_with(switchyard_runtime::Limits::default(), &["bench-transform"])
+            .await;
+    let config: PipelineConfig = toml::from_str("sink = \"bench-transform\"\nworkers = 0").unwrap();
+    let error = Pipelines::new(
+        runtime.clone(),
+        Arc::new(Queue::in_memory().unwrap()),
+        &BTreeMap::new(),
+        &BTreeMap::from([("p".to_owned(), config)]),
+        runtime.secret_provider(),
+    )
+    .unwrap_err();
+    assert_eq!(error, "pipelines.p.workers must be at least 1");
 }

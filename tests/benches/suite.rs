@@ -17,6 +17,8 @@ mod epoch;
 mod load;
 #[path = "suite/memory.rs"]
 mod memory;
+#[path = "suite/pipeline.rs"]
+mod pipeline;
 #[path = "suite/stats.rs"]
 mod stats;
 #[path = "suite/subprocess.rs"]
@@ -49,7 +51,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint`
+    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline`
     // runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
@@ -131,6 +133,7 @@ fn main() {
         rows.extend(endpoint::webhook(&b));
         rows
     });
+    step("pipeline", &mut || pipeline::throughput(&b));
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."

@@ -63,6 +63,14 @@ pub struct PipelineConfig {
     /// Messages per sink call. Default: 100.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Batches in flight at once, each claimed, transformed, written and
+    /// settled by its own worker. Default: 1, which delivers in queue
+    /// order. With more, batches may reach the sink and be acked out of
+    /// order (a later batch can overtake an earlier one, and a retried
+    /// message already could), so use more only for sinks that do not
+    /// depend on order.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
     /// Default: [`RetryPolicy::default`].
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -70,6 +78,10 @@ pub struct PipelineConfig {
 
 fn default_batch() -> usize {
     100
+}
+
+fn default_workers() -> usize {
+    1
 }
 
 /// How long a claimed batch is leased before it is delivered again.
@@ -155,6 +167,9 @@ impl Pipelines {
             if p.batch_size == 0 {
                 return Err(format!("pipelines.{name}.batch_size must be at least 1"));
             }
+            if p.workers == 0 {
+                return Err(format!("pipelines.{name}.workers must be at least 1"));
+            }
         }
         let mut resolved = BTreeMap::new();
         for (name, w) in webhooks {
@@ -200,6 +215,7 @@ impl Pipelines {
                     transforms: Vec::new(),
                     sink: sync.sink.clone(),
                     batch_size: default_batch(),
+                    workers: default_workers(),
                     retry: sync.retry.clone(),
                 },
             );
@@ -289,7 +305,7 @@ impl Pipelines {
         Ok(verified.delivery_id)
     }
 
-    /// Starts one worker per webhook and per pipeline; they run until the
+    /// Starts one worker per webhook and `workers` per pipeline; they run until the
     /// returned handles are aborted. Messages a previous process had
     /// claimed are released first: this host is their only consumer.
     pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
@@ -307,10 +323,12 @@ impl Pipelines {
             let name = name.clone();
             workers.push(tokio::spawn(async move { this.run_receiver(&name).await }));
         }
-        for name in self.pipelines.keys() {
-            let this = self.clone();
-            let name = name.clone();
-            workers.push(tokio::spawn(async move { this.run_pipeline(&name).await }));
+        for (name, pipeline) in &self.pipelines {
+            for _ in 0..pipeline.workers {
+                let this = self.clone();
+                let name = name.clone();
+                workers.push(tokio::spawn(async move { this.run_pipeline(&name).await }));
+            }
         }
         workers
     }
@@ -377,12 +395,14 @@ impl Pipelines {
         }
     }
 
-    /// Drains a pipeline's queue in batches through transforms into the sink.
+    /// Drains a pipeline's queue in batches through transforms into the
+    /// sink. Several of these may drain one queue: each claims its own
+    /// batch.
     async fn run_pipeline(&self, name: &str) {
         let pipeline = &self.pipelines[name];
         let queue = pipeline_queue(name);
         loop {
-            let batch = match self.queue.claim(&queue, pipeline.batch_size, LEASE) {
+            let mut batch = match self.queue.claim(&queue, pipeline.batch_size, LEASE) {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(pipeline = name, "queue: {e}");
@@ -393,12 +413,15 @@ impl Pipelines {
                 self.idle(&queue).await;
                 continue;
             }
-            let outcomes = self.deliver(pipeline, &batch).await;
+            let outcomes = self.deliver(pipeline, &mut batch).await;
+            // The whole batch is settled in one transaction: one fsync,
+            // not one per message.
+            let settled = self.settle_batch(&queue, &batch, outcomes, &pipeline.retry);
             let mut counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
-            for (delivery, outcome) in batch.iter().zip(outcomes) {
+            for (delivery, settled) in batch.iter().zip(settled) {
                 let entry = counts.entry(&delivery.message.stream).or_default();
                 entry.0 += 1;
-                match self.settle(&queue, delivery, outcome, &pipeline.retry) {
+                match settled {
                     Settled::Delivered => entry.1 += 1,
                     Settled::Dead => entry.2 += 1,
                     Settled::Retrying => {}
@@ -418,15 +441,25 @@ impl Pipelines {
     }
 
     /// Runs one batch through the transforms and the sink; one outcome per
-    /// delivery, in order.
+    /// delivery, in order. The payloads and headers move out of `batch`
+    /// (settling needs only the rest).
     async fn deliver(
         &self,
         pipeline: &PipelineConfig,
-        batch: &[Delivery],
+        batch: &mut [Delivery],
     ) -> Vec<Result<(), ConnectorError>> {
         let mut messages: Vec<Message> = batch
-            .iter()
-            .map(|d| with_idempotency_key(d.message.clone()))
+            .iter_mut()
+            .map(|d| {
+                with_idempotency_key(Message {
+                    id: d.message.id.clone(),
+                    stream: d.message.stream.clone(),
+                    key: d.message.key.clone(),
+                    headers: std::mem::take(&mut d.message.headers),
+                    payload: std::mem::take(&mut d.message.payload),
+                    timestamp_ms: d.message.timestamp_ms,
+                })
+            })
             .collect();
         for step in &pipeline.transforms {
             messages = match step.apply(&self.runtime, messages).await {
@@ -443,21 +476,25 @@ impl Pipelines {
             Err(e) => return vec![Err(connector_error(&e)); batch.len()],
         };
         // Outcomes name message ids; a delivery whose id the transforms
-        // dropped or renamed succeeds only if the whole batch did.
-        let all_ok = outcomes.iter().all(|o| o.outcome.is_ok());
+        // dropped or renamed succeeds only if the whole batch did. The
+        // first outcome for an id counts.
+        let mut by_id: std::collections::HashMap<&str, &Result<(), ConnectorError>> =
+            std::collections::HashMap::with_capacity(outcomes.len());
+        for o in &outcomes {
+            by_id.entry(o.id.as_str()).or_insert(&o.outcome);
+        }
+        let first_error = outcomes.iter().find_map(|o| o.outcome.clone().err());
         batch
             .iter()
-            .map(|d| match outcomes.iter().find(|o| o.id == d.message.id) {
-                Some(o) => o.outcome.clone(),
-                None if all_ok => Ok(()),
-                None => Err(outcomes
-                    .iter()
-                    .find_map(|o| o.outcome.clone().err())
-                    .unwrap_or(ConnectorError::Retryable("batch failed".into()))),
+            .map(|d| match (by_id.get(d.message.id.as_str()), &first_error) {
+                (Some(outcome), _) => (*outcome).clone(),
+                (None, None) => Ok(()),
+                (None, Some(e)) => Err(e.clone()),
             })
             .collect()
     }
 
+    /// Settles one delivery (the webhook receiver's step).
     fn settle(
         &self,
         queue: &str,
@@ -465,29 +502,51 @@ impl Pipelines {
         outcome: Result<(), ConnectorError>,
         policy: &RetryPolicy,
     ) -> Settled {
-        let result = match &outcome {
-            Ok(()) => self.queue.ack(&[delivery.seq]).map(|_| None),
-            Err(e) => self.queue.fail(delivery, e, policy).map(Some),
+        self.settle_batch(queue, std::slice::from_ref(delivery), vec![outcome], policy)[0]
+    }
+
+    /// Acks, retries or dead-letters each delivery of a batch by its
+    /// outcome, in one queue transaction. If that fails nothing is
+    /// settled: the batch is delivered again when its lease runs out.
+    fn settle_batch(
+        &self,
+        queue: &str,
+        batch: &[Delivery],
+        outcomes: Vec<Result<(), ConnectorError>>,
+        policy: &RetryPolicy,
+    ) -> Vec<Settled> {
+        let result = self.queue.settle(batch.iter().zip(&outcomes), policy);
+        let next = match result {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(queue, "queue: {e}");
+                return vec![Settled::Retrying; batch.len()];
+            }
         };
-        let settled = match &result {
-            Ok(None) => Settled::Delivered,
-            Ok(Some(FailOutcome::DeadLettered)) => Settled::Dead,
-            _ => Settled::Retrying,
-        };
-        match result {
-            Ok(Some(next)) => tracing::warn!(
-                target: "switchyard::pipeline",
-                queue,
-                id = %delivery.message.id,
-                attempt = delivery.attempt,
-                error = %crate::error::guest_error_message(outcome.as_ref().unwrap_err()),
-                next = ?next,
-                "delivery failed"
-            ),
-            Ok(None) => {}
-            Err(e) => tracing::error!(queue, "queue: {e}"),
-        }
-        settled
+        batch
+            .iter()
+            .zip(outcomes)
+            .zip(next)
+            .map(|((delivery, outcome), next)| match next {
+                None => Settled::Delivered,
+                Some(next) => {
+                    tracing::warn!(
+                        target: "switchyard::pipeline",
+                        queue,
+                        id = %delivery.message.id,
+                        attempt = delivery.attempt,
+                        error = %crate::error::guest_error_message(outcome.as_ref().unwrap_err()),
+                        next = ?next,
+                        "delivery failed"
+                    );
+                    if next == FailOutcome::DeadLettered {
+                        Settled::Dead
+                    } else {
+                        Settled::Retrying
+                    }
+                }
+            })
+            .collect()
     }
 }
 

@@ -147,52 +147,13 @@ impl Queue {
         Self::init(Sqlite::open_in_memory()?)
     }
 
-    fn init(db: Sqlite) -> Result<Self, QueueError> {
+    fn init(mut db: Sqlite) -> Result<Self, QueueError> {
         db.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: an acknowledged enqueue survives a power cut, not only a
         // killed process; webhooks answer 202 only after this commit.
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(Duration::from_secs(5))?;
-        db.execute_batch(
-            "CREATE TABLE IF NOT EXISTS messages (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                queue TEXT NOT NULL,
-                stream TEXT NOT NULL,
-                id TEXT NOT NULL,
-                key TEXT,
-                headers TEXT NOT NULL,
-                payload BLOB NOT NULL,
-                timestamp_ms INTEGER NOT NULL,
-                state TEXT NOT NULL DEFAULT 'ready',
-                attempts INTEGER NOT NULL DEFAULT 0,
-                available_at INTEGER NOT NULL,
-                reason TEXT,
-                last_error TEXT,
-                updated_at INTEGER NOT NULL,
-                UNIQUE (queue, stream, id)
-            );
-            CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, state, available_at);
-            CREATE TABLE IF NOT EXISTS cursors (
-                sync TEXT NOT NULL,
-                stream TEXT NOT NULL,
-                cursor TEXT NOT NULL,
-                updated_at INTEGER NOT NULL,
-                PRIMARY KEY (sync, stream)
-            );
-            CREATE TABLE IF NOT EXISTS sync_runs (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                sync TEXT NOT NULL,
-                report TEXT NOT NULL
-            );
-            CREATE TABLE IF NOT EXISTS deliveries (
-                source TEXT NOT NULL,
-                id TEXT NOT NULL,
-                seen_at INTEGER NOT NULL,
-                PRIMARY KEY (source, id)
-            );
-            -- Every delivery prunes those past their window: a range, not a scan.
-            CREATE INDEX IF NOT EXISTS deliveries_seen ON deliveries (seen_at);",
-        )?;
+        migrate(&mut db)?;
         Ok(Queue {
             db: Mutex::new(db),
             pending: Mutex::default(),
@@ -214,30 +175,26 @@ impl Queue {
             let mut added = 0;
             {
                 let mut insert = tx.prepare_cached(
-                    // A key still waiting, in flight or dead is a duplicate;
-                    // a key already delivered comes again as a new message.
-                    "INSERT INTO messages
-                     (queue, stream, id, key, headers, payload, timestamp_ms, available_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+                    // A key still waiting, in flight or dead is a duplicate
+                    // (no row comes back); a key already delivered comes
+                    // again as a new message in its old row.
+                    "INSERT INTO messages (queue, stream, id, available_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4)
                      ON CONFLICT (queue, stream, id) DO UPDATE SET
-                       key = excluded.key, headers = excluded.headers, payload = excluded.payload,
-                       timestamp_ms = excluded.timestamp_ms, state = 'ready', attempts = 0,
-                       available_at = excluded.available_at, reason = NULL, last_error = NULL,
-                       updated_at = excluded.updated_at
-                     WHERE messages.state = 'done'",
+                       state = 'ready', attempts = 0, available_at = excluded.available_at,
+                       reason = NULL, last_error = NULL, updated_at = excluded.updated_at
+                     WHERE messages.state = 'done'
+                     RETURNING seq",
                 )?;
+                let mut body = tx.prepare_cached(BODY_INSERT)?;
                 for m in messages {
-                    let headers = serde_json::to_string(&m.headers).expect("strings serialize");
-                    added += insert.execute(params![
-                        queue,
-                        m.stream,
-                        m.id,
-                        m.key,
-                        headers,
-                        m.payload,
-                        m.timestamp_ms as i64,
-                        now
-                    ])?;
+                    let seq: Option<i64> = insert
+                        .query_row(params![queue, m.stream, m.id, now], |row| row.get(0))
+                        .optional()?;
+                    if let Some(seq) = seq {
+                        insert_body(&mut body, seq, m)?;
+                        added += 1;
+                    }
                 }
             }
             tx.commit()?;
@@ -259,11 +216,15 @@ impl Queue {
         self.with(|db| {
             let tx = db.transaction()?;
             let claimed = {
+                // CROSS JOIN: walk the pending index, then look each body
+                // up by seq.
                 let mut select = tx.prepare_cached(
-                    "SELECT seq, stream, id, key, headers, payload, timestamp_ms, attempts
-                     FROM messages
-                     WHERE queue = ?1 AND state IN ('ready', 'in-flight') AND available_at <= ?2
-                     ORDER BY seq LIMIT ?3",
+                    "SELECT m.seq, m.stream, m.id, b.key, b.headers, b.payload, b.timestamp_ms,
+                            m.attempts
+                     FROM messages m CROSS JOIN message_bodies b ON b.seq = m.seq
+                     WHERE m.queue = ?1 AND m.state IN ('ready', 'in-flight')
+                       AND m.available_at <= ?2
+                     ORDER BY m.seq LIMIT ?3",
                 )?;
                 let rows = select.query_map(params![queue, now, max as i64], |row| {
                     let headers: String = row.get(4)?;
@@ -312,19 +273,13 @@ impl Queue {
         })
     }
 
-    /// Marks deliveries done.
+    /// Marks deliveries done, in one transaction.
     pub fn ack(&self, seqs: &[i64]) -> Result<(), QueueError> {
         let now = now_ms();
         self.with(|db| {
             let tx = db.transaction()?;
-            {
-                let mut done = tx.prepare_cached(
-                    "UPDATE messages SET state = 'done', updated_at = ?2, last_error = NULL
-                     WHERE seq = ?1",
-                )?;
-                for seq in seqs {
-                    done.execute(params![seq, now])?;
-                }
+            for seq in seqs {
+                apply(&tx, *seq, &Settlement::Done, now)?;
             }
             tx.commit()
         })
@@ -337,47 +292,54 @@ impl Queue {
         error: &ConnectorError,
         policy: &RetryPolicy,
     ) -> Result<FailOutcome, QueueError> {
-        let message = crate::error::guest_error_message(error);
-        let (kind, retry_after) = match error {
-            ConnectorError::Retryable(_) => ("retryable", None),
-            ConnectorError::RateLimited(r) => ("rate-limited", r.retry_after_ms),
-            ConnectorError::Permanent(_) => ("permanent", None),
-            ConnectorError::InvalidInput(_) => ("invalid-input", None),
-        };
-        let last_error = format!("{kind}: {message}");
-        let permanent = matches!(kind, "permanent" | "invalid-input");
-        if permanent || delivery.attempt >= policy.max_attempts {
-            let reason = if permanent {
-                format!("{kind} error")
-            } else {
-                format!("gave up after {} attempts", delivery.attempt)
-            };
-            self.dead_letter(delivery.seq, &reason, &last_error)?;
-            return Ok(FailOutcome::DeadLettered);
-        }
-        let wait_ms = retry_after
-            .unwrap_or(0)
-            .max(policy.backoff_ms(delivery.attempt));
-        let now = now_ms();
-        self.with(|db| {
-            db.execute(
-                "UPDATE messages SET state = 'ready', available_at = ?2, last_error = ?3,
-                 updated_at = ?4 WHERE seq = ?1",
-                params![delivery.seq, now + wait_ms as i64, last_error, now],
-            )
-        })?;
-        Ok(FailOutcome::RetryIn(Duration::from_millis(wait_ms)))
+        let outcome = Err(error.clone());
+        let settled = self.settle([(delivery, &outcome)], policy)?;
+        Ok(settled
+            .into_iter()
+            .next()
+            .flatten()
+            .expect("a failure settles as one"))
     }
 
-    fn dead_letter(&self, seq: i64, reason: &str, last_error: &str) -> Result<(), QueueError> {
+    /// Settles a consumer's batch in one transaction (one fsync): each
+    /// `Ok` is acked as [`ack`](Queue::ack) would, each error scheduled as
+    /// [`fail`](Queue::fail) would, one by one by its own error. All or
+    /// nothing: if the commit fails, none is settled and every delivery
+    /// comes again when its lease runs out. Returns, in order, `None` for
+    /// an ack and what happened to each failure.
+    pub fn settle<'a>(
+        &self,
+        outcomes: impl IntoIterator<Item = (&'a Delivery, &'a Result<(), ConnectorError>)>,
+        policy: &RetryPolicy,
+    ) -> Result<Vec<Option<FailOutcome>>, QueueError> {
+        let now = now_ms();
+        let plans: Vec<(i64, Settlement)> = outcomes
+            .into_iter()
+            .map(|(delivery, outcome)| {
+                let plan = match outcome {
+                    Ok(()) => Settlement::Done,
+                    Err(error) => Settlement::after_failure(delivery, error, policy),
+                };
+                (delivery.seq, plan)
+            })
+            .collect();
         self.with(|db| {
-            db.execute(
-                "UPDATE messages SET state = 'dead', reason = ?2, last_error = ?3, updated_at = ?4
-                 WHERE seq = ?1",
-                params![seq, reason, last_error, now_ms()],
-            )
+            let tx = db.transaction()?;
+            for (seq, plan) in &plans {
+                apply(&tx, *seq, plan, now)?;
+            }
+            tx.commit()
         })?;
-        Ok(())
+        Ok(plans
+            .into_iter()
+            .map(|(_, plan)| match plan {
+                Settlement::Done => None,
+                Settlement::Retry { wait_ms, .. } => {
+                    Some(FailOutcome::RetryIn(Duration::from_millis(wait_ms)))
+                }
+                Settlement::Dead { .. } => Some(FailOutcome::DeadLettered),
+            })
+            .collect())
     }
 
     /// Dead letters, oldest first, of one queue or all.
@@ -404,9 +366,10 @@ impl Queue {
     ) -> Result<Option<(DeadLetter, Message)>, QueueError> {
         self.with(|db| {
             db.query_row(
-                "SELECT seq, queue, id, stream, attempts, reason, last_error, updated_at,
-                        key, headers, payload, timestamp_ms
-                 FROM messages WHERE seq = ?1 AND state = 'dead'",
+                "SELECT m.seq, m.queue, m.id, m.stream, m.attempts, m.reason, m.last_error,
+                        m.updated_at, b.key, b.headers, b.payload, b.timestamp_ms
+                 FROM messages m JOIN message_bodies b ON b.seq = m.seq
+                 WHERE m.seq = ?1 AND m.state = 'dead'",
                 params![seq],
                 |row| {
                     let letter = dead_letter_row(row)?;
@@ -630,21 +593,19 @@ fn store_delivery(tx: &Sqlite, pending: &PendingDelivery, now: i64) -> rusqlite:
     if !remember_delivery(tx, &pending.source, &message.id, pending.window)? {
         return Ok(false);
     }
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO messages
-         (queue, stream, id, key, headers, payload, timestamp_ms, available_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-    )?
-    .execute(params![
-        pending.queue,
-        message.stream,
-        message.id,
-        message.key,
-        serde_json::to_string(&message.headers).expect("strings serialize"),
-        message.payload,
-        message.timestamp_ms as i64,
-        now
-    ])?;
+    let seq: Option<i64> = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO messages (queue, stream, id, available_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4) RETURNING seq",
+        )?
+        .query_row(
+            params![pending.queue, message.stream, message.id, now],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(seq) = seq {
+        insert_body(&mut tx.prepare_cached(BODY_INSERT)?, seq, message)?;
+    }
     Ok(true)
 }
 
@@ -750,6 +711,125 @@ impl Queue {
     }
 }
 
+/// The schema version `init` brings a database to (`PRAGMA user_version`).
+/// 0: `messages` held each message's body inline (before this version);
+/// 1: bodies live in `message_bodies`, written once, so that claims and
+/// settlements rewrite only a small row of state.
+const SCHEMA_VERSION: i64 = 1;
+
+/// The tables and indexes of [`SCHEMA_VERSION`]; idempotent.
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'ready',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        available_at INTEGER NOT NULL,
+        reason TEXT,
+        last_error TEXT,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (queue, stream, id)
+    );
+    -- What a message carries, keyed by its row in `messages`: written when
+    -- it is enqueued and never touched by claims or settlements.
+    CREATE TABLE IF NOT EXISTS message_bodies (
+        seq INTEGER PRIMARY KEY,
+        key TEXT,
+        headers TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        timestamp_ms INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS messages_due ON messages (queue, state, available_at);
+    -- Claims walk this in seq order and stop after a batch: neither
+    -- delivered rows nor a long backlog (which the index above
+    -- would sort in full on every claim) slows them.
+    CREATE INDEX IF NOT EXISTS messages_pending ON messages (queue, seq)
+      WHERE state IN ('ready', 'in-flight');
+    CREATE TABLE IF NOT EXISTS cursors (
+        sync TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        cursor TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (sync, stream)
+    );
+    CREATE TABLE IF NOT EXISTS sync_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sync TEXT NOT NULL,
+        report TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS deliveries (
+        source TEXT NOT NULL,
+        id TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (source, id)
+    );
+    -- Every delivery prunes those past their window: a range, not a scan.
+    CREATE INDEX IF NOT EXISTS deliveries_seen ON deliveries (seen_at);";
+
+/// Brings the database to [`SCHEMA_VERSION`] in one transaction: a fresh
+/// file gets the schema; a version-0 file has its messages split into
+/// state and body rows (same seq, same states, attempts and errors) and
+/// keeps its seq counter, so no seq is ever reused.
+fn migrate(db: &mut Sqlite) -> rusqlite::Result<()> {
+    let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let inline_bodies: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('messages') WHERE name = 'payload')",
+        [],
+        |row| row.get(0),
+    )?;
+    if inline_bodies {
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS messages_due;
+             DROP INDEX IF EXISTS messages_pending;
+             ALTER TABLE messages RENAME TO messages_v0;",
+        )?;
+    }
+    tx.execute_batch(SCHEMA)?;
+    if inline_bodies {
+        tx.execute_batch(
+            "INSERT INTO messages (seq, queue, stream, id, state, attempts, available_at,
+                                   reason, last_error, updated_at)
+               SELECT seq, queue, stream, id, state, attempts, available_at,
+                      reason, last_error, updated_at FROM messages_v0;
+             INSERT INTO message_bodies (seq, key, headers, payload, timestamp_ms)
+               SELECT seq, key, headers, payload, timestamp_ms FROM messages_v0;
+             -- The old counter, not the highest surviving seq.
+             DELETE FROM sqlite_sequence WHERE name = 'messages';
+             UPDATE sqlite_sequence SET name = 'messages' WHERE name = 'messages_v0';
+             DROP TABLE messages_v0;",
+        )?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// Stores a message's body for its row `seq` (replacing the body of a
+/// delivered message whose key came again).
+const BODY_INSERT: &str = "INSERT OR REPLACE INTO message_bodies
+     (seq, key, headers, payload, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+fn insert_body(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    seq: i64,
+    m: &Message,
+) -> rusqlite::Result<()> {
+    let headers = serde_json::to_string(&m.headers).expect("strings serialize");
+    statement.execute(params![
+        seq,
+        m.key,
+        headers,
+        m.payload,
+        m.timestamp_ms as i64
+    ])?;
+    Ok(())
+}
+
 /// A dead letter from the first eight columns of a `messages` row:
 /// seq, queue, id, stream, attempts, reason, last_error, updated_at.
 fn dead_letter_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
@@ -781,6 +861,80 @@ fn remember_delivery(
         )?
         .execute(params![source, id, now])?;
     Ok(added == 1)
+}
+
+/// What settling one delivery writes.
+#[derive(Debug)]
+enum Settlement {
+    Done,
+    Retry { wait_ms: u64, last_error: String },
+    Dead { reason: String, last_error: String },
+}
+
+impl Settlement {
+    /// What the connector's error calls for (see the module docs).
+    fn after_failure(delivery: &Delivery, error: &ConnectorError, policy: &RetryPolicy) -> Self {
+        let message = crate::error::guest_error_message(error);
+        let (kind, retry_after) = match error {
+            ConnectorError::Retryable(_) => ("retryable", None),
+            ConnectorError::RateLimited(r) => ("rate-limited", r.retry_after_ms),
+            ConnectorError::Permanent(_) => ("permanent", None),
+            ConnectorError::InvalidInput(_) => ("invalid-input", None),
+        };
+        let last_error = format!("{kind}: {message}");
+        let permanent = matches!(kind, "permanent" | "invalid-input");
+        if permanent || delivery.attempt >= policy.max_attempts {
+            let reason = if permanent {
+                format!("{kind} error")
+            } else {
+                format!("gave up after {} attempts", delivery.attempt)
+            };
+            return Settlement::Dead { reason, last_error };
+        }
+        let wait_ms = retry_after
+            .unwrap_or(0)
+            .max(policy.backoff_ms(delivery.attempt));
+        Settlement::Retry {
+            wait_ms,
+            last_error,
+        }
+    }
+}
+
+/// Writes one settlement inside a transaction.
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    plan: &Settlement,
+    now: i64,
+) -> rusqlite::Result<()> {
+    match plan {
+        Settlement::Done => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'done', updated_at = ?2, last_error = NULL
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, now])?;
+        }
+        Settlement::Retry {
+            wait_ms,
+            last_error,
+        } => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'ready', available_at = ?2, last_error = ?3,
+                 updated_at = ?4 WHERE seq = ?1",
+            )?
+            .execute(params![seq, now + *wait_ms as i64, last_error, now])?;
+        }
+        Settlement::Dead { reason, last_error } => {
+            tx.prepare_cached(
+                "UPDATE messages SET state = 'dead', reason = ?2, last_error = ?3, updated_at = ?4
+                 WHERE seq = ?1",
+            )?
+            .execute(params![seq, reason, last_error, now])?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -249,3 +249,311 @@ fn concurrent_deliveries_share_commits_and_each_is_stored_once() {
     assert_eq!(q.stats("hook:h").unwrap().ready, fresh.len() as u64);
     assert!(!q.first_delivery("webhook:h", "shared-0", window).unwrap());
 }
+
+#[test]
+fn a_batch_settles_in_one_transaction_each_message_by_its_own_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.sqlite");
+    let q = Queue::open(&path).unwrap();
+    let ids = ["ok-1", "retry", "dead", "ok-2", "limited"];
+    q.enqueue("p", &ids.map(message)).unwrap();
+    let batch = q.claim("p", 10, LEASE).unwrap();
+    let outcomes = [
+        Ok(()),
+        Err(ConnectorError::Retryable("503".into())),
+        Err(ConnectorError::InvalidInput("not JSON".into())),
+        Ok(()),
+        Err(ConnectorError::RateLimited(RateLimit {
+            message: "slow down".into(),
+            retry_after_ms: Some(60_000),
+        })),
+    ];
+    let settled = q.settle(batch.iter().zip(&outcomes), &no_wait()).unwrap();
+    assert_eq!(
+        settled,
+        [
+            None,
+            Some(FailOutcome::RetryIn(Duration::ZERO)),
+            Some(FailOutcome::DeadLettered),
+            None,
+            Some(FailOutcome::RetryIn(Duration::from_secs(60))),
+        ]
+    );
+    // What was committed survives reopening the file.
+    drop(q);
+    let q = Queue::open(&path).unwrap();
+    assert_eq!(
+        q.stats("p").unwrap(),
+        QueueStats {
+            ready: 2,
+            done: 2,
+            dead: 1,
+            ..QueueStats::default()
+        }
+    );
+    let due = q.claim("p", 10, LEASE).unwrap();
+    assert_eq!(due.len(), 1, "the rate-limited one waits");
+    assert_eq!((due[0].message.id.as_str(), due[0].attempt), ("retry", 2));
+    let letters = q.dead_letters(Some("p"), 10).unwrap();
+    assert_eq!(letters[0].id, "dead");
+    assert_eq!(letters[0].reason, "invalid-input error");
+    assert_eq!(letters[0].last_error, "invalid-input: not JSON");
+}
+
+#[test]
+fn claims_skip_delivered_rows_and_take_the_oldest_due_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&dir.path().join("queue.sqlite")).unwrap();
+    let first: Vec<Message> = (0..300).map(|i| message(&format!("old-{i}"))).collect();
+    q.enqueue("p", &first).unwrap();
+    let batch = q.claim("p", 300, LEASE).unwrap();
+    q.ack(&batch.iter().map(|d| d.seq).collect::<Vec<_>>())
+        .unwrap();
+    let next: Vec<Message> = (0..10).map(|i| message(&format!("new-{i}"))).collect();
+    q.enqueue("p", &next).unwrap();
+    q.enqueue("other", &[message("elsewhere")]).unwrap();
+    let batch = q.claim("p", 4, LEASE).unwrap();
+    let ids: Vec<&str> = batch.iter().map(|d| d.message.id.as_str()).collect();
+    assert_eq!(ids, ["new-0", "new-1", "new-2", "new-3"]);
+    // Claims read the index of pending rows, not the table or a sort.
+    let plan: Vec<String> = q
+        .with(|db| {
+            let mut explain = db.prepare(
+                "EXPLAIN QUERY PLAN SELECT m.seq, b.payload
+                 FROM messages m CROSS JOIN message_bodies b ON b.seq = m.seq
+                 WHERE m.queue = 'p' AND m.state IN ('ready', 'in-flight')
+                   AND m.available_at <= 0
+                 ORDER BY m.seq LIMIT 10",
+            )?;
+            let rows = explain.query_map([], |row| row.get::<_, String>(3))?;
+            rows.collect()
+        })
+        .unwrap();
+    assert!(
+        plan.iter().any(|step| step.contains("messages_pending")),
+        "{plan:?}"
+    );
+    assert!(
+        !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+        "{plan:?}"
+    );
+}
+
+/// The schema before message bodies moved to their own table (version 0),
+/// as `Queue::init` created it.
+const SCHEMA_V0: &str = "
+    PRAGMA journal_mode = WAL;
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        id TEXT NOT NULL,
+        key TEXT,
+        headers TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'ready',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        available_at INTEGER NOT NULL,
+        reason TEXT,
+        last_error TEXT,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (queue, stream, id)
+    );
+    CREATE INDEX messages_due ON messages (queue, state, available_at);
+    CREATE INDEX messages_pending ON messages (queue, seq)
+      WHERE state IN ('ready', 'in-flight');
+    CREATE TABLE cursors (
+        sync TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        cursor TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (sync, stream)
+    );
+    CREATE TABLE sync_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sync TEXT NOT NULL,
+        report TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        source TEXT NOT NULL,
+        id TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (source, id)
+    );";
+
+/// id, key, state, attempts, available_at, reason, last_error
+type OldRow<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    u32,
+    i64,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+/// seq, id, attempt, payload, key, timestamp_ms
+type Claimed<'a> = (i64, &'a str, u32, &'a [u8], Option<&'a str>, u64);
+
+#[test]
+fn a_database_of_the_inline_body_schema_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.sqlite");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(SCHEMA_V0).unwrap();
+        let mut insert = db
+            .prepare(
+                "INSERT INTO messages (queue, stream, id, key, headers, payload, timestamp_ms,
+                   state, attempts, available_at, reason, last_error, updated_at)
+                 VALUES ('p', 'orders', ?1, ?2, ?3, ?4, 7, ?5, ?6, ?7, ?8, ?9, 5)",
+            )
+            .unwrap();
+        let headers = r#"[["content-type","application/json"]]"#;
+        let rows: [OldRow; 4] = [
+            ("done", None, "done", 1, 0, None, None),
+            (
+                "ready",
+                Some("k"),
+                "ready",
+                2,
+                0,
+                None,
+                Some("retryable: busy"),
+            ),
+            (
+                "dead",
+                None,
+                "dead",
+                3,
+                0,
+                Some("permanent error"),
+                Some("permanent: no"),
+            ),
+            // Claimed by a host that has since died; its lease ran out.
+            ("leased", None, "in-flight", 1, 0, None, None),
+        ];
+        for (id, key, state, attempts, at, reason, error) in rows {
+            insert
+                .execute(rusqlite::params![
+                    id,
+                    key,
+                    headers,
+                    format!("body of {id}").into_bytes(),
+                    state,
+                    attempts,
+                    at,
+                    reason,
+                    error
+                ])
+                .unwrap();
+        }
+        // Rows above seq 4 existed once: their seqs stay used.
+        db.execute(
+            "UPDATE sqlite_sequence SET seq = 10 WHERE name = 'messages'",
+            [],
+        )
+        .unwrap();
+        db.execute("INSERT INTO cursors VALUES ('s', 'orders', 'c-1', 1)", [])
+            .unwrap();
+    }
+
+    let q = Queue::open(&path).unwrap();
+    assert_eq!(
+        q.stats("p").unwrap(),
+        QueueStats {
+            ready: 1,
+            in_flight: 1,
+            done: 1,
+            dead: 1
+        }
+    );
+    assert_eq!(q.cursor("s", "orders").unwrap().as_deref(), Some("c-1"));
+    let (letter, body) = q.dead_letter_message(3).unwrap().unwrap();
+    assert_eq!(
+        (letter.id.as_str(), letter.attempts, letter.reason.as_str()),
+        ("dead", 3, "permanent error")
+    );
+    assert_eq!(body.payload, b"body of dead");
+    assert_eq!(
+        body.headers,
+        [("content-type".to_owned(), "application/json".to_owned())]
+    );
+    // Pending keys are still deduplicated; a delivered key comes again in
+    // its old row; a new key takes a seq past the old counter.
+    assert_eq!(
+        q.enqueue("p", &[message("ready"), message("leased"), message("dead")])
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        q.enqueue("p", &[message("done"), message("new")]).unwrap(),
+        2
+    );
+    let batch = q.claim("p", 10, LEASE).unwrap();
+    let got: Vec<Claimed> = batch
+        .iter()
+        .map(|d| {
+            (
+                d.seq,
+                d.message.id.as_str(),
+                d.attempt,
+                d.message.payload.as_slice(),
+                d.message.key.as_deref(),
+                d.message.timestamp_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "done", 1, &b"{\"id\":\"done\"}"[..], None, 1),
+            (2, "ready", 3, &b"body of ready"[..], Some("k"), 7),
+            (4, "leased", 2, &b"body of leased"[..], None, 7),
+            (batch[3].seq, "new", 1, &b"{\"id\":\"new\"}"[..], None, 1),
+        ]
+    );
+    // (Upserts that hit a pending key use up a seq too, as before.)
+    assert!(batch[3].seq > 10, "seq {} reused", batch[3].seq);
+    drop(q);
+    // Opening again changes nothing.
+    let q = Queue::open(&path).unwrap();
+    assert_eq!(
+        q.stats("p").unwrap(),
+        QueueStats {
+            ready: 0,
+            in_flight: 4,
+            done: 0,
+            dead: 1
+        }
+    );
+    assert_eq!(q.replay(Some("p"), Some(3)).unwrap(), 1);
+    q.release_claims().unwrap();
+    assert_eq!(q.claim("p", 10, LEASE).unwrap().len(), 5);
+}
+
+#[test]
+fn claims_and_settlements_leave_message_bodies_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&dir.path().join("queue.sqlite")).unwrap();
+    q.enqueue("p", &[message("a"), message("b")]).unwrap();
+    let bodies = |q: &Queue| -> Vec<(i64, Vec<u8>)> {
+        q.with(|db| {
+            let mut select = db.prepare("SELECT seq, payload FROM message_bodies ORDER BY seq")?;
+            let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+        .unwrap()
+    };
+    let before = bodies(&q);
+    assert_eq!(before.len(), 2);
+    let batch = q.claim("p", 10, LEASE).unwrap();
+    let outcomes = [Ok(()), Err(ConnectorError::Retryable("later".into()))];
+    q.settle(batch.iter().zip(&outcomes), &no_wait()).unwrap();
+    assert_eq!(bodies(&q), before);
+    // The retried one still carries its body on its next delivery.
+    let again = q.claim("p", 10, LEASE).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_same(&again[0].message, &message("b"));
+    assert_eq!(again[0].attempt, 2);
+}

@@ -1,12 +1,14 @@
 //! The benchmark suite's connector: the record transform of [`record`],
 //! exported as an action for one record (`map`), an action for a batch of
 //! JSON lines (`map-lines`) and the `transform` export for a batch of
-//! messages. The suite runs the same [`record`] code natively and in a
+//! messages. Its `write` export is a null sink: it accepts every message
+//! and keeps nothing (a message with header `bench-refuse: KIND` is
+//! refused with that error kind instead, for the pipeline tests). The suite runs the same [`record`] code natively and in a
 //! JSON-lines subprocess, so the three are compared like for like.
 
 pub mod record;
 
-use switchyard_sdk::{Connector, ConnectorInfo, Error, Message, Role};
+use switchyard_sdk::{Connector, ConnectorInfo, Error, Message, Role, WriteOutcome};
 
 /// The connector; public so the benchmark can reach it natively.
 #[derive(Debug)]
@@ -19,6 +21,7 @@ impl Connector for BenchTransform {
             .action("map", "Maps one JSON record")
             .action("map-lines", "Maps newline-separated JSON records")
             .role(Role::Transform)
+            .role(Role::Sink)
     }
 
     fn call_action(action: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
@@ -39,6 +42,28 @@ impl Connector for BenchTransform {
                 Ok(message)
             })
             .collect()
+    }
+
+    fn write(messages: Vec<Message>) -> Result<Vec<WriteOutcome>, Error> {
+        Ok(messages
+            .into_iter()
+            .map(|message| {
+                let refuse = message
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "bench-refuse")
+                    .map(|(_, kind)| kind.as_str());
+                let outcome = match refuse {
+                    None => Ok(()),
+                    Some("retryable") => Err(Error::retryable("refused on request")),
+                    Some(_) => Err(Error::permanent("refused on request")),
+                };
+                WriteOutcome {
+                    id: message.id,
+                    outcome,
+                }
+            })
+            .collect())
     }
 }
 
