@@ -402,7 +402,11 @@ impl Pipelines {
         let pipeline = &self.pipelines[name];
         let queue = pipeline_queue(name);
         loop {
-            let mut batch = match self.queue.claim(&queue, pipeline.batch_size, LEASE) {
+            let claim = {
+                let (queue, max) = (queue.clone(), pipeline.batch_size);
+                self.on_queue(move |db| db.claim(&queue, max, LEASE)).await
+            };
+            let mut batch = match claim {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(pipeline = name, "queue: {e}");
@@ -416,7 +420,9 @@ impl Pipelines {
             let outcomes = self.deliver(pipeline, &mut batch).await;
             // The whole batch is settled in one transaction: one fsync,
             // not one per message.
-            let settled = self.settle_batch(&queue, &batch, outcomes, &pipeline.retry);
+            let (batch, settled) = self
+                .settle_batch_off_workers(&queue, batch, outcomes, &pipeline.retry)
+                .await;
             let mut counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
             for (delivery, settled) in batch.iter().zip(settled) {
                 let entry = counts.entry(&delivery.message.stream).or_default();
@@ -516,38 +522,82 @@ impl Pipelines {
         policy: &RetryPolicy,
     ) -> Vec<Settled> {
         let result = self.queue.settle(batch.iter().zip(&outcomes), policy);
-        let next = match result {
-            Ok(next) => next,
-            Err(e) => {
-                tracing::error!(queue, "queue: {e}");
-                return vec![Settled::Retrying; batch.len()];
-            }
-        };
-        batch
-            .iter()
-            .zip(outcomes)
-            .zip(next)
-            .map(|((delivery, outcome), next)| match next {
-                None => Settled::Delivered,
-                Some(next) => {
-                    tracing::warn!(
-                        target: "switchyard::pipeline",
-                        queue,
-                        id = %delivery.message.id,
-                        attempt = delivery.attempt,
-                        error = %crate::error::guest_error_message(outcome.as_ref().unwrap_err()),
-                        next = ?next,
-                        "delivery failed"
-                    );
-                    if next == FailOutcome::DeadLettered {
-                        Settled::Dead
-                    } else {
-                        Settled::Retrying
-                    }
-                }
-            })
-            .collect()
+        settled(queue, batch, outcomes, result)
     }
+
+    /// [`Pipelines::settle_batch`] with the queue transaction on a blocking
+    /// thread (see [`Pipelines::on_queue`]); hands the batch back.
+    async fn settle_batch_off_workers(
+        &self,
+        queue: &str,
+        batch: Vec<Delivery>,
+        outcomes: Vec<Result<(), ConnectorError>>,
+        policy: &RetryPolicy,
+    ) -> (Vec<Delivery>, Vec<Settled>) {
+        let policy = policy.clone();
+        let (batch, outcomes, result) = self
+            .on_queue(move |db| {
+                let result = db.settle(batch.iter().zip(&outcomes), &policy);
+                (batch, outcomes, result)
+            })
+            .await;
+        let settled = settled(queue, &batch, outcomes, result);
+        (batch, settled)
+    }
+
+    /// Runs a queue operation on tokio's blocking pool: a commit waits for
+    /// fsync, and the async workers meanwhile run other batches' guest
+    /// calls (with `workers` > 1 the two overlap).
+    async fn on_queue<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Queue) -> T + Send + 'static,
+    ) -> T {
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || operation(&queue))
+            .await
+            .expect("a queue operation panicked")
+    }
+}
+
+/// What a batch's settlement `result` means for each delivery, logging
+/// each failed one.
+fn settled(
+    queue: &str,
+    batch: &[Delivery],
+    outcomes: Vec<Result<(), ConnectorError>>,
+    result: Result<Vec<Option<FailOutcome>>, QueueError>,
+) -> Vec<Settled> {
+    let next = match result {
+        Ok(next) => next,
+        Err(e) => {
+            tracing::error!(queue, "queue: {e}");
+            return vec![Settled::Retrying; batch.len()];
+        }
+    };
+    batch
+        .iter()
+        .zip(outcomes)
+        .zip(next)
+        .map(|((delivery, outcome), next)| match next {
+            None => Settled::Delivered,
+            Some(next) => {
+                tracing::warn!(
+                    target: "switchyard::pipeline",
+                    queue,
+                    id = %delivery.message.id,
+                    attempt = delivery.attempt,
+                    error = %crate::error::guest_error_message(outcome.as_ref().unwrap_err()),
+                    next = ?next,
+                    "delivery failed"
+                );
+                if next == FailOutcome::DeadLettered {
+                    Settled::Dead
+                } else {
+                    Settled::Retrying
+                }
+            }
+        })
+        .collect()
 }
 
 /// Where a delivery ended up after one attempt.

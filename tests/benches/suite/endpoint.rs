@@ -434,6 +434,7 @@ fn webhook_app(b: &Bench, dir: &std::path::Path) -> (Runtime, Arc<Pipelines>) {
             transforms: Vec::new(),
             sink: "bench".into(),
             batch_size: 100,
+            workers: 1,
             retry: Default::default(),
         },
     )]);
