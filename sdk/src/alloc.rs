@@ -81,8 +81,14 @@ unsafe impl talc::source::Source for InitialThenGrow {
         // Enough for the allocation plus talc's chunk and heap overhead;
         // talc asks again if it is not.
         let needed = layout.size() + layout.align() + 4 * talc::base::CHUNK_UNIT;
-        let pages = needed.div_ceil(PAGE).max(MIN_GROWTH_PAGES);
-        let previous = wasm32::memory_grow(0, pages);
+        let needed_pages = needed.div_ceil(PAGE);
+        let mut pages = needed_pages.max(MIN_GROWTH_PAGES);
+        let mut previous = wasm32::memory_grow(0, pages);
+        if previous == usize::MAX && pages > needed_pages {
+            // Near the memory limit: what this allocation needs may still fit.
+            pages = needed_pages;
+            previous = wasm32::memory_grow(0, pages);
+        }
         if previous == usize::MAX {
             return Err(());
         }
