@@ -1,21 +1,14 @@
 //! `switchyard audit` against a real audit file written by the runtime's
 //! audit log.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 use switchyard_runtime::audit::AuditLog;
 use switchyard_runtime::observe::{BrokerEvent, BrokerUse, EgressEvent, Observer};
 
 fn audit(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("audit")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::run(dir, &[&["audit"], args].concat())
 }
 
 #[test]

@@ -1,25 +1,16 @@
 //! The `switchyard` binary, run as an operator would.
 
+mod common;
+
 use sha2::Digest;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard_tests::guest;
 
-fn switchyard(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .current_dir(cwd)
-        .env("SWITCHYARD_LOG", "warn")
-        .output()
-        .expect("running switchyard")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{switchyard, text};
 
 #[test]
 fn every_command_has_help() {

@@ -1,20 +1,13 @@
 //! `switchyard dlq list | show | replay` against a real queue file.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 use switchyard_runtime::ConnectorError;
 use switchyard_runtime::queue::{Queue, RetryPolicy};
 
 fn dlq(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .arg("dlq")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    common::run(dir, &[&["dlq"], args].concat())
 }
 
 #[test]

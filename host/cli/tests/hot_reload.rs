@@ -3,6 +3,8 @@
 //! calls the action non-stop, side-by-side versions, failed loads, removal
 //! and the admin token.
 
+mod common;
+
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -325,16 +327,7 @@ fn the_admin_api_needs_the_token() {
 
 /// Runs the CLI in `dir` and expects success.
 fn cli(dir: &Path, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ok(dir, args);
 }
 
 #[test]

@@ -1,47 +1,10 @@
 //! Signed plugins through the `switchyard` binary: keys, sign, verify, and
 //! a host that requires signatures.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use common::{ok, refused, switchyard, text};
 use switchyard_tests::guest;
-
-fn switchyard(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .current_dir(cwd)
-        .env("SWITCHYARD_LOG", "warn")
-        .output()
-        .expect("running switchyard")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs and expects success; returns stdout.
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let out = switchyard(cwd, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Runs and expects exit code 1; returns stderr.
-fn refused(cwd: &Path, args: &[&str]) -> String {
-    let out = switchyard(cwd, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{args:?}: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stderr)
-}
 
 #[test]
 fn the_signing_commands_have_help() {
