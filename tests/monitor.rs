@@ -59,9 +59,10 @@ async fn receiver(fail_first: usize) -> (String, Receiver) {
     let app = axum::Router::new()
         .route("/alerts", axum::routing::post(receive))
         .with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!(
+        "http://{}/alerts",
+        switchyard_tests::serve_on_loopback(app).await
+    );
     (url, r)
 }
 
@@ -367,9 +368,7 @@ async fn slow_upstream(delay: Arc<AtomicU64>) -> String {
             }),
         )
         .with_state(delay);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let origin = format!("http://{}", switchyard_tests::serve_on_loopback(app).await);
     origin
 }
 

@@ -284,9 +284,7 @@ async fn flaky_couch() -> (
             (StatusCode::CREATED, Value::from(answer).to_string())
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = switchyard_tests::serve_on_loopback(app).await;
     (addr, up, calls, docs)
 }
 

@@ -277,9 +277,7 @@ async fn the_status_page_renders_live_host_status_in_headless_chromium() {
     })
     .await;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = switchyard_tests::serve_on_loopback(app).await;
 
     // The page itself is static, needs no auth and allows no external
     // requests.

@@ -97,3 +97,14 @@ pub async fn runtime_with(limits: Limits, packages: &[&str]) -> Runtime {
     }
     runtime
 }
+
+/// Serves `app` on 127.0.0.1 (an ephemeral port) for the rest of the
+/// test; returns its address.
+pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0");
+    let addr = listener.local_addr().expect("a bound address");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serving") });
+    addr
+}
