@@ -179,7 +179,9 @@ pub enum ConfigError {
 impl SwitchyardConfig {
     /// Loads `path`, or `switchyard.toml` in the working directory when
     /// `path` is `None`. A missing default file gives the defaults; a
-    /// missing file the operator named is an error.
+    /// missing file the operator named is an error. Relative paths come
+    /// back absolute, resolved against the file's directory (the working
+    /// directory for the defaults).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let (path, explicit) = match path {
             Some(p) => (p.to_path_buf(), true),
@@ -187,9 +189,8 @@ impl SwitchyardConfig {
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                return Ok(SwitchyardConfig::default());
-            }
+            // The defaults, resolved like a file's.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => String::new(),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
         // Absolute, so paths compare equal to what the plugin-dir watcher

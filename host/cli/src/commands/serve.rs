@@ -32,10 +32,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.listen = listen;
     }
     if let Some(dir) = args.plugin_dir {
-        config.plugin_dir = Some(dir);
+        // Absolute like the config's paths, so loaded plugins' paths match
+        // what the watcher reports.
+        config.plugin_dir = Some(std::path::absolute(dir)?);
     }
-    // Absolute, so loaded plugins' paths match what the watcher reports.
-    config.plugin_dir = Some(std::path::absolute(config.plugin_dir())?);
     super::tokio()?.block_on(async {
         let runtime = Runtime::from_config(&config).await?;
         let (pipelines, syncs) = start_pipelines(&runtime, &config)?;
