@@ -348,7 +348,11 @@ impl Pipelines {
         let hook = &self.webhooks[name];
         let queue = hook_queue(name);
         loop {
-            let claimed = match self.queue.claim(&queue, 16, LEASE) {
+            let claim = {
+                let queue = queue.clone();
+                self.on_queue(move |db| db.claim(&queue, 16, LEASE)).await
+            };
+            let claimed = match claim {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::error!(webhook = name, "queue: {e}");
@@ -367,21 +371,31 @@ impl Pipelines {
                     headers: delivery.message.headers.clone(),
                     body: delivery.message.payload.clone(),
                 };
-                let result = self
+                let result = match self
                     .runtime
                     .handle_webhook(&hook.config.connection, request)
                     .await
-                    .map_err(|e| connector_error(&e))
-                    .and_then(|messages| {
+                {
+                    Ok(messages) => {
                         let target = pipeline_queue(&hook.config.pipeline);
-                        self.queue
-                            .enqueue(&target, &messages)
-                            .map(|_| messages.len() as u64)
+                        let count = messages.len() as u64;
+                        self.on_queue(move |db| db.enqueue(&target, &messages))
+                            .await
+                            .map(|_| count)
                             .map_err(|e| ConnectorError::Retryable(e.to_string()))
-                    });
+                    }
+                    Err(e) => Err(connector_error(&e)),
+                };
                 let queued = *result.as_ref().unwrap_or(&0);
-                let settled =
-                    self.settle(&queue, &delivery, result.map(|_| ()), &hook.config.retry);
+                let (_, settled) = self
+                    .settle_batch(
+                        &queue,
+                        vec![delivery],
+                        vec![result.map(|_| ())],
+                        &hook.config.retry,
+                    )
+                    .await;
+                let settled = settled[0];
                 self.runtime.observers().records(&RecordsEvent {
                     flow: "webhook",
                     name,
@@ -421,7 +435,7 @@ impl Pipelines {
             // The whole batch is settled in one transaction: one fsync,
             // not one per message.
             let (batch, settled) = self
-                .settle_batch_off_workers(&queue, batch, outcomes, &pipeline.retry)
+                .settle_batch(&queue, batch, outcomes, &pipeline.retry)
                 .await;
             let mut counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
             for (delivery, settled) in batch.iter().zip(settled) {
@@ -500,34 +514,12 @@ impl Pipelines {
             .collect()
     }
 
-    /// Settles one delivery (the webhook receiver's step).
-    fn settle(
-        &self,
-        queue: &str,
-        delivery: &Delivery,
-        outcome: Result<(), ConnectorError>,
-        policy: &RetryPolicy,
-    ) -> Settled {
-        self.settle_batch(queue, std::slice::from_ref(delivery), vec![outcome], policy)[0]
-    }
-
     /// Acks, retries or dead-letters each delivery of a batch by its
-    /// outcome, in one queue transaction. If that fails nothing is
-    /// settled: the batch is delivered again when its lease runs out.
-    fn settle_batch(
-        &self,
-        queue: &str,
-        batch: &[Delivery],
-        outcomes: Vec<Result<(), ConnectorError>>,
-        policy: &RetryPolicy,
-    ) -> Vec<Settled> {
-        let result = self.queue.settle(batch.iter().zip(&outcomes), policy);
-        settled(queue, batch, outcomes, result)
-    }
-
-    /// [`Pipelines::settle_batch`] with the queue transaction on a blocking
-    /// thread (see [`Pipelines::on_queue`]); hands the batch back.
-    async fn settle_batch_off_workers(
+    /// outcome, in one queue transaction on a blocking thread (see
+    /// [`Pipelines::on_queue`]); hands the batch back. If the transaction
+    /// fails nothing is settled: the batch is delivered again when its
+    /// lease runs out.
+    async fn settle_batch(
         &self,
         queue: &str,
         batch: Vec<Delivery>,
