@@ -506,17 +506,11 @@ async fn bench_pipeline(
     config: &str,
 ) -> (Arc<Pipelines>, Arc<Queue>, Arc<Tally>, tempfile::TempDir) {
     let tally = Arc::new(Tally::default());
-    let runtime = Runtime::builder().observer(tally.clone()).build().unwrap();
-    runtime
-        .load_plugin(
-            "bench-transform",
-            &switchyard_tests::guest("bench-transform"),
-        )
-        .await
-        .unwrap();
-    runtime
-        .add_connection("bench", "bench-transform", BTreeMap::new())
-        .unwrap();
+    let runtime = switchyard_tests::runtime_from(
+        Runtime::builder().observer(tally.clone()),
+        &[("bench-transform", "bench")],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let queue = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).unwrap());
     let config: PipelineConfig = toml::from_str(config).unwrap();

@@ -27,7 +27,6 @@ mod subprocess;
 mod transform;
 
 use bench_transform::record::{sample_record, transform_record};
-use std::collections::BTreeMap;
 use switchyard_runtime::{Limits, Runtime};
 
 /// What every figure needs.
@@ -62,19 +61,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let component = switchyard_tests::guest("bench-transform");
     let cache = tempfile::tempdir().unwrap();
     let (runtime, unbounded, cached) = tokio.block_on(async {
-        let load = |builder: switchyard_runtime::RuntimeBuilder| async {
-            let runtime = builder.limits(Limits::default()).build().unwrap();
-            runtime
-                .load_plugin("bench-transform", &component)
-                .await
-                .unwrap();
-            runtime
-                .add_connection(transform::CONNECTION, "bench-transform", BTreeMap::new())
-                .unwrap();
-            runtime
+        let load = |builder: switchyard_runtime::RuntimeBuilder| {
+            switchyard_tests::runtime_from(
+                builder.limits(Limits::default()),
+                &[("bench-transform", transform::CONNECTION)],
+            )
         };
         let runtime = load(Runtime::builder()).await;
         let unbounded = load(Runtime::builder().without_epoch_deadlines_for_benchmarks()).await;
@@ -125,7 +118,9 @@ fn main() {
     step("batch", &mut || transform::batch(&b).0);
     step("spawn", &mut || vec![subprocess::per_invocation(&b)]);
     step("long-lived", &mut || vec![subprocess::long_lived(&b)]);
-    step("epoch", &mut || vec![epoch::overhead(&b)]);
+    step("epoch", &mut || {
+        vec![epoch::overhead(&b), epoch::deadline_lateness(&b)]
+    });
     step("load", &mut || vec![load::precompiled(&b)]);
     step("memory", &mut || vec![memory::thousand_plugins(&b)]);
     step("endpoint", &mut || {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use switchyard_build::{BuildRequest, Toolchain};
-use switchyard_runtime::{Limits, Runtime};
+use switchyard_runtime::{Limits, Runtime, RuntimeBuilder};
 
 /// Every guest crate the tests use, by package name.
 pub const GUEST_PACKAGES: &[&str] = &[
@@ -84,15 +84,21 @@ pub fn guest(package: &str) -> PathBuf {
 /// A runtime with `limits` and each named guest loaded with a default
 /// connection of the same name.
 pub async fn runtime_with(limits: Limits, packages: &[&str]) -> Runtime {
-    let runtime = Runtime::builder().limits(limits).build().expect("runtime");
-    for package in packages {
-        let path = guest(package);
+    let guests: Vec<(&str, &str)> = packages.iter().map(|p| (*p, *p)).collect();
+    runtime_from(Runtime::builder().limits(limits), &guests).await
+}
+
+/// `builder`'s runtime with each `(guest package, connection)` loaded (as a
+/// plugin named after the package) and connected with no settings.
+pub async fn runtime_from(builder: RuntimeBuilder, guests: &[(&str, &str)]) -> Runtime {
+    let runtime = builder.build().expect("runtime");
+    for (package, connection) in guests {
         runtime
-            .load_plugin(package, &path)
+            .load_plugin(package, &guest(package))
             .await
             .unwrap_or_else(|e| panic!("loading {package}: {e}"));
         runtime
-            .add_connection(package, package, BTreeMap::new())
+            .add_connection(connection, package, BTreeMap::new())
             .expect("connection");
     }
     runtime

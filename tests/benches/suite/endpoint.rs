@@ -396,23 +396,13 @@ async fn native_hook(
 fn webhook_app(b: &Bench, dir: &std::path::Path) -> (Runtime, Arc<Pipelines>) {
     let secret_file = dir.join("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
-    let runtime = b.tokio.block_on(async {
-        let runtime = Runtime::builder()
-            .limits(Limits::default())
-            .build()
-            .unwrap();
-        for (plugin, connection) in [
+    let runtime = b.tokio.block_on(switchyard_tests::runtime_from(
+        Runtime::builder().limits(Limits::default()),
+        &[
             ("webhook-receiver", "receiver"),
             ("bench-transform", "bench"),
-        ] {
-            let path = switchyard_tests::guest(plugin);
-            runtime.load_plugin(plugin, &path).await.unwrap();
-            runtime
-                .add_connection(connection, plugin, BTreeMap::new())
-                .unwrap();
-        }
-        runtime
-    });
+        ],
+    ));
     let webhooks = BTreeMap::from([(
         HOOK.to_owned(),
         WebhookConfig {

@@ -42,3 +42,42 @@ pub fn overhead(b: &Bench) -> Row {
         goal: Goal::AtMost(1.10),
     }
 }
+
+/// How late a spinning guest is stopped after its deadline: the figure
+/// `tests/deadline.rs` leaves to the bench (it only checks that the
+/// configured deadline fired). Epochs tick every
+/// [`switchyard_runtime::engine::EPOCH_TICK`], so ~10 ms late is expected.
+pub fn deadline_lateness(b: &Bench) -> Row {
+    let deadline = std::time::Duration::from_millis(200);
+    let limits = switchyard_runtime::Limits {
+        deadline_ms: deadline.as_millis() as u64,
+        ..Default::default()
+    };
+    let runtime = b
+        .tokio
+        .block_on(switchyard_tests::runtime_with(limits, &["guest-misbehave"]));
+    let mut late = Samples::default();
+    for _ in 0..if b.quick { 5 } else { 20 } {
+        let start = Instant::now();
+        let out = b
+            .tokio
+            .block_on(runtime.call_action("guest-misbehave", "loop", b""));
+        let elapsed = start.elapsed();
+        assert!(
+            matches!(out, Err(switchyard_runtime::InvokeError::Timeout { .. })),
+            "{out:?}"
+        );
+        late.push(elapsed.saturating_sub(deadline));
+    }
+    Row {
+        figure: format!(
+            "deadline enforcement (spinning guest, {} ms deadline)",
+            deadline.as_millis()
+        ),
+        subject: format!("stopped after the deadline by: {}", late.time_text()),
+        baseline: "the deadline".into(),
+        value: late.median() * 1e3,
+        unit: " ms late",
+        goal: Goal::None,
+    }
+}

@@ -216,24 +216,12 @@ fn halves(b: &Bench, runtime: &Runtime, batch_size: usize, records: usize) -> (f
 
 pub fn throughput(b: &Bench) -> Vec<Row> {
     let settled = Arc::new(Settled::default());
-    let runtime = b.tokio.block_on(async {
-        let runtime = Runtime::builder()
+    let runtime = b.tokio.block_on(switchyard_tests::runtime_from(
+        Runtime::builder()
             .limits(Limits::default())
-            .observer(settled.clone())
-            .build()
-            .unwrap();
-        runtime
-            .load_plugin(
-                "bench-transform",
-                &switchyard_tests::guest("bench-transform"),
-            )
-            .await
-            .unwrap();
-        runtime
-            .add_connection(CONNECTION, "bench-transform", BTreeMap::new())
-            .unwrap();
-        runtime
-    });
+            .observer(settled.clone()),
+        &[("bench-transform", CONNECTION)],
+    ));
     let (records, repeats) = if b.quick { (20_000, 1) } else { (100_000, 3) };
     let alone = transform_alone(b, &runtime);
     let measure = |setup: Setup, records: usize| {
