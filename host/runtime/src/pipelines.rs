@@ -204,7 +204,8 @@ impl Pipelines {
     /// The webhooks and pipelines of `config`, on the queue at
     /// `config.queue_path()`.
     pub fn from_config(runtime: Runtime, config: &crate::SwitchyardConfig) -> Result<Self, String> {
-        let queue = Queue::open(&config.queue_path()).map_err(|e| e.to_string())?;
+        let path = config.queue_path();
+        let queue = Queue::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // Each sync's refused records wait on a pipeline of their own that
         // writes straight to its sink, so `dlq replay` can deliver them.
         let mut pipelines = config.pipelines.clone();

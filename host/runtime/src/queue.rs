@@ -775,7 +775,18 @@ const SCHEMA: &str = "
 fn migrate(db: &mut Sqlite) -> rusqlite::Result<()> {
     let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version >= SCHEMA_VERSION {
+    if version > SCHEMA_VERSION {
+        // Its tables may mean something this host would misread.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "the file's schema version {version} is newer than this host's \
+                 ({SCHEMA_VERSION}): it was written by a newer Switchyard; run that \
+                 version, or point data_dir at a new directory"
+            )),
+        ));
+    }
+    if version == SCHEMA_VERSION {
         return Ok(());
     }
     let inline_bodies: bool = tx.query_row(

@@ -396,6 +396,37 @@ type OldRow<'a> = (
 type Claimed<'a> = (i64, &'a str, u32, &'a [u8], Option<&'a str>, u64);
 
 #[test]
+fn a_file_from_a_newer_host_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("queue.sqlite");
+    Queue::open(&path)
+        .unwrap()
+        .enqueue("p", &[message("a")])
+        .unwrap();
+    let newer = SCHEMA_VERSION + 1;
+    Sqlite::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    let err = Queue::open(&path).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("schema version {newer} is newer")),
+        "{err}"
+    );
+    assert!(err.contains("data_dir"), "{err}");
+    // Nothing was changed: the message is still there.
+    let db = Sqlite::open(&path).unwrap();
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, newer);
+    let count: i64 = db
+        .query_row("SELECT COUNT(*) FROM message_bodies", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[test]
 fn a_database_of_the_inline_body_schema_is_migrated_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("queue.sqlite");
