@@ -9,8 +9,15 @@ wasmtime::component::bindgen!({
     world: "plugin",
     imports: { default: async | trappable },
     exports: { default: async },
-    // WASI types come from the crates that implement them.
+    // The brokered interfaces and WASI come from the crates that serve
+    // them, so the sandbox and the broker share one set of types.
     with: {
+        "switchyard:connector/types": switchyard_broker::bindings::switchyard::connector::types,
+        "switchyard:connector/log": switchyard_broker::bindings::switchyard::connector::log,
+        "switchyard:connector/config": switchyard_broker::bindings::switchyard::connector::config,
+        "switchyard:connector/secrets": switchyard_broker::bindings::switchyard::connector::secrets,
+        "switchyard:connector/state": switchyard_broker::bindings::switchyard::connector::state,
+        "switchyard:connector/rate-limit": switchyard_broker::bindings::switchyard::connector::rate_limit,
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
@@ -18,7 +25,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::switchyard::connector::connector::Guest as ConnectorExports;
-pub use switchyard::connector::types::{
+pub use switchyard_broker::bindings::switchyard::connector::types::{
     ActionInfo, ConnectorError, ConnectorInfo, Message, Page, RateLimit, ReadRequest, Role,
     StreamInfo, WebhookRequest, WriteOutcome,
 };

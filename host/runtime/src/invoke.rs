@@ -6,10 +6,10 @@ use crate::bindings::{
     WebhookRequest, WriteOutcome,
 };
 use crate::error::InvokeError;
-use crate::host::log::LogCtx;
+use switchyard_broker::interfaces::log::LogCtx;
 use crate::limits::Limits;
 use crate::runtime::Connection;
-use crate::secrets::Redactor;
+use switchyard_broker::secrets::Redactor;
 use crate::state::InvocationState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -9,11 +9,14 @@
 //! per-plugin concurrency gate with a bounded queue. WASI p2 is linked with
 //! nothing granted, so guests from any toolchain run but reach nothing.
 //!
-//! What a connector may reach is brokered per connection, default deny:
-//! outbound HTTP through `wasi:http` and [`egress`], secrets by placeholder
-//! ([`secrets`]), key-value state ([`kv`]) and rate limits ([`rate`]), each
-//! the intersection of the plugin's manifest and the operator's grants
-//! ([`capabilities`]).
+//! What a connector may reach is brokered per connection, default deny, by
+//! the [`broker`] crate: outbound HTTP through `wasi:http` and its egress
+//! policy, secrets by placeholder, key-value state and rate limits, each the
+//! intersection of the plugin's manifest and the operator's grants.
+//!
+//! This crate is the sandbox and nothing above it: it knows no queue,
+//! webhook, metrics backend or HTTP server. What it does is reported to
+//! [`observe::Observer`]s, which the layers above implement.
 //!
 //! ```no_run
 //! use switchyard_runtime::Runtime;
@@ -28,48 +31,34 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Embedders that read `switchyard.toml` use [`SwitchyardConfig::load`] and
-//! [`Runtime::from_config`].
+//! The `switchyard-host` crate reads `switchyard.toml` and assembles a
+//! whole host (this runtime, the flows and the operations backends) from it.
 
-pub mod audit;
 pub mod bindings;
 pub mod cache;
-pub mod capabilities;
-pub mod config;
-pub mod egress;
 pub mod engine;
 pub mod error;
-pub mod host;
 mod invoke;
-pub mod kv;
 pub mod limits;
-pub mod metrics;
-pub mod monitor;
 pub mod observe;
-pub mod pipelines;
 pub mod plugin;
-pub mod policy;
-pub mod queue;
-pub mod rate;
 pub mod registry;
 mod runtime;
-pub mod secrets;
 pub mod signing;
 pub mod state;
-pub mod sync;
-pub mod transform;
 pub mod watch;
-pub mod webhooks;
+
+/// The broker this sandbox links every plugin against.
+pub use switchyard_broker as broker;
 
 pub use bindings::{
     ActionInfo, ConnectorError, ConnectorInfo, Message, Page, RateLimit, ReadRequest, Role,
     SUPPORTED_VERSIONS, StreamInfo, WebhookRequest, WriteOutcome,
 };
-pub use config::SwitchyardConfig;
-pub use egress::{Dialer, Network, Resolver, StaticResolver};
 pub use error::{InvokeError, LoadError};
 pub use invoke::Session;
 pub use limits::Limits;
 pub use plugin::{ComponentSummary, inspect_component};
 pub use registry::{ConnectionSpec, DeployMode};
 pub use runtime::{Connection, Deployed, LoadFailure, Plugin, Runtime, RuntimeBuilder};
+pub use switchyard_broker::egress::{Dialer, Network, Resolver, StaticResolver};

@@ -144,3 +144,18 @@ impl Limits {
         Ok(())
     }
 }
+
+impl From<&Limits> for switchyard_broker::egress::EgressLimits {
+    fn from(l: &Limits) -> Self {
+        use std::time::Duration;
+        switchyard_broker::egress::EgressLimits {
+            connect: Duration::from_millis(l.http_connect_timeout_ms),
+            first_byte: Duration::from_millis(l.http_first_byte_timeout_ms),
+            total: Duration::from_millis(l.http_total_timeout_ms),
+            request_bytes: l.http_request_bytes,
+            response_bytes: l.http_response_bytes,
+            rate_wait: Duration::from_millis(l.rate_limit_wait_ms),
+            destination_per_second: l.http_destination_per_second,
+        }
+    }
+}

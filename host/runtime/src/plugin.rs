@@ -5,11 +5,11 @@
 
 use crate::bindings::{CONNECTOR_EXPORT, PluginPre, SUPPORTED_VERSIONS};
 use crate::cache::{CompileCache, sha256_hex};
-use crate::capabilities::PluginManifest;
+use switchyard_broker::capabilities::PluginManifest;
 use crate::error::LoadError;
 use crate::signing::{TrustPolicy, read_beside};
 use crate::state::InvocationState;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -266,7 +266,7 @@ pub fn plugin_name_from_path(path: &Path) -> Option<String> {
 /// (requested rights) and the signature.
 pub fn side_files(component: &Path) -> [std::path::PathBuf; 2] {
     [
-        crate::capabilities::PluginManifest::path_for(component),
+        switchyard_broker::capabilities::PluginManifest::path_for(component),
         component.with_extension("sig"),
     ]
 }
@@ -286,3 +286,19 @@ pub fn source_digest(component: &Path) -> std::io::Result<String> {
     }
     Ok(hex::encode(hasher.finalize()))
 }
+
+/// The `*.wasm` files of a plugin directory, sorted.
+pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+

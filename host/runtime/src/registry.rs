@@ -10,7 +10,7 @@
 //! version (semver order; versions that are not semver sort below those
 //! that are, then by text).
 
-use crate::capabilities::Grants;
+use switchyard_broker::capabilities::Grants;
 use crate::runtime::{Connection, Plugin};
 use std::collections::BTreeMap;
 use std::sync::Arc;

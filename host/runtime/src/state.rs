@@ -1,12 +1,14 @@
 //! The data each store holds: one per invocation, dropped with it.
 
-use crate::host::config::{ConfigCtx, ConfigCtxView, ConfigView};
-use crate::host::http::HttpCtx;
-use crate::host::log::{LogBudget, LogCtx, LogCtxView, LogView};
-use crate::host::rate_limit::{RateLimitCtx, RateLimitCtxView, RateLimitView};
-use crate::host::secrets::{SecretsCtx, SecretsCtxView, SecretsView};
-use crate::host::state::{StateCtx, StateCtxView, StateView};
 use crate::limits::Limits;
+use switchyard_broker::BrokerCtx;
+use switchyard_broker::interfaces::config::{ConfigCtx, ConfigCtxView, ConfigView};
+use switchyard_broker::interfaces::http::HttpCtx;
+use switchyard_broker::bindings::switchyard::connector::log::Level;
+use switchyard_broker::interfaces::log::{LogBudget, LogCtx, LogCtxView, LogView};
+use switchyard_broker::interfaces::rate_limit::{RateLimitCtx, RateLimitCtxView, RateLimitView};
+use switchyard_broker::interfaces::secrets::{SecretsCtx, SecretsCtxView, SecretsView};
+use switchyard_broker::interfaces::state::{StateCtx, StateCtxView, StateView};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -44,7 +46,7 @@ impl InvocationState {
     /// The brokered interfaces reach what `broker` (the connection's
     /// rights) allows.
     pub fn new(log: LogCtx, broker: &BrokerCtx, limits: &Limits) -> Self {
-        let invocation = log.invocation_id;
+        let broker = broker.for_invocation(log.invocation_id);
         let stdout = MemoryOutputPipe::new(limits.stdio_bytes);
         let stderr = MemoryOutputPipe::new(limits.stdio_bytes);
         let wasi = WasiCtx::builder()
@@ -60,25 +62,16 @@ impl InvocationState {
             stdout,
             stderr,
             http: HttpCtx::new(
-                broker.egress.clone(),
+                broker.egress,
                 log.invocation_id,
                 limits.http_requests_per_invocation,
             ),
             log_budget: LogBudget::default(),
             log,
-            config: broker.config.clone(),
-            secrets: SecretsCtx {
-                observe: broker.secrets.observe.for_invocation(invocation),
-                ..broker.secrets.clone()
-            },
-            state: StateCtx {
-                observe: broker.state.observe.for_invocation(invocation),
-                ..broker.state.clone()
-            },
-            rate_limit: RateLimitCtx {
-                observe: broker.rate_limit.observe.for_invocation(invocation),
-                ..broker.rate_limit.clone()
-            },
+            config: broker.config,
+            secrets: broker.secrets,
+            state: broker.state,
+            rate_limit: broker.rate_limit,
             limiter: InvocationLimiter::new(limits),
             deadline_at: std::time::Instant::now() + limits.deadline(),
         }
@@ -104,9 +97,9 @@ impl InvocationState {
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 let level = if stream == "stderr" {
-                    crate::bindings::switchyard::connector::log::Level::Warn
+                    Level::Warn
                 } else {
-                    crate::bindings::switchyard::connector::log::Level::Info
+                    Level::Info
                 };
                 self.log()
                     .emit(level, line, &[("stream".into(), stream.into())]);
@@ -171,30 +164,7 @@ impl RateLimitView for InvocationState {
 
 impl wasmtime_wasi_http::WasiHttpView for InvocationState {
     fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
-        crate::host::http::view(&mut self.http, &mut self.table)
-    }
-}
-
-/// The brokered contexts of one connection, cloned into each invocation.
-#[derive(Debug, Clone)]
-pub struct BrokerCtx {
-    pub config: ConfigCtx,
-    pub secrets: SecretsCtx,
-    pub state: StateCtx,
-    pub rate_limit: RateLimitCtx,
-    pub egress: std::sync::Arc<crate::egress::Egress>,
-}
-
-impl BrokerCtx {
-    /// Nothing granted: no config, secrets, state, buckets or egress.
-    pub fn deny_all(name: std::sync::Arc<str>, limits: &Limits) -> Self {
-        BrokerCtx {
-            config: ConfigCtx::default(),
-            secrets: SecretsCtx::default(),
-            state: StateCtx::default(),
-            rate_limit: RateLimitCtx::default(),
-            egress: std::sync::Arc::new(crate::egress::Egress::deny_all(name, limits)),
-        }
+        switchyard_broker::interfaces::http::view(&mut self.http, &mut self.table)
     }
 }
 

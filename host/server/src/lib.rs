@@ -24,10 +24,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use std::sync::Arc;
+use switchyard_broker::secrets::SecretValue;
+use switchyard_flows::pipelines::Pipelines;
+use switchyard_flows::sync::Syncs;
+use switchyard_host::Host;
+use switchyard_ops::audit::AuditLog;
+use switchyard_ops::metrics::Metrics;
+use switchyard_ops::monitor::Monitor;
 use switchyard_runtime::error::guest_error_message;
-use switchyard_runtime::pipelines::Pipelines;
-use switchyard_runtime::secrets::SecretValue;
-use switchyard_runtime::sync::Syncs;
 use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
 
 pub mod admin;
@@ -40,6 +44,9 @@ pub(crate) struct AppState {
     runtime: Runtime,
     pipelines: Option<Arc<Pipelines>>,
     syncs: Option<Arc<Syncs>>,
+    metrics: Option<Arc<Metrics>>,
+    audit: Option<Arc<AuditLog>>,
+    monitor: Option<Monitor>,
     admin: admin::AdminState,
 }
 
@@ -51,6 +58,12 @@ pub struct Services {
     pub pipelines: Option<Arc<Pipelines>>,
     /// Batch syncs, when configured.
     pub syncs: Option<Arc<Syncs>>,
+    /// Served on `GET /metrics`. Default: none, and it answers 404.
+    pub metrics: Option<Arc<Metrics>>,
+    /// Queried by `/admin/v1/audit`. Default: none.
+    pub audit: Option<Arc<AuditLog>>,
+    /// Shown by `/admin/v1/monitor` and the status page. Default: none.
+    pub monitor: Option<Monitor>,
     /// The bearer token of `/admin/v1`. Default: none, and the admin API
     /// answers 403 until one is configured.
     pub admin_token: Option<SecretValue>,
@@ -60,14 +73,30 @@ pub struct Services {
 }
 
 impl Services {
-    /// Just the runtime: no pipelines, no admin token.
+    /// Just the runtime: no pipelines, no operations backends, no admin
+    /// token.
     pub fn new(runtime: Runtime) -> Self {
         Services {
             runtime,
             pipelines: None,
             syncs: None,
+            metrics: None,
+            audit: None,
+            monitor: None,
             admin_token: None,
             plugin_dir: None,
+        }
+    }
+
+    /// Everything `host` runs; no admin token and no plugin dir yet.
+    pub fn from_host(host: &Host) -> Self {
+        Services {
+            pipelines: host.pipelines.clone(),
+            syncs: host.syncs.clone(),
+            metrics: Some(host.metrics.clone()),
+            audit: host.audit.clone(),
+            monitor: host.monitor.clone(),
+            ..Services::new(host.runtime.clone())
         }
     }
 }
@@ -109,6 +138,9 @@ pub fn app(services: Services) -> Router {
         runtime: services.runtime,
         pipelines: services.pipelines,
         syncs: services.syncs,
+        metrics: services.metrics,
+        audit: services.audit,
+        monitor: services.monitor,
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -164,9 +196,9 @@ async fn healthz(State(runtime): State<Runtime>) -> Response {
         .into_response()
 }
 
-/// The runtime's metrics, gauges read now; 404 when it collects none.
+/// The host's metrics, gauges read now; 404 when it collects none.
 async fn metrics(State(state): State<AppState>) -> Response {
-    let Some(metrics) = state.runtime.metrics().cloned() else {
+    let Some(metrics) = state.metrics.clone() else {
         return error_body(
             StatusCode::NOT_FOUND,
             "metrics_disabled",
@@ -180,12 +212,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .collect();
     plugins.sort_unstable();
     plugins.dedup();
-    let queue = state.pipelines.as_ref().map(|p| p.queue().as_ref());
-    let text = metrics.encode(plugins, queue);
+    let queue_stats = match &state.pipelines {
+        Some(p) => Some(p.queue().all_stats().await),
+        None => None,
+    };
+    let text = metrics.encode(plugins, queue_stats);
     (
         [(
             header::CONTENT_TYPE,
-            switchyard_runtime::metrics::CONTENT_TYPE,
+            switchyard_ops::metrics::CONTENT_TYPE,
         )],
         text,
     )

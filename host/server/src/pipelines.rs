@@ -19,10 +19,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::Ordering;
+use switchyard_flows::pipelines::{IngestError, hook_queue, pipeline_queue};
+use switchyard_flows::queue::dead_letter_view;
+use switchyard_flows::webhooks::Rejection;
 use switchyard_runtime::WebhookRequest;
-use switchyard_runtime::pipelines::{IngestError, hook_queue, pipeline_queue};
-use switchyard_runtime::queue::dead_letter_view;
-use switchyard_runtime::webhooks::Rejection;
 
 fn not_configured() -> Response {
     error_body(
@@ -57,17 +57,14 @@ pub(crate) async fn receive_hook(
         headers,
         body: body.to_vec(),
     };
-    // SQLite work: off the async workers.
-    let pipelines = pipelines.clone();
-    let result = tokio::task::spawn_blocking(move || pipelines.ingest(&name, request)).await;
-    match result {
-        Ok(Ok(id)) => (StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response(),
-        Ok(Err(IngestError::Unknown(name))) => error_body(
+    match pipelines.ingest(&name, request).await {
+        Ok(id) => (StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response(),
+        Err(IngestError::Unknown(name)) => error_body(
             StatusCode::NOT_FOUND,
             "unknown_webhook",
             &format!("no webhook `{name}` is configured"),
         ),
-        Ok(Err(IngestError::Rejected(rejection))) => {
+        Err(IngestError::Rejected(rejection)) => {
             let status = match rejection {
                 Rejection::Missing(_) | Rejection::Malformed { .. } => StatusCode::BAD_REQUEST,
                 Rejection::Replayed(_) => StatusCode::CONFLICT,
@@ -75,12 +72,11 @@ pub(crate) async fn receive_hook(
             };
             error_body(status, rejection.kind(), &rejection.to_string())
         }
-        Ok(Err(IngestError::Queue(e))) => error_body(
+        Err(IngestError::Queue(e)) => error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue",
             &format!("cannot queue the event, retry later: {e}"),
         ),
-        Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "host", &e.to_string()),
     }
 }
 
@@ -88,21 +84,22 @@ pub(crate) async fn list_hooks(State(state): State<AppState>) -> Response {
     let Some(pipelines) = &state.pipelines else {
         return not_configured();
     };
-    let hooks: serde_json::Map<String, serde_json::Value> = pipelines
-        .webhook_names()
-        .filter_map(|name| {
-            let counters = pipelines.webhook_counters(name)?;
-            let rejected = counters.rejected.lock().unwrap().clone();
-            Some((
-                name.to_owned(),
-                json!({
-                    "accepted": counters.accepted.load(Ordering::Relaxed),
-                    "rejected": rejected,
-                    "queue": pipelines.queue().stats(&hook_queue(name)).ok(),
-                }),
-            ))
-        })
-        .collect();
+    let mut hooks = serde_json::Map::new();
+    for name in pipelines.webhook_names() {
+        let Some(counters) = pipelines.webhook_counters(name) else {
+            continue;
+        };
+        let rejected = counters.rejected.lock().unwrap().clone();
+        let queue = pipelines.queue().stats(&hook_queue(name)).await.ok();
+        hooks.insert(
+            name.to_owned(),
+            json!({
+                "accepted": counters.accepted.load(Ordering::Relaxed),
+                "rejected": rejected,
+                "queue": queue,
+            }),
+        );
+    }
     axum::Json(json!({ "webhooks": hooks })).into_response()
 }
 
@@ -110,13 +107,11 @@ pub(crate) async fn list_pipelines(State(state): State<AppState>) -> Response {
     let Some(pipelines) = &state.pipelines else {
         return not_configured();
     };
-    let stats: serde_json::Map<String, serde_json::Value> = pipelines
-        .pipeline_names()
-        .map(|name| {
-            let stats = pipelines.queue().stats(&pipeline_queue(name)).ok();
-            (name.to_owned(), json!(stats))
-        })
-        .collect();
+    let mut stats = serde_json::Map::new();
+    for name in pipelines.pipeline_names() {
+        let counts = pipelines.queue().stats(&pipeline_queue(name)).await.ok();
+        stats.insert(name.to_owned(), json!(counts));
+    }
     axum::Json(json!({ "pipelines": stats })).into_response()
 }
 
@@ -135,6 +130,7 @@ pub(crate) async fn list_dead_letters(
     match pipelines
         .queue()
         .dead_letters(filter.queue.as_deref(), 1000)
+        .await
     {
         Ok(letters) => axum::Json(json!({ "dead_letters": letters })).into_response(),
         Err(e) => error_body(StatusCode::SERVICE_UNAVAILABLE, "queue", &e.to_string()),
@@ -148,7 +144,7 @@ pub(crate) async fn show_dead_letter(
     let Some(pipelines) = &state.pipelines else {
         return not_configured();
     };
-    match pipelines.queue().dead_letter_message(seq) {
+    match pipelines.queue().dead_letter_message(seq).await {
         Ok(Some((letter, message))) => {
             axum::Json(dead_letter_view(&letter, &message)).into_response()
         }
@@ -162,21 +158,21 @@ pub(crate) async fn show_dead_letter(
 }
 
 pub(crate) async fn replay_one(State(state): State<AppState>, Path(seq): Path<i64>) -> Response {
-    replay(&state, None, Some(seq))
+    replay(&state, None, Some(seq)).await
 }
 
 pub(crate) async fn replay_all(
     State(state): State<AppState>,
     Query(filter): Query<QueueFilter>,
 ) -> Response {
-    replay(&state, filter.queue.as_deref(), None)
+    replay(&state, filter.queue.as_deref(), None).await
 }
 
-fn replay(state: &AppState, queue: Option<&str>, seq: Option<i64>) -> Response {
+async fn replay(state: &AppState, queue: Option<&str>, seq: Option<i64>) -> Response {
     let Some(pipelines) = &state.pipelines else {
         return not_configured();
     };
-    match pipelines.queue().replay(queue, seq) {
+    match pipelines.queue().replay(queue, seq).await {
         Ok(0) if seq.is_some() => error_body(
             StatusCode::NOT_FOUND,
             "unknown_dead_letter",
@@ -198,35 +194,26 @@ pub(crate) async fn list_syncs(State(state): State<AppState>) -> Response {
             "no syncs are configured",
         );
     };
-    let Some(pipelines) = &state.pipelines else {
-        return error_body(
-            StatusCode::NOT_FOUND,
-            "not_configured",
-            "no queue is configured",
+    let store = syncs.cursors();
+    let mut all = serde_json::Map::new();
+    for (name, sync) in syncs.configs() {
+        let mut cursors = serde_json::Map::new();
+        for stream in &sync.streams {
+            let cursor = store.cursor(name, stream).await.ok().flatten();
+            cursors.insert(stream.clone(), json!(cursor));
+        }
+        let runs: Vec<serde_json::Value> = store
+            .runs(name, 10)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect();
+        all.insert(
+            name.clone(),
+            json!({ "schedule": sync.schedule, "mode": sync.mode, "cursors": cursors, "runs": runs }),
         );
-    };
-    let queue = pipelines.queue();
-    let all: serde_json::Map<String, serde_json::Value> = syncs
-        .configs()
-        .iter()
-        .map(|(name, sync)| {
-            let cursors: serde_json::Map<String, serde_json::Value> = sync
-                .streams
-                .iter()
-                .map(|s| (s.clone(), json!(queue.cursor(name, s).ok().flatten())))
-                .collect();
-            let runs: Vec<serde_json::Value> = queue
-                .runs(name, 10)
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|r| serde_json::from_str(r).ok())
-                .collect();
-            (
-                name.clone(),
-                json!({ "schedule": sync.schedule, "mode": sync.mode, "cursors": cursors, "runs": runs }),
-            )
-        })
-        .collect();
+    }
     axum::Json(json!({ "syncs": all })).into_response()
 }
 

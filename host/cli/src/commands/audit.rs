@@ -6,8 +6,8 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchyard_runtime::SwitchyardConfig;
-use switchyard_runtime::audit::{AuditFilter, AuditKind, AuditRecord, now_ms, parse_time, query};
+use switchyard_host::SwitchyardConfig;
+use switchyard_ops::audit::{AuditFilter, AuditKind, AuditRecord, now_ms, parse_time, query};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

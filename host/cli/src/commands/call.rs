@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use switchyard_runtime::signing::TrustPolicy;
-use switchyard_runtime::{Runtime, SwitchyardConfig};
+use switchyard_host::{Host, SwitchyardConfig};
+use switchyard_runtime::Runtime;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,7 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 bail!("--set applies only when calling a .wasm file; set connection config in the config file");
             }
             let config = SwitchyardConfig::load(args.config.as_deref())?;
-            let runtime = Runtime::from_config(&config).await?;
+            let runtime = Host::without_flows(&config).await?.runtime;
             (runtime, args.target.clone())
         };
         match runtime

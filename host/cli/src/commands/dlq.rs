@@ -6,8 +6,8 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchyard_runtime::SwitchyardConfig;
-use switchyard_runtime::queue::{Queue, dead_letter_view};
+use switchyard_flows::queue::{SqliteQueue, dead_letter_view};
+use switchyard_host::SwitchyardConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "no queue at {}: nothing has been queued yet (is data_dir right?)",
         path.display()
     );
-    let queue = Queue::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let queue = SqliteQueue::open(&path).with_context(|| format!("opening {}", path.display()))?;
     match args.command {
         Command::List { queue: name, json } => {
             let letters = queue.dead_letters(name.as_deref(), 10_000)?;

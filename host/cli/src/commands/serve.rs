@@ -4,11 +4,8 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use switchyard_runtime::pipelines::Pipelines;
-use switchyard_runtime::secrets::SecretGrant;
-use switchyard_runtime::sync::Syncs;
-use switchyard_runtime::{Runtime, SwitchyardConfig};
+use switchyard_broker::secrets::SecretGrant;
+use switchyard_host::{Host, SwitchyardConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,8 +34,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.plugin_dir = Some(std::path::absolute(dir)?);
     }
     super::tokio()?.block_on(async {
-        let runtime = Runtime::from_config(&config).await?;
-        let (pipelines, syncs) = start_pipelines(&runtime, &config)?;
+        let host = Host::from_config(&config).await?;
+        host.start().await;
+        let runtime = host.runtime.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -88,38 +86,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None
         };
         let router = switchyard_server::app(switchyard_server::Services {
-            pipelines,
-            syncs,
             admin_token,
             plugin_dir: Some(plugin_dir),
-            ..switchyard_server::Services::new(runtime)
+            ..switchyard_server::Services::from_host(&host)
         });
         switchyard_server::serve(router, listener, shutdown_signal()).await?;
         tracing::info!("switchyard stopped");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-type Started = (Option<Arc<Pipelines>>, Option<Arc<Syncs>>);
-
-/// Builds the configured webhooks, pipelines and syncs and starts their
-/// workers and schedules (they stop with the runtime).
-fn start_pipelines(runtime: &Runtime, config: &SwitchyardConfig) -> anyhow::Result<Started> {
-    if config.webhooks.is_empty() && config.pipelines.is_empty() && config.syncs.is_empty() {
-        return Ok((None, None));
-    }
-    let pipelines = Arc::new(
-        Pipelines::from_config(runtime.clone(), config)
-            .map_err(|e| anyhow::anyhow!("pipelines: {e}"))?,
-    );
-    let syncs = Arc::new(
-        Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs)
-            .map_err(|e| anyhow::anyhow!("syncs: {e}"))?,
-    );
-    // Detached: the tasks end when the process does.
-    drop(pipelines.start());
-    drop(syncs.start());
-    Ok((Some(pipelines), Some(syncs)))
 }
 
 async fn shutdown_signal() {

@@ -3,8 +3,8 @@
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use switchyard_runtime::SwitchyardConfig;
-use switchyard_runtime::capabilities::PluginManifest;
+use switchyard_broker::capabilities::PluginManifest;
+use switchyard_host::SwitchyardConfig;
 use switchyard_runtime::signing::{
     PublicKey, SecretKey, SignatureFile, TrustConfig, TrustPolicy, read_beside,
 };

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
-use switchyard_runtime::audit::{AuditFilter, AuditKind, now_ms, parse_time};
+use switchyard_ops::audit::{AuditFilter, AuditKind, now_ms, parse_time};
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/admin/v1/audit", get(list))
@@ -49,7 +49,7 @@ fn filter(params: Params) -> Result<AuditFilter, String> {
 }
 
 async fn list(State(state): State<AppState>, Query(params): Query<Params>) -> Response {
-    let Some(audit) = state.runtime.audit().cloned() else {
+    let Some(audit) = state.audit.clone() else {
         return error_body(
             StatusCode::NOT_FOUND,
             "audit_disabled",

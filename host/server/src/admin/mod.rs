@@ -14,7 +14,7 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
-use switchyard_runtime::secrets::SecretValue;
+use switchyard_broker::secrets::SecretValue;
 
 mod audit;
 mod monitor;

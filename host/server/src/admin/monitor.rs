@@ -9,9 +9,9 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use switchyard_runtime::monitor::Monitor;
-use switchyard_runtime::pipelines::{hook_queue, pipeline_queue};
-use switchyard_runtime::sync::sync_pipeline;
+use switchyard_flows::pipelines::{hook_queue, pipeline_queue};
+use switchyard_flows::sync::sync_pipeline;
+use switchyard_ops::monitor::Monitor;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -35,7 +35,7 @@ struct Limit {
 /// `latency_regression` or `reconciliation_mismatch`. 404 when monitoring
 /// is off.
 async fn alerts(State(state): State<AppState>, Query(limit): Query<Limit>) -> Response {
-    let Some(monitor) = state.runtime.monitor() else {
+    let Some(monitor) = &state.monitor else {
         return error_body(
             StatusCode::NOT_FOUND,
             "not_configured",
@@ -98,8 +98,10 @@ async fn status(State(state): State<AppState>) -> Response {
                     .map(|s| pipeline_queue(&sync_pipeline(s))),
             );
             for name in all.configs().keys() {
-                let last = queue
+                let last = all
+                    .cursors()
                     .runs(name, 1)
+                    .await
                     .unwrap_or_default()
                     .first()
                     .and_then(|r| serde_json::from_str::<Value>(r).ok());
@@ -107,11 +109,11 @@ async fn status(State(state): State<AppState>) -> Response {
             }
         }
         for name in queues {
-            let dead = queue.stats(&name).map(|s| s.dead).ok();
+            let dead = queue.stats(&name).await.map(|s| s.dead).ok();
             dlq.insert(name, json!(dead));
         }
     }
-    let monitor = runtime.monitor();
+    let monitor = state.monitor.as_ref();
     axum::Json(json!({
         "health": { "status": "ok", "connections": runtime.connections().len() },
         "plugins": plugins,

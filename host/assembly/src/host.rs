@@ -1,0 +1,215 @@
+//! [`Host`]: the sandbox, the flows and the operations backends, built
+//! from one [`SwitchyardConfig`] and wired together.
+
+use crate::config::SwitchyardConfig;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use switchyard_flows::cursors::CursorStore;
+use switchyard_flows::observe::{FlowObserver, FlowObservers};
+use switchyard_flows::pipelines::{Pipelines, with_sync_pipelines};
+use switchyard_flows::queue::{Queue, SqliteQueue};
+use switchyard_flows::sync::Syncs;
+use switchyard_ops::audit::AuditLog;
+use switchyard_ops::metrics::Metrics;
+use switchyard_ops::monitor::Monitor;
+use switchyard_runtime::plugin::{plugin_files, plugin_name_from_path};
+use switchyard_runtime::signing::TrustPolicy;
+use switchyard_runtime::{LoadError, Runtime};
+
+/// A whole host: what `switchyard serve` runs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The sandbox, with every plugin and connection of the config loaded.
+    pub runtime: Runtime,
+    /// Prometheus metrics; always collected.
+    pub metrics: Arc<Metrics>,
+    /// The audit trail, unless `[audit] enabled = false`.
+    pub audit: Option<Arc<AuditLog>>,
+    /// Monitoring, unless `[monitoring] enabled = false`.
+    pub monitor: Option<Monitor>,
+    /// Webhooks and pipelines, when any webhook, pipeline or sync is
+    /// configured.
+    pub pipelines: Option<Arc<Pipelines>>,
+    /// Batch syncs, alongside `pipelines`.
+    pub syncs: Option<Arc<Syncs>>,
+}
+
+impl Host {
+    /// Builds the operations backends, the runtime observed by them (every
+    /// plugin in the plugin directory and under `[plugins]` loaded, every
+    /// connection created) and, when configured, the flows on the queue at
+    /// `<data_dir>/queue.sqlite`. Starts monitoring; the flows wait for
+    /// [`Host::start`].
+    pub async fn from_config(config: &SwitchyardConfig) -> Result<Host, LoadError> {
+        let mut host = Host::without_flows(config).await?;
+        let mut observers: Vec<Arc<dyn FlowObserver>> = vec![host.metrics.clone()];
+        if let Some(monitor) = &host.monitor {
+            observers.push(Arc::new(monitor.clone()));
+        }
+        let (pipelines, syncs) = flows(&host.runtime, config, FlowObservers::new(observers))?;
+        host.pipelines = pipelines;
+        host.syncs = syncs;
+        Ok(host)
+    }
+
+    /// Like [`Host::from_config`] without the flows (no queue is opened,
+    /// no webhook secret resolved): for one-off calls such as `switchyard
+    /// call`.
+    pub async fn without_flows(config: &SwitchyardConfig) -> Result<Host, LoadError> {
+        let metrics = Arc::new(Metrics::new());
+        let mut builder = Runtime::builder()
+            .limits(config.limits.clone())
+            .cache_dir(config.cache_dir())
+            .state_path(config.state_path())
+            .trust(TrustPolicy::from_config(&config.trust).map_err(LoadError::Config)?)
+            .observer(metrics.clone());
+        let audit = if config.audit.enabled {
+            let audit = AuditLog::open(&config.audit_path(), config.audit.retention())
+                .map_err(|e| LoadError::Config(format!("[audit]: {e}")))?;
+            let audit = Arc::new(audit);
+            builder = builder.observer(audit.clone());
+            Some(audit)
+        } else {
+            None
+        };
+        let monitor = if config.monitoring.enabled {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| LoadError::Read {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            let monitor = Monitor::new(
+                &config.monitoring,
+                Some(&config.monitor_path()),
+                &config.syncs,
+            )
+            .map_err(LoadError::Config)?;
+            builder = builder.observer(Arc::new(monitor.clone()));
+            Some(monitor)
+        } else {
+            None
+        };
+        let runtime = builder.build()?;
+        if let Some(monitor) = &monitor {
+            monitor
+                .start(runtime.secret_provider())
+                .map_err(|e| LoadError::Config(format!("monitoring: {e}")))?;
+        }
+        load_plugins(&runtime, config).await?;
+        Ok(Host {
+            runtime,
+            metrics,
+            audit,
+            monitor,
+            pipelines: None,
+            syncs: None,
+        })
+    }
+
+    /// Starts the pipeline workers and the sync schedules. They run until
+    /// the process ends.
+    pub async fn start(&self) {
+        if let Some(pipelines) = &self.pipelines {
+            drop(pipelines.start().await);
+        }
+        if let Some(syncs) = &self.syncs {
+            drop(syncs.start());
+        }
+    }
+}
+
+/// The configured webhooks, pipelines and syncs, on one SQLite queue that
+/// also keeps the sync cursors; `None` when none is configured.
+fn flows(
+    runtime: &Runtime,
+    config: &SwitchyardConfig,
+    observers: FlowObservers,
+) -> Result<(Option<Arc<Pipelines>>, Option<Arc<Syncs>>), LoadError> {
+    if config.webhooks.is_empty() && config.pipelines.is_empty() && config.syncs.is_empty() {
+        return Ok((None, None));
+    }
+    let path = config.queue_path();
+    let sqlite = SqliteQueue::open(&path)
+        .map_err(|e| LoadError::Config(format!("pipelines: {}: {e}", path.display())))?;
+    let queue: Arc<dyn Queue> = Arc::new(sqlite.clone());
+    let cursors: Arc<dyn CursorStore> = Arc::new(sqlite);
+    let pipelines = Pipelines::new(
+        runtime.clone(),
+        queue.clone(),
+        &config.webhooks,
+        &with_sync_pipelines(&config.pipelines, &config.syncs),
+        runtime.secret_provider(),
+    )
+    .map_err(|e| LoadError::Config(format!("pipelines: {e}")))?
+    .with_observers(observers.clone());
+    let syncs = Syncs::new(runtime.clone(), queue, cursors, &config.syncs)
+        .map_err(|e| LoadError::Config(format!("syncs: {e}")))?
+        .with_observers(observers);
+    Ok((Some(Arc::new(pipelines)), Some(Arc::new(syncs))))
+}
+
+/// Loads every plugin of the plugin directory and `[plugins]`, creates
+/// every `[connections]` entry, and gives each plugin no connection names
+/// a default connection of its own name (unless it needs grants).
+async fn load_plugins(runtime: &Runtime, config: &SwitchyardConfig) -> Result<(), LoadError> {
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    let dir = config.plugin_dir();
+    if dir.is_dir() {
+        for path in plugin_files(&dir)? {
+            if let Some(name) = plugin_name_from_path(&path) {
+                files.push((name, path));
+            }
+        }
+    }
+    for (name, plugin) in &config.plugins {
+        if let Some((_, existing)) = files.iter().find(|(n, p)| n == name && p != &plugin.path)
+        {
+            return Err(LoadError::Conflict(format!(
+                "plugin `{name}` is both {} (plugin dir) and {} ([plugins.{name}])",
+                existing.display(),
+                plugin.path.display()
+            )));
+        }
+        if !files.iter().any(|(_, p)| p == &plugin.path) {
+            files.push((name.clone(), plugin.path.clone()));
+        }
+    }
+    for (name, path) in &files {
+        runtime.load_plugin(name, path).await?;
+    }
+    for (name, connection) in &config.connections {
+        let values = connection
+            .values()
+            .map_err(|e| LoadError::Config(format!("connections.{name}.config: {e}")))?;
+        runtime.add_connection_with_grants(
+            name,
+            &connection.plugin,
+            values,
+            &connection.grants,
+        )?;
+    }
+    let named: Vec<String> = config
+        .connections
+        .values()
+        .map(|c| c.plugin.clone())
+        .collect();
+    let names: BTreeSet<&String> = files.iter().map(|(name, _)| name).collect();
+    for name in names {
+        let has_connection = named.contains(name) || config.connections.contains_key(name);
+        let plugin = runtime.plugin(name).expect("loaded above");
+        if has_connection {
+            continue;
+        }
+        if plugin.needs_grants() {
+            // Without grants it could only fail; it waits for a
+            // [connections.X] block instead of aborting start-up.
+            tracing::warn!(
+                plugin = %name,
+                "plugin needs grants (HTTP, secrets, state or rate limits); add a [connections.<name>] block with grants to use it"
+            );
+            continue;
+        }
+        runtime.add_connection(name, name, BTreeMap::new())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,890 @@
+//! The egress path. Every outbound request of every guest leaves through
+//! [`Egress::send`], which applies the connection's policy in one place:
+//!
+//! 1. the URL must be both requested and granted (scheme, host, port);
+//! 2. secret placeholders become values only for destinations they are
+//!    bound to, in headers and (where granted) bodies;
+//! 3. rate-limit buckets pacing the destination hand out a permit, and an
+//!    upstream's `Retry-After` pause is honoured;
+//! 4. the host resolves the name itself, refuses the request if any address
+//!    is forbidden, and connects to an address it checked, so a second DNS
+//!    answer cannot rebind the request;
+//! 5. timeouts and size caps bound the exchange; idempotent requests are
+//!    retried with exponential backoff and jitter when the grant asks.
+//!
+//! Redirects go back to the guest, never followed here: a client that
+//! follows one sends a new request through every check again. Proxy
+//! environment variables are ignored: nothing here reads them.
+
+use crate::capabilities::EffectiveRights;
+use crate::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
+use crate::policy::Destination;
+use crate::rate::{ConnectionRateLimits, RateLimitGrant, RateLimited, RateLimiter};
+use crate::secrets::ConnectionSecrets;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
+
+/// A boxed future, as the pluggable network traits return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Turns a host name into addresses. The host resolves names itself so it
+/// can check every address before connecting; swap it to map names in
+/// tests or to use a company resolver.
+pub trait Resolver: Send + Sync + fmt::Debug {
+    /// Every address `host` resolves to.
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
+}
+
+/// The operating system's resolver.
+#[derive(Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host, 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// A fixed table of names; any other name is not found.
+#[derive(Debug, Default, Clone)]
+pub struct StaticResolver {
+    names: HashMap<String, Vec<IpAddr>>,
+}
+
+impl StaticResolver {
+    /// Maps `name` (case-insensitive) to `addrs`.
+    pub fn with(mut self, name: &str, addrs: &[IpAddr]) -> Self {
+        self.names.insert(name.to_ascii_lowercase(), addrs.to_vec());
+        self
+    }
+}
+
+impl Resolver for StaticResolver {
+    fn resolve<'a>(&'a self, host: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        let found = self.names.get(&host.to_ascii_lowercase()).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "name not found"))
+        })
+    }
+}
+
+/// Opens the TCP connection to an address the policy has checked. Swap it
+/// to send everything to a sinkhole in tests.
+pub trait Dialer: Send + Sync + fmt::Debug {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>>;
+}
+
+/// Connects directly.
+#[derive(Debug, Default)]
+pub struct DirectDialer;
+
+impl Dialer for DirectDialer {
+    fn dial(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>> {
+        Box::pin(TcpStream::connect(addr))
+    }
+}
+
+/// How a runtime reaches the network: resolver, dialer, TLS roots, and the
+/// per-(plugin, destination) buckets. Shared by every connection. Default: the
+/// system resolver, direct connections, and the Mozilla root store.
+#[derive(Clone)]
+pub struct Network {
+    resolver: Arc<dyn Resolver>,
+    dialer: Arc<dyn Dialer>,
+    tls: Arc<rustls::ClientConfig>,
+    destinations: Arc<DestinationBuckets>,
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Network")
+            .field("resolver", &self.resolver)
+            .field("dialer", &self.dialer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::new(Arc::new(SystemResolver), Arc::new(DirectDialer))
+    }
+}
+
+impl Network {
+    /// A network with this resolver and dialer.
+    pub fn new(resolver: Arc<dyn Resolver>, dialer: Arc<dyn Dialer>) -> Self {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Network {
+            resolver,
+            dialer,
+            tls: Arc::new(tls),
+            destinations: Arc::default(),
+        }
+    }
+}
+
+/// One bucket per (plugin, destination), shared by every connection of
+/// the plugin: it paces the plugin's traffic to one upstream at
+/// `limits.http_destination_per_second`, and an upstream's `Retry-After`
+/// pauses it for all of them.
+#[derive(Debug, Default)]
+struct DestinationBuckets {
+    buckets: Mutex<HashMap<PluginDestination, Arc<RateLimiter>>>,
+}
+
+/// (plugin name, `scheme://host:port`).
+type PluginDestination = (Arc<str>, String);
+
+impl DestinationBuckets {
+    fn get(&self, plugin: &Arc<str>, dest: &Destination, per_second: u32) -> Arc<RateLimiter> {
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((plugin.clone(), dest.to_string()))
+            .or_insert_with(|| {
+                let grant = RateLimitGrant {
+                    per_second: f64::from(per_second),
+                    burst: per_second,
+                    destinations: Vec::new(),
+                };
+                let name = format!("{plugin} → {dest}");
+                Arc::new(RateLimiter::new(&name, &grant).expect("validated limits"))
+            })
+            .clone()
+    }
+}
+
+/// Host-level retries for idempotent requests (GET, HEAD, PUT, DELETE,
+/// OPTIONS) after connect errors, 429 and 5xx, per connection grant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryGrant {
+    /// Attempts in all, the first included. Default: 3.
+    pub attempts: u32,
+    /// Delay before the first retry; doubles each time, with full jitter.
+    /// Default: 100 ms.
+    pub base_delay_ms: u64,
+    /// Longest delay between attempts. Default: 2000 ms.
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryGrant {
+    fn default() -> Self {
+        RetryGrant {
+            attempts: 3,
+            base_delay_ms: 100,
+            max_delay_ms: 2_000,
+        }
+    }
+}
+
+impl RetryGrant {
+    /// The wait before retry number `retry` (1-based): exponential, capped,
+    /// and uniformly jittered so clients do not retry in lockstep.
+    fn delay(&self, retry: u32) -> Duration {
+        let exp = self
+            .base_delay_ms
+            .saturating_mul(1 << retry.saturating_sub(1).min(20));
+        Duration::from_millis(fastrand::u64(0..=exp.min(self.max_delay_ms)))
+    }
+}
+
+/// The limits every request of a connection runs under. The sandbox
+/// derives them from its `Limits` (`http_*_timeout_ms`, `http_*_bytes`,
+/// `rate_limit_wait_ms`, `http_destination_per_second`).
+#[derive(Debug, Clone)]
+pub struct EgressLimits {
+    /// Longest wait for a TCP (and TLS) connection.
+    pub connect: Duration,
+    /// Longest wait for the response head after the request is sent.
+    pub first_byte: Duration,
+    /// Longest a whole exchange may take, retries included.
+    pub total: Duration,
+    /// Largest request body sent.
+    pub request_bytes: usize,
+    /// Largest response body read.
+    pub response_bytes: usize,
+    /// Longest wait for a rate-limit permit.
+    pub rate_wait: Duration,
+    /// Requests per second to any one destination (0: unpaced).
+    pub destination_per_second: u32,
+}
+
+/// One connection's way out.
+pub struct Egress {
+    plugin: Arc<str>,
+    version: Arc<str>,
+    connection: Arc<str>,
+    observer: Option<Arc<dyn BrokerObserver>>,
+    rights: EffectiveRights,
+    secrets: Arc<ConnectionSecrets>,
+    rate_limits: Arc<ConnectionRateLimits>,
+    retry: Option<RetryGrant>,
+    limits: EgressLimits,
+    network: Network,
+}
+
+impl fmt::Debug for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Egress")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request did not complete: the code the guest sees, and the reason
+/// the operator reads in the log.
+struct Failure {
+    code: HttpError,
+    reason: String,
+    retryable: bool,
+}
+
+impl Failure {
+    fn new(code: HttpError, reason: impl Into<String>) -> Self {
+        Failure {
+            code,
+            reason: reason.into(),
+            retryable: false,
+        }
+    }
+
+    fn transient(code: HttpError, reason: impl Into<String>) -> Self {
+        Failure {
+            retryable: true,
+            ..Failure::new(code, reason)
+        }
+    }
+}
+
+/// Everything about a request except its body, reusable across attempts.
+struct Prepared {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    dest: Destination,
+    connect: Duration,
+    first_byte: Duration,
+}
+
+impl Egress {
+    /// The egress of a connection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        plugin: Arc<str>,
+        connection: Arc<str>,
+        rights: EffectiveRights,
+        secrets: Arc<ConnectionSecrets>,
+        rate_limits: Arc<ConnectionRateLimits>,
+        retry: Option<RetryGrant>,
+        limits: EgressLimits,
+        network: Network,
+    ) -> Self {
+        Egress {
+            version: "unknown".into(),
+            plugin,
+            connection,
+            observer: None,
+            rights,
+            secrets,
+            rate_limits,
+            retry,
+            limits,
+            network,
+        }
+    }
+
+    /// Reports every request and brokered use to `observer`, naming the
+    /// plugin at `version`. Default: no observer.
+    pub fn observed(mut self, observer: Option<Arc<dyn BrokerObserver>>, version: Arc<str>) -> Self {
+        self.observer = observer;
+        self.version = version;
+        self
+    }
+
+    fn broker(&self, invocation: u64, use_: BrokerUse<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.broker(&BrokerEvent {
+                plugin: &self.plugin,
+                version: &self.version,
+                connection: &self.connection,
+                invocation,
+                use_,
+            });
+        }
+    }
+
+    /// An egress that denies everything (used while describing a plugin).
+    pub fn deny_all(plugin: Arc<str>, limits: EgressLimits) -> Self {
+        Egress::new(
+            plugin.clone(),
+            plugin,
+            EffectiveRights::default(),
+            Arc::default(),
+            Arc::default(),
+            None,
+            limits,
+            Network::default(),
+        )
+    }
+
+    /// Sends `request` under the connection's policy. Denials and failures
+    /// come back as a wasi:http error code; the reason goes to the log.
+    pub async fn send(
+        &self,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        invocation: u64,
+    ) -> Result<Response<WasiBody>, HttpError> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let url = request.uri().to_string();
+        let progress = Progress::default();
+        let exchange = self.exchange(request, options, invocation, &progress);
+        let outcome = tokio::time::timeout(self.limits.total, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::new(
+                    HttpError::HttpResponseTimeout,
+                    format!(
+                        "no complete answer within {} ms (limits.http_total_timeout_ms)",
+                        self.limits.total.as_millis()
+                    ),
+                ))
+            });
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
+        if let Some(observer) = &self.observer {
+            let fallback;
+            let destination = match progress.destination.get() {
+                Some(checked) => checked.as_str(),
+                None => {
+                    fallback = origin(&url);
+                    fallback.as_str()
+                }
+            };
+            let (status, error, bytes_in) = match &outcome {
+                Ok(response) => {
+                    let size = hyper::body::Body::size_hint(response.body());
+                    (Some(response.status().as_u16()), None, size.lower())
+                }
+                Err(failure) => (None, Some(failure.reason.as_str()), 0),
+            };
+            observer.egress(&EgressEvent {
+                plugin: &self.plugin,
+                version: &self.version,
+                connection: &self.connection,
+                invocation,
+                method: method.as_str(),
+                destination,
+                granted: progress.destination.get().is_some(),
+                status,
+                error,
+                bytes_out: progress.bytes_out.load(Ordering::Relaxed),
+                bytes_in,
+                attempts: progress.attempts.load(Ordering::Relaxed),
+                elapsed,
+            });
+        }
+        match outcome {
+            Ok(response) => {
+                tracing::info!(
+                    target: "switchyard::egress",
+                    plugin = &*self.plugin,
+                    connection = &*self.connection,
+                    invocation,
+                    %method,
+                    url,
+                    status = response.status().as_u16(),
+                    elapsed_ms,
+                    "outbound request"
+                );
+                Ok(response.map(|body| body.map_err(|never| match never {}).boxed_unsync()))
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    target: "switchyard::egress",
+                    plugin = &*self.plugin,
+                    connection = &*self.connection,
+                    invocation,
+                    %method,
+                    url,
+                    code = %failure.code,
+                    reason = %failure.reason,
+                    elapsed_ms,
+                    "outbound request refused or failed"
+                );
+                Err(failure.code)
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        invocation: u64,
+        progress: &Progress,
+    ) -> Result<Response<Full<Bytes>>, Failure> {
+        let prepared = self.prepare(request, options, invocation, progress).await?;
+        if let Some(refused) = self.pace(&prepared.dest, invocation).await {
+            return Ok(refused);
+        }
+        progress
+            .bytes_out
+            .store(prepared.body.len() as u64, Ordering::Relaxed);
+        let retry = self
+            .retry
+            .clone()
+            .filter(|_| is_idempotent(&prepared.method));
+        let attempts = retry.as_ref().map_or(1, |r| r.attempts.max(1));
+        let mut attempt = 1;
+        loop {
+            progress.attempts.fetch_add(1, Ordering::Relaxed);
+            let result = self.attempt(&prepared).await;
+            if let Ok(response) = &result {
+                self.honour_retry_after(&prepared.dest, response);
+            }
+            let again = match &result {
+                Ok(response) => {
+                    response.status() == StatusCode::TOO_MANY_REQUESTS
+                        || response.status().is_server_error()
+                }
+                Err(failure) => failure.retryable,
+            };
+            let Some(retry) = retry.as_ref().filter(|_| again && attempt < attempts) else {
+                return result;
+            };
+            let wait = match &result {
+                Ok(response) => retry_after(response).unwrap_or_default(),
+                Err(_) => Duration::ZERO,
+            };
+            tokio::time::sleep(retry.delay(attempt).max(wait)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Checks the URL, reads the body within its cap and substitutes
+    /// secrets.
+    async fn prepare(
+        &self,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        invocation: u64,
+        progress: &Progress,
+    ) -> Result<Prepared, Failure> {
+        let (parts, body) = request.into_parts();
+        let dest = self
+            .rights
+            .check_url(&parts.uri.to_string())
+            .map_err(|denied| Failure::new(HttpError::HttpRequestDenied, denied.to_string()))?;
+        let dest_text = progress.destination.get_or_init(|| dest.to_string());
+        let body = Limited::new(body, self.limits.request_bytes)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.downcast_ref::<LengthLimitError>().is_some() {
+                    Failure::new(
+                        HttpError::HttpRequestBodySize(None),
+                        format!(
+                            "request body over {} bytes (limits.http_request_bytes)",
+                            self.limits.request_bytes
+                        ),
+                    )
+                } else {
+                    Failure::new(HttpError::HttpRequestDenied, format!("request body: {err}"))
+                }
+            })?
+            .to_bytes();
+        // Secrets put in, reported once the whole request is prepared (a
+        // refused request sends none).
+        let used = std::cell::RefCell::new(Vec::<(String, &'static str)>::new());
+        let note = |purpose| {
+            let used = &used;
+            move |name: &str| used.borrow_mut().push((name.to_owned(), purpose))
+        };
+        let not_bound = |e: crate::secrets::SecretError| {
+            Failure::new(HttpError::HttpRequestDenied, e.to_string())
+        };
+        let body = match self
+            .secrets
+            .substitute_with(&body, &dest, true, note("http-body"))
+            .map_err(not_bound)?
+        {
+            Some(replaced) => Bytes::from(replaced),
+            None => body,
+        };
+        let mut headers = parts.headers;
+        // The body may have changed size; hyper sets the length of the
+        // buffered body itself.
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.remove(http::header::TRANSFER_ENCODING);
+        for value in headers.values_mut() {
+            if let Some(replaced) = self
+                .secrets
+                .substitute_with(value.as_bytes(), &dest, false, note("http-header"))
+                .map_err(not_bound)?
+            {
+                let mut secret = HeaderValue::from_bytes(&replaced).map_err(|_| {
+                    Failure::new(
+                        HttpError::HttpRequestDenied,
+                        "a secret value is not valid in a header",
+                    )
+                })?;
+                secret.set_sensitive(true);
+                *value = secret;
+            }
+        }
+        // A guest may shorten the host's timeouts, never lengthen them.
+        let guest = options.unwrap_or_default();
+        let shorter = |guest: Option<Duration>, host: Duration| guest.map_or(host, |g| g.min(host));
+        for (name, purpose) in used.into_inner() {
+            let destination = Some(dest_text.as_str());
+            let use_ = BrokerUse::Secret {
+                name: &name,
+                purpose,
+                destination,
+            };
+            self.broker(invocation, use_);
+        }
+        Ok(Prepared {
+            method: parts.method,
+            uri: parts.uri,
+            headers,
+            body,
+            connect: shorter(guest.connect_timeout, self.limits.connect),
+            first_byte: shorter(guest.first_byte_timeout, self.limits.first_byte),
+            dest,
+        })
+    }
+
+    /// Waits for the buckets pacing `dest` and any upstream pause; a
+    /// synthesized 429 when that would take longer than the wait bound.
+    async fn pace(&self, dest: &Destination, invocation: u64) -> Option<Response<Full<Bytes>>> {
+        let per_destination =
+            self.network
+                .destinations
+                .get(&self.plugin, dest, self.limits.destination_per_second);
+        let buckets = std::iter::once(&per_destination).chain(self.rate_limits.pacing(dest));
+        for bucket in buckets {
+            let started = Instant::now();
+            let result = bucket.acquire(self.limits.rate_wait).await;
+            let waited = match &result {
+                Ok(waited) => *waited,
+                Err(_) => started.elapsed(),
+            };
+            if result.is_err() || !waited.is_zero() {
+                let use_ = BrokerUse::RateLimitWait {
+                    bucket: bucket.name(),
+                    waited,
+                    refused: result.is_err(),
+                };
+                self.broker(invocation, use_);
+            }
+            if let Err(limited) = result {
+                return Some(rate_limited(&limited));
+            }
+        }
+        None
+    }
+
+    /// A 429 or 503 with `Retry-After` pauses the destination for the
+    /// plugin and every bucket pacing it.
+    fn honour_retry_after(&self, dest: &Destination, response: &Response<Full<Bytes>>) {
+        let throttled = matches!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        );
+        let Some(wait) = retry_after(response).filter(|_| throttled) else {
+            return;
+        };
+        self.network
+            .destinations
+            .get(&self.plugin, dest, self.limits.destination_per_second)
+            .pause_for(wait);
+        for bucket in self.rate_limits.pacing(dest) {
+            bucket.pause_for(wait);
+        }
+    }
+
+    async fn attempt(&self, req: &Prepared) -> Result<Response<Full<Bytes>>, Failure> {
+        let addrs = self.resolve_checked(&req.dest, req.connect).await?;
+        let tcp = self.connect(&addrs, req).await?;
+        let stream: Box<dyn Stream> = if req.dest.scheme == "https" {
+            let name = match req.dest.ip() {
+                Some(ip) => rustls::pki_types::ServerName::from(ip),
+                None => rustls::pki_types::ServerName::try_from(req.dest.host()).map_err(|e| {
+                    Failure::new(HttpError::HttpRequestUriInvalid, format!("TLS name: {e}"))
+                })?,
+            };
+            let tls = tokio_rustls::TlsConnector::from(self.network.tls.clone());
+            let handshake = tokio::time::timeout(req.connect, tls.connect(name, tcp));
+            match handshake.await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => return Err(Failure::new(HttpError::TlsProtocolError, e.to_string())),
+                Err(_) => {
+                    return Err(Failure::transient(
+                        HttpError::ConnectionTimeout,
+                        "TLS handshake timed out",
+                    ));
+                }
+            }
+        } else {
+            Box::new(tcp)
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::transient(HttpError::HttpProtocolError, e.to_string()))?;
+        // Drives the connection; aborted when this attempt ends, so a
+        // hung upstream cannot keep a socket open.
+        let driver = AbortOnDrop(tokio::spawn(connection));
+        let mut request = Request::builder()
+            .method(req.method.clone())
+            .uri(req.uri.path_and_query().map_or("/", |p| p.as_str()))
+            .body(Full::new(req.body.clone()))
+            .map_err(|e| Failure::new(HttpError::HttpRequestUriInvalid, e.to_string()))?;
+        *request.headers_mut() = req.headers.clone();
+        let response = tokio::time::timeout(req.first_byte, sender.send_request(request))
+            .await
+            .map_err(|_| {
+                Failure::transient(
+                    HttpError::ConnectionReadTimeout,
+                    format!(
+                        "no response headers within {} ms (limits.http_first_byte_timeout_ms)",
+                        req.first_byte.as_millis()
+                    ),
+                )
+            })?
+            .map_err(|e| Failure::transient(HttpError::HttpProtocolError, e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, self.limits.response_bytes)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.downcast_ref::<LengthLimitError>().is_some() {
+                    Failure::new(
+                        HttpError::HttpResponseBodySize(Some(self.limits.response_bytes as u64)),
+                        format!(
+                            "response body over {} bytes (limits.http_response_bytes)",
+                            self.limits.response_bytes
+                        ),
+                    )
+                } else {
+                    Failure::transient(HttpError::HttpResponseIncomplete, err.to_string())
+                }
+            })?
+            .to_bytes();
+        drop(driver);
+        Ok(Response::from_parts(parts, Full::new(body)))
+    }
+
+    /// Resolves `dest` and checks every address: one forbidden answer
+    /// refuses the request, so a name cannot mix a public and a private
+    /// address and win a race.
+    async fn resolve_checked(
+        &self,
+        dest: &Destination,
+        timeout: Duration,
+    ) -> Result<Vec<IpAddr>, Failure> {
+        let addrs = match dest.ip() {
+            Some(ip) => vec![ip],
+            None => {
+                let host = dest.host();
+                match tokio::time::timeout(timeout, self.network.resolver.resolve(&host)).await {
+                    Ok(Ok(addrs)) => addrs,
+                    Ok(Err(e)) => {
+                        return Err(Failure::new(
+                            HttpError::DnsError {
+                                rcode: Some(e.to_string()),
+                                info_code: None,
+                            },
+                            format!("cannot resolve {host}: {e}"),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(Failure::transient(HttpError::DnsTimeout, "DNS timed out"));
+                    }
+                }
+            }
+        };
+        if addrs.is_empty() {
+            return Err(Failure::new(
+                HttpError::DestinationNotFound,
+                format!("{} has no addresses", dest.host()),
+            ));
+        }
+        for ip in &addrs {
+            self.rights
+                .egress()
+                .check_addr(dest, *ip)
+                .map_err(|denied| {
+                    Failure::new(HttpError::DestinationIpProhibited, denied.to_string())
+                })?;
+        }
+        Ok(addrs)
+    }
+
+    async fn connect(&self, addrs: &[IpAddr], req: &Prepared) -> Result<TcpStream, Failure> {
+        let mut last = String::new();
+        for ip in addrs {
+            let addr = SocketAddr::new(*ip, req.dest.port);
+            match tokio::time::timeout(req.connect, self.network.dialer.dial(addr)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = format!("{addr}: {e}"),
+                Err(_) => {
+                    return Err(Failure::transient(
+                        HttpError::ConnectionTimeout,
+                        format!(
+                            "connecting to {addr} took over {} ms (limits.http_connect_timeout_ms)",
+                            req.connect.as_millis()
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(Failure::transient(HttpError::ConnectionRefused, last))
+    }
+}
+
+/// What an exchange got to before it ended (or was cut off by the total
+/// timeout), for its [`EgressEvent`].
+#[derive(Default)]
+struct Progress {
+    /// The checked destination, once the URL passed the policy.
+    destination: OnceLock<String>,
+    bytes_out: AtomicU64,
+    attempts: AtomicU32,
+}
+
+/// `scheme://host:port` of a URL the policy refused, without user info,
+/// path or query.
+fn origin(url: &str) -> String {
+    let Ok(uri) = url.parse::<Uri>() else {
+        return "invalid".into();
+    };
+    let scheme = uri.scheme_str().unwrap_or("none");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    format!("{scheme}://{}:{port}", uri.host().unwrap_or(""))
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(method)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from APIs and is
+/// treated as absent).
+fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
+    let value = response.headers().get(http::header::RETRY_AFTER)?;
+    let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.min(3_600)))
+}
+
+/// The answer a guest gets when a bucket has no permit in time: a normal
+/// 429 with `Retry-After`, as an upstream would send.
+fn rate_limited(limited: &RateLimited) -> Response<Full<Bytes>> {
+    let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header(http::header::RETRY_AFTER, seconds)
+        .header("x-switchyard-rate-limited", limited.bucket.as_str())
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(Bytes::from(format!("{limited}\n"))))
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let retry = RetryGrant {
+            attempts: 5,
+            base_delay_ms: 100,
+            max_delay_ms: 300,
+        };
+        for _ in 0..100 {
+            assert!(retry.delay(1) <= Duration::from_millis(100));
+            assert!(retry.delay(2) <= Duration::from_millis(200));
+            assert!(retry.delay(9) <= Duration::from_millis(300));
+        }
+        let distinct: std::collections::HashSet<_> = (0..50).map(|_| retry.delay(3)).collect();
+        assert!(distinct.len() > 5, "jitter spreads retries: {distinct:?}");
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried() {
+        assert!(is_idempotent(&Method::GET) && is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST) && !is_idempotent(&Method::PATCH));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_caps_them() {
+        let with = |v: &str| {
+            Response::builder()
+                .header("retry-after", v)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(retry_after(&with("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&with("99999")),
+            Some(Duration::from_secs(3_600))
+        );
+        assert_eq!(retry_after(&with("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+    }
+
+    #[tokio::test]
+    async fn static_resolver_maps_names_case_insensitively() {
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        let resolver = StaticResolver::default().with("Sink.Test", &[ip]);
+        assert_eq!(resolver.resolve("sink.test").await.unwrap(), vec![ip]);
+        assert!(resolver.resolve("other.test").await.is_err());
+    }
+}

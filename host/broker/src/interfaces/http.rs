@@ -1,0 +1,116 @@
+//! `wasi:http/outgoing-handler`: the standard outbound HTTP interface, so
+//! any guest language's HTTP client works. wasmtime-wasi-http implements
+//! the interface; every request it would send is handed to the
+//! connection's [`Egress`], which applies the policy.
+
+use crate::egress::Egress;
+use std::sync::Arc;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
+};
+
+/// Per-invocation outbound HTTP state.
+pub struct HttpCtx {
+    pub(crate) wasi: WasiHttpCtx,
+    pub(crate) hooks: EgressHooks,
+}
+
+impl std::fmt::Debug for HttpCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCtx")
+            .field("requests", &self.hooks.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpCtx {
+    /// Outbound HTTP through `egress`, at most `max_requests` per
+    /// invocation (`limits.http_requests_per_invocation`).
+    pub fn new(egress: Arc<Egress>, invocation: u64, max_requests: u32) -> Self {
+        HttpCtx {
+            wasi: WasiHttpCtx::new(),
+            hooks: EgressHooks {
+                egress,
+                invocation,
+                started: 0,
+                max_requests,
+            },
+        }
+    }
+}
+
+/// Routes wasmtime-wasi-http's sends into the egress path and counts them.
+pub(crate) struct EgressHooks {
+    egress: Arc<Egress>,
+    invocation: u64,
+    started: u32,
+    max_requests: u32,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_errors: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        self.started += 1;
+        let over_cap = self.started > self.max_requests;
+        let (egress, invocation, max) = (self.egress.clone(), self.invocation, self.max_requests);
+        let future = async move {
+            if over_cap {
+                tracing::warn!(
+                    target: "switchyard::egress",
+                    invocation,
+                    url = %request.uri(),
+                    "outbound request refused: over {max} requests in one invocation (limits.http_requests_per_invocation)"
+                );
+                return Err(HttpError::ConnectionLimitReached);
+            }
+            let response = egress.send(request, options, invocation).await?;
+            // The body is already read in full, so nothing can fail later.
+            let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, done))
+        };
+        // wasmtime-wasi-http runs this on a task of its own; carry the
+        // invocation's span there so egress log lines name the invocation.
+        Box::new(tracing::Instrument::instrument(
+            future,
+            tracing::Span::current(),
+        ))
+    }
+}
+
+/// Adds `wasi:http/outgoing-handler` and `wasi:http/types` to `linker`.
+pub fn add_to_linker<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
+where
+    T: wasmtime_wasi_http::WasiHttpView + 'static,
+{
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+}
+
+/// Builds the view wasmtime-wasi-http works on from the store's parts.
+pub fn view<'a>(
+    ctx: &'a mut HttpCtx,
+    table: &'a mut ResourceTable,
+) -> wasmtime_wasi_http::WasiHttpCtxView<'a> {
+    wasmtime_wasi_http::WasiHttpCtxView {
+        ctx: &mut ctx.wasi,
+        table,
+        hooks: &mut ctx.hooks,
+    }
+}

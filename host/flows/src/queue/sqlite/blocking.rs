@@ -1,0 +1,150 @@
+//! The [`Queue`] and [`CursorStore`] traits over [`SqliteQueue`]: each
+//! operation runs on tokio's blocking pool, since a commit waits for
+//! fsync, while the async workers run other batches' guest calls.
+
+use super::SqliteQueue;
+use crate::bindings::{ConnectorError, Message};
+use crate::cursors::CursorStore;
+use crate::queue::{DeadLetter, Delivery, FailOutcome, Queue, QueueError, QueueStats, RetryPolicy, Settlement};
+use std::time::Duration;
+
+impl SqliteQueue {
+    /// Runs `operation` on a clone of this queue on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&SqliteQueue) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let queue = self.clone();
+        tokio::task::spawn_blocking(move || operation(&queue))
+            .await
+            .map_err(|e| QueueError::new(format!("a queue operation panicked: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for SqliteQueue {
+    async fn enqueue(&self, queue: &str, messages: Vec<Message>) -> Result<usize, QueueError> {
+        let queue = queue.to_owned();
+        self.blocking(move |q| q.enqueue(&queue, &messages)).await
+    }
+
+    async fn enqueue_delivery(
+        &self,
+        queue: &str,
+        source: &str,
+        window: Duration,
+        message: Message,
+    ) -> Result<bool, QueueError> {
+        let (queue, source) = (queue.to_owned(), source.to_owned());
+        self.blocking(move |q| q.enqueue_delivery(&queue, &source, window, &message))
+            .await
+    }
+
+    async fn enqueue_dead(
+        &self,
+        queue: &str,
+        message: Message,
+        reason: &str,
+        last_error: &str,
+    ) -> Result<(), QueueError> {
+        let (queue, reason, last_error) = (queue.to_owned(), reason.to_owned(), last_error.to_owned());
+        self.blocking(move |q| q.enqueue_dead(&queue, &message, &reason, &last_error))
+            .await
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let queue = queue.to_owned();
+        self.blocking(move |q| q.claim(&queue, max, lease)).await
+    }
+
+    async fn release_claims(&self) -> Result<usize, QueueError> {
+        self.blocking(|q| q.release_claims()).await
+    }
+
+    async fn settle(
+        &self,
+        batch: &[Delivery],
+        outcomes: &[Result<(), ConnectorError>],
+        policy: &RetryPolicy,
+    ) -> Result<Vec<Option<FailOutcome>>, QueueError> {
+        // Planned here (backoff jitter included), written on the pool.
+        let plans: Vec<(i64, Settlement)> = batch
+            .iter()
+            .zip(outcomes)
+            .map(|(delivery, outcome)| (delivery.seq, Settlement::plan(delivery, outcome, policy)))
+            .collect();
+        let results = plans.iter().map(|(_, plan)| plan.outcome()).collect();
+        self.blocking(move |q| q.apply_plans(&plans)).await?;
+        Ok(results)
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, QueueError> {
+        let queue = queue.map(str::to_owned);
+        self.blocking(move |q| q.dead_letters(queue.as_deref(), limit))
+            .await
+    }
+
+    async fn dead_letter_message(
+        &self,
+        seq: i64,
+    ) -> Result<Option<(DeadLetter, Message)>, QueueError> {
+        self.blocking(move |q| q.dead_letter_message(seq)).await
+    }
+
+    async fn replay(&self, queue: Option<&str>, seq: Option<i64>) -> Result<usize, QueueError> {
+        let queue = queue.map(str::to_owned);
+        self.blocking(move |q| q.replay(queue.as_deref(), seq)).await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
+        let queue = queue.to_owned();
+        self.blocking(move |q| q.stats(&queue)).await
+    }
+
+    async fn all_stats(&self) -> Result<Vec<(String, QueueStats)>, QueueError> {
+        self.blocking(|q| q.all_stats()).await
+    }
+
+    async fn next_due_in(&self, queue: &str) -> Result<Option<Duration>, QueueError> {
+        let queue = queue.to_owned();
+        self.blocking(move |q| q.next_due_in(&queue)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl CursorStore for SqliteQueue {
+    async fn cursor(&self, sync: &str, stream: &str) -> Result<Option<String>, QueueError> {
+        let (sync, stream) = (sync.to_owned(), stream.to_owned());
+        self.blocking(move |q| q.cursor(&sync, &stream)).await
+    }
+
+    async fn commit_cursor(&self, sync: &str, stream: &str, cursor: &str) -> Result<(), QueueError> {
+        let (sync, stream, cursor) = (sync.to_owned(), stream.to_owned(), cursor.to_owned());
+        self.blocking(move |q| q.commit_cursor(&sync, &stream, &cursor))
+            .await
+    }
+
+    async fn reset_cursor(&self, sync: &str, stream: &str) -> Result<(), QueueError> {
+        let (sync, stream) = (sync.to_owned(), stream.to_owned());
+        self.blocking(move |q| q.reset_cursor(&sync, &stream)).await
+    }
+
+    async fn record_run(&self, sync: &str, report: &str) -> Result<(), QueueError> {
+        let (sync, report) = (sync.to_owned(), report.to_owned());
+        self.blocking(move |q| q.record_run(&sync, &report)).await
+    }
+
+    async fn runs(&self, sync: &str, limit: usize) -> Result<Vec<String>, QueueError> {
+        let sync = sync.to_owned();
+        self.blocking(move |q| q.runs(&sync, limit)).await
+    }
+}

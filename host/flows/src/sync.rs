@@ -1,0 +1,462 @@
+//! Scheduled batch sync: a source connector read page by page from a
+//! per-stream cursor, through transforms, into a sink.
+//!
+//! A stream's cursor is committed only after the sink has acknowledged
+//! every record read up to it, so a killed process resumes from the last
+//! committed cursor and loses nothing; records read again are rewritten,
+//! which an idempotent sink absorbs. Records the sink refuses go to the
+//! dead-letter queue of the sync's pipeline (`pipeline:sync.NAME`), from
+//! where `dlq replay` sends them to the sink again.
+
+use crate::bindings::{ConnectorError, Message, ReadRequest};
+use crate::cursors::CursorStore;
+use crate::observe::{FlowObserver, FlowObservers, RecordsEvent, SyncRunEvent};
+use crate::queue::{Queue, RetryPolicy};
+use crate::transform::Transform;
+use switchyard_runtime::error::guest_error_message;
+use switchyard_runtime::{InvokeError, Runtime};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[syncs.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The connection read from (role `source`).
+    pub source: String,
+    /// The streams to read, in order.
+    pub streams: Vec<String>,
+    /// The connection written to (role `sink`).
+    pub sink: String,
+    /// Steps applied to each page. Default: none.
+    #[serde(default)]
+    pub transforms: Vec<Transform>,
+    /// Cron expression with seconds, in UTC (`0 */5 * * * *`: every five
+    /// minutes). Default: none; the sync runs only when asked.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Default: incremental.
+    #[serde(default)]
+    pub mode: SyncMode,
+    /// Records asked for per page. Default: 500.
+    #[serde(default = "default_page")]
+    pub page_size: u32,
+    /// Retries of a failing read or write. Default: [`RetryPolicy::default`].
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Volume alerts (`volume_drop`, `volume_zero`) for this sync's runs.
+    /// Default: on for `full-refresh` syncs, off for `incremental` ones,
+    /// which read only what changed and so read little once caught up.
+    #[serde(default)]
+    pub volume_alerts: Option<bool>,
+    /// Counts compared after each completed run. Default: none.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileConfig>,
+}
+
+/// `[syncs.NAME.reconcile]`: actions called after a completed run on the
+/// source and the sink connections, each answering `{"count": N}` for the
+/// input `{}`; differing counts raise a `reconciliation_mismatch` alert.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// The source connection's action.
+    pub source_action: String,
+    /// The sink connection's action.
+    pub sink_action: String,
+}
+
+/// The counts of a run's reconciliation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileCounts {
+    /// The source's count, when its action answered.
+    pub source: Option<u64>,
+    /// The sink's count, when its action answered.
+    pub sink: Option<u64>,
+    /// Why a count is missing.
+    pub error: Option<String>,
+}
+
+impl SyncConfig {
+    /// Whether runs of this sync get volume alerts (see `volume_alerts`).
+    pub fn volume_alerts(&self) -> bool {
+        self.volume_alerts
+            .unwrap_or(self.mode == SyncMode::FullRefresh)
+    }
+}
+
+fn default_page() -> u32 {
+    500
+}
+
+/// Where a run starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// From each stream's committed cursor.
+    #[default]
+    Incremental,
+    /// From the beginning, every run.
+    FullRefresh,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub sync: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    /// Records read from the source.
+    pub read: u64,
+    /// Records the sink acknowledged.
+    pub written: u64,
+    /// Records the sink refused (now dead letters).
+    pub failed: u64,
+    /// Records transforms dropped (net, per page).
+    #[serde(default)]
+    pub filtered: u64,
+    /// Records transforms added by splitting (net, per page).
+    #[serde(default)]
+    pub added: u64,
+    /// `None` when the run completed; otherwise why it stopped (the
+    /// cursor stays at the last acknowledged page).
+    pub error: Option<String>,
+    /// The same counts per stream.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamCounts>,
+    /// The counts of `[syncs.NAME.reconcile]`, after a completed run.
+    #[serde(default)]
+    pub reconcile: Option<ReconcileCounts>,
+}
+
+/// What one run did on one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamCounts {
+    pub read: u64,
+    pub written: u64,
+    pub failed: u64,
+    /// Dropped by transforms.
+    #[serde(default)]
+    pub filtered: u64,
+    /// Added by transforms that split records.
+    #[serde(default)]
+    pub added: u64,
+}
+
+impl StreamCounts {
+    /// Records read but neither written, refused, nor dropped by a
+    /// transform (`read + added - written - failed - filtered`); zero for
+    /// a completed run. Negative when more came out than went in.
+    pub fn unaccounted(&self) -> i64 {
+        (self.read + self.added) as i64 - (self.written + self.failed + self.filtered) as i64
+    }
+}
+
+/// The queue a sync's refused records are dead-lettered on.
+pub fn sync_pipeline(name: &str) -> String {
+    format!("sync.{name}")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The configured syncs of one host.
+#[derive(Debug)]
+pub struct Syncs {
+    runtime: Runtime,
+    queue: Arc<dyn Queue>,
+    cursors: Arc<dyn CursorStore>,
+    observers: FlowObservers,
+    syncs: BTreeMap<String, SyncConfig>,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Syncs {
+    /// Checks every sync against the runtime's connections. Refused
+    /// records go to `queue`; cursors and run reports to `cursors`.
+    pub fn new(
+        runtime: Runtime,
+        queue: Arc<dyn Queue>,
+        cursors: Arc<dyn CursorStore>,
+        syncs: &BTreeMap<String, SyncConfig>,
+    ) -> Result<Self, String> {
+        for (name, sync) in syncs {
+            for (key, connection) in [("source", &sync.source), ("sink", &sync.sink)] {
+                if runtime.connection(connection).is_none() {
+                    return Err(format!(
+                        "syncs.{name}.{key} names connection `{connection}`, which does not exist"
+                    ));
+                }
+            }
+            if let Some(expr) = &sync.schedule {
+                cron::Schedule::from_str(expr)
+                    .map_err(|e| format!("syncs.{name}.schedule `{expr}`: {e}"))?;
+            }
+            for step in &sync.transforms {
+                step.check(&runtime)
+                    .map_err(|e| format!("syncs.{name}.transforms: {e}"))?;
+            }
+        }
+        Ok(Syncs {
+            runtime,
+            queue,
+            cursors,
+            observers: FlowObservers::default(),
+            syncs: syncs.clone(),
+            running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Reports records and runs to `observers`. Default: none.
+    pub fn with_observers(mut self, observers: FlowObservers) -> Self {
+        self.observers = observers;
+        self
+    }
+
+    /// Where cursors and run reports are kept.
+    pub fn cursors(&self) -> &Arc<dyn CursorStore> {
+        &self.cursors
+    }
+
+    /// The configured syncs.
+    pub fn configs(&self) -> &BTreeMap<String, SyncConfig> {
+        &self.syncs
+    }
+
+    /// Runs sync `name` once, now, and records the report. Runs of one
+    /// host never overlap.
+    pub async fn run(&self, name: &str) -> Result<RunReport, String> {
+        let sync = self
+            .syncs
+            .get(name)
+            .ok_or_else(|| format!("no sync `{name}` is configured"))?;
+        let _one_at_a_time = self.running.lock().await;
+        let mut report = RunReport {
+            sync: name.to_owned(),
+            started_at_ms: now_ms(),
+            ..RunReport::default()
+        };
+        for stream in &sync.streams {
+            let before = (
+                report.read,
+                report.written,
+                report.failed,
+                report.filtered,
+                report.added,
+            );
+            let result = self.run_stream(name, sync, stream, &mut report).await;
+            let counts = StreamCounts {
+                read: report.read - before.0,
+                written: report.written - before.1,
+                failed: report.failed - before.2,
+                filtered: report.filtered - before.3,
+                added: report.added - before.4,
+            };
+            report.streams.insert(stream.clone(), counts);
+            self.observers.records(&RecordsEvent {
+                flow: "sync",
+                name,
+                stream,
+                records_in: counts.read,
+                records_out: counts.written,
+                failed: counts.failed,
+            });
+            if let Err(e) = result {
+                report.error = Some(format!("stream `{stream}`: {e}"));
+                break;
+            }
+        }
+        if let (None, Some(reconcile)) = (&report.error, &sync.reconcile) {
+            report.reconcile = Some(self.reconcile(sync, reconcile).await);
+        }
+        report.finished_at_ms = now_ms();
+        let json = serde_json::to_string(&report).expect("reports serialize");
+        self.cursors
+            .record_run(name, &json)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            target: "switchyard::sync",
+            sync = name,
+            read = report.read,
+            written = report.written,
+            failed = report.failed,
+            error = report.error.as_deref().unwrap_or(""),
+            "sync run finished"
+        );
+        self.observers.sync_run(&SyncRunEvent { report: &report });
+        Ok(report)
+    }
+
+    async fn run_stream(
+        &self,
+        name: &str,
+        sync: &SyncConfig,
+        stream: &str,
+        report: &mut RunReport,
+    ) -> Result<(), String> {
+        let db = |e: crate::queue::QueueError| e.to_string();
+        let mut cursor = match sync.mode {
+            SyncMode::Incremental => self.cursors.cursor(name, stream).await.map_err(db)?,
+            SyncMode::FullRefresh => None,
+        };
+        loop {
+            let request = ReadRequest {
+                stream: stream.to_owned(),
+                cursor: cursor.clone(),
+                max_messages: sync.page_size,
+            };
+            let page = retrying(&sync.retry, || {
+                self.runtime.read(&sync.source, request.clone())
+            })
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+            report.read += page.messages.len() as u64;
+            let mut messages = page.messages;
+            let read = messages.len() as u64;
+            for step in &sync.transforms {
+                messages = step
+                    .apply(&self.runtime, messages)
+                    .await
+                    .map_err(|e| format!("transform: {}", guest_error_message(&e)))?;
+            }
+            let out = messages.len() as u64;
+            report.filtered += read.saturating_sub(out);
+            report.added += out.saturating_sub(read);
+            if !messages.is_empty() {
+                self.write(name, sync, messages, report).await?;
+            }
+            // Everything read so far is acknowledged or dead-lettered.
+            if let Some(next) = page.next_cursor {
+                self.cursors
+                    .commit_cursor(name, stream, &next)
+                    .await
+                    .map_err(db)?;
+                cursor = Some(next);
+            }
+            if !page.has_more {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        sync: &SyncConfig,
+        messages: Vec<Message>,
+        report: &mut RunReport,
+    ) -> Result<(), String> {
+        let outcomes = retrying(&sync.retry, || {
+            self.runtime.write(&sync.sink, messages.clone())
+        })
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+        let dlq = crate::pipelines::pipeline_queue(&sync_pipeline(name));
+        for message in &messages {
+            match outcomes
+                .iter()
+                .find(|o| o.id == message.id)
+                .map(|o| &o.outcome)
+            {
+                Some(Err(e)) => {
+                    let error = guest_error_message(e);
+                    self.queue
+                        .enqueue_dead(&dlq, message.clone(), "refused by the sink", &error)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    report.failed += 1;
+                }
+                _ => report.written += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the source and the sink for their counts.
+    async fn reconcile(&self, sync: &SyncConfig, config: &ReconcileConfig) -> ReconcileCounts {
+        let mut counts = ReconcileCounts::default();
+        let mut errors = Vec::new();
+        for (side, connection, action) in [
+            ("source", &sync.source, &config.source_action),
+            ("sink", &sync.sink, &config.sink_action),
+        ] {
+            let answer = self.runtime.call_action(connection, action, b"{}").await;
+            let count = match answer {
+                Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v["count"].as_u64())
+                    .ok_or_else(|| format!("{side} `{action}` did not answer {{\"count\": N}}")),
+                Err(e) => Err(format!("{side} `{action}`: {e}")),
+            };
+            match count {
+                Ok(n) if side == "source" => counts.source = Some(n),
+                Ok(n) => counts.sink = Some(n),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            counts.error = Some(errors.join("; "));
+        }
+        counts
+    }
+
+    /// Starts one scheduler per sync with a `schedule`.
+    pub fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (name, sync) in &self.syncs {
+            let Some(expr) = &sync.schedule else { continue };
+            let schedule = cron::Schedule::from_str(expr).expect("checked in new");
+            let this = self.clone();
+            let name = name.clone();
+            tasks.push(tokio::spawn(async move {
+                for next in schedule.upcoming_owned(chrono::Utc) {
+                    let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(wait).await;
+                    if let Err(e) = this.run(&name).await {
+                        tracing::error!(target: "switchyard::sync", sync = %name, "{e}");
+                    }
+                }
+            }));
+        }
+        tasks
+    }
+}
+
+/// Calls `call` until it succeeds, retrying what the error says may
+/// succeed later (retryable, rate-limited, timeouts, crashes, busy) with
+/// the policy's backoff, up to its attempts.
+async fn retrying<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, InvokeError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, InvokeError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let error = match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let wait = match &error {
+            InvokeError::Guest(ConnectorError::Permanent(_) | ConnectorError::InvalidInput(_)) => {
+                return Err(error);
+            }
+            InvokeError::Guest(ConnectorError::RateLimited(r)) => {
+                Duration::from_millis(r.retry_after_ms.unwrap_or(policy.base_delay_ms))
+            }
+            _ => Duration::from_millis(policy.backoff_ms(attempt)),
+        };
+        if attempt >= policy.max_attempts {
+            return Err(error);
+        }
+        tracing::warn!(target: "switchyard::sync", attempt, "retrying after: {error}");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
