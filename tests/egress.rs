@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use switchyard_runtime::capabilities::Grants;
-use switchyard_runtime::egress::BoxFuture;
+use switchyard_broker::capabilities::Grants;
+use switchyard_broker::egress::BoxFuture;
 use switchyard_runtime::{Dialer, Limits, LoadError, Network, Runtime, StaticResolver};
 use switchyard_tests::httpbin::httpbin;
 use switchyard_tests::{canary, guest, log_dir};
@@ -813,8 +813,11 @@ async fn the_example_rest_connector_calls_httpbin_with_its_bearer_secret() {
         &guest("http-api").display().to_string(),
         &wasm.display().to_string(),
     );
-    let config: switchyard_runtime::SwitchyardConfig = toml::from_str(&config).unwrap();
-    let runtime = Runtime::from_config(&config).await.unwrap();
+    let config: switchyard_host::SwitchyardConfig = toml::from_str(&config).unwrap();
+    let runtime = switchyard_host::Host::from_config(&config)
+        .await
+        .unwrap()
+        .runtime;
     let out = runtime
         .call_action("httpbin", "get", br#"{"path": "/bearer"}"#)
         .await

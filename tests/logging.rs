@@ -114,7 +114,7 @@ async fn secret_values_are_redacted_from_logs_errors_and_outputs() {
 
     let runtime = switchyard_runtime::Runtime::builder().build().unwrap();
     runtime.load_plugin("m", &wasm).await.unwrap();
-    let grants: switchyard_runtime::capabilities::Grants = toml::from_str(&format!(
+    let grants: switchyard_broker::capabilities::Grants = toml::from_str(&format!(
         "[secrets.api]\nfile = {:?}\n",
         secret_file.display().to_string()
     ))

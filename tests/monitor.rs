@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use switchyard_runtime::monitor::AlertKind;
-use switchyard_runtime::pipelines::Pipelines;
-use switchyard_runtime::secrets::SecretValue;
-use switchyard_runtime::sync::Syncs;
-use switchyard_runtime::webhooks::{SignatureScheme, sign_standard_webhooks, verify};
-use switchyard_runtime::{Runtime, SwitchyardConfig};
+use switchyard_broker::secrets::SecretValue;
+use switchyard_flows::sync::Syncs;
+use switchyard_flows::webhooks::{SignatureScheme, sign_standard_webhooks, verify};
+use switchyard_host::SwitchyardConfig;
+use switchyard_ops::monitor::{AlertKind, Monitor};
+use switchyard_runtime::Runtime;
 use switchyard_tests::pouchdb::{PouchDb, pouchdb, request};
 use switchyard_tests::{couchdb_plugins, guest};
 use tower::ServiceExt;
@@ -106,6 +106,7 @@ impl Receiver {
 struct Host {
     runtime: Runtime,
     syncs: Arc<Syncs>,
+    monitor: Option<Monitor>,
     router: axum::Router,
     _dir: tempfile::TempDir,
 }
@@ -147,20 +148,16 @@ async fn host(
         dir.path().display()
     );
     let config = SwitchyardConfig::parse(&text, dir.path()).unwrap();
-    let runtime = Runtime::from_config(&config).await.unwrap();
-    let pipelines = Arc::new(Pipelines::from_config(runtime.clone(), &config).unwrap());
-    let syncs =
-        Arc::new(Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs).unwrap());
-    drop(pipelines.start());
+    let assembled = switchyard_host::Host::from_config(&config).await.unwrap();
+    assembled.start().await;
     let router = switchyard_server::app(switchyard_server::Services {
-        pipelines: Some(pipelines),
-        syncs: Some(syncs.clone()),
         admin_token: Some(SecretValue::new(ADMIN_TOKEN.as_bytes().to_vec())),
-        ..switchyard_server::Services::new(runtime.clone())
+        ..switchyard_server::Services::from_host(&assembled)
     });
     Host {
-        runtime,
-        syncs,
+        runtime: assembled.runtime.clone(),
+        syncs: assembled.syncs.clone().unwrap(),
+        monitor: assembled.monitor.clone(),
         router,
         _dir: dir,
     }
@@ -179,7 +176,7 @@ impl Host {
     }
 
     fn alert_kinds(&self) -> Vec<AlertKind> {
-        let monitor = self.runtime.monitor().expect("monitoring is on by default");
+        let monitor = self.monitor.as_ref().expect("monitoring is on by default");
         monitor
             .alerts(100)
             .into_iter()
@@ -395,7 +392,7 @@ async fn calls_that_slow_down_raise_latency_regression() {
         "#
     );
     let h = host(&[], Some(&upstream), &url, &probe).await;
-    let monitor = h.runtime.monitor().unwrap().clone();
+    let monitor = h.monitor.clone().unwrap();
     let input = json!({ "url": format!("{upstream}/") }).to_string();
     let call = |runtime: Runtime, input: String| async move {
         let out = runtime
@@ -463,7 +460,7 @@ async fn a_webhook_flow_that_stops_raises_volume_zero() {
         sink = couchdb_plugins::connection("dst", "couchdb-sink", &couch.origin(), &dst)
     );
     let h = host(&[couch.origin()], None, &url, &config).await;
-    let monitor = h.runtime.monitor().unwrap().clone();
+    let monitor = h.monitor.clone().unwrap();
     let secret = SecretValue::new(ALERT_SECRET.as_bytes().to_vec());
     let busy_windows = |flow: &str| {
         monitor

@@ -16,11 +16,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use switchyard_runtime::audit::{AuditFilter, AuditKind, AuditLog, AuditRecord};
-use switchyard_runtime::capabilities::Grants;
-use switchyard_runtime::egress::BoxFuture;
-use switchyard_runtime::metrics::Metrics;
-use switchyard_runtime::secrets::SecretValue;
+use switchyard_broker::capabilities::Grants;
+use switchyard_broker::egress::BoxFuture;
+use switchyard_broker::secrets::SecretValue;
+use switchyard_ops::audit::{AuditFilter, AuditKind, AuditLog, AuditRecord};
+use switchyard_ops::metrics::Metrics;
 use switchyard_runtime::{Dialer, InvokeError, Limits, Network, Runtime, StaticResolver};
 use switchyard_tests::httpbin::httpbin;
 use switchyard_tests::{canary, guest, log_dir};
@@ -68,6 +68,8 @@ impl Dialer for OnlyHttpbin {
 struct Harness {
     runtime: Runtime,
     diverted: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
     dir: tempfile::TempDir,
 }
 
@@ -97,6 +99,8 @@ async fn harness() -> Harness {
         rate_limit_wait_ms: 50,
         ..Limits::default()
     };
+    let metrics = Arc::new(Metrics::new());
+    let audit = Arc::new(audit.unwrap());
     let runtime = Runtime::builder()
         .limits(limits)
         .state_path(dir.path().join("state.sqlite"))
@@ -104,8 +108,8 @@ async fn harness() -> Harness {
             Arc::new(StaticResolver::default()),
             Arc::new(dialer),
         ))
-        .metrics(Arc::new(Metrics::new()))
-        .audit(Arc::new(audit.unwrap()))
+        .observer(metrics.clone())
+        .observer(audit.clone())
         .build()
         .unwrap();
     let hb = httpbin().origin();
@@ -140,6 +144,8 @@ async fn harness() -> Harness {
     Harness {
         runtime,
         diverted,
+        metrics,
+        audit,
         dir,
     }
 }
@@ -180,7 +186,7 @@ impl Harness {
     }
 
     fn audit(&self, filter: AuditFilter) -> Vec<AuditRecord> {
-        let audit = self.runtime.audit().unwrap();
+        let audit = &self.audit;
         audit.flush();
         audit.query(&filter).unwrap()
     }
@@ -188,6 +194,8 @@ impl Harness {
     fn app(&self) -> axum::Router {
         switchyard_server::app(switchyard_server::Services {
             admin_token: Some(SecretValue::new(b"admin-secret".to_vec())),
+            metrics: Some(self.metrics.clone()),
+            audit: Some(self.audit.clone()),
             ..switchyard_server::Services::new(self.runtime.clone())
         })
     }

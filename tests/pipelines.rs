@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchyard_runtime::observe::{Observer, RecordsEvent};
-use switchyard_runtime::pipelines::{PipelineConfig, Pipelines};
-use switchyard_runtime::queue::{Queue, QueueStats};
-use switchyard_runtime::secrets::SecretValue;
-use switchyard_runtime::sync::Syncs;
-use switchyard_runtime::{Runtime, SwitchyardConfig};
+use switchyard_broker::secrets::SecretValue;
+use switchyard_flows::observe::{FlowObserver, FlowObservers, RecordsEvent};
+use switchyard_flows::pipelines::{PipelineConfig, Pipelines};
+use switchyard_flows::queue::{QueueStats, SqliteQueue};
+use switchyard_flows::sync::Syncs;
+use switchyard_host::SwitchyardConfig;
+use switchyard_runtime::Runtime;
 use switchyard_tests::pouchdb::pouchdb;
 use switchyard_tests::{couchdb_plugins, workspace_root};
 use tower::ServiceExt;
@@ -28,6 +29,8 @@ struct Host {
     router: axum::Router,
     pipelines: Arc<Pipelines>,
     syncs: Arc<Syncs>,
+    /// The host's queue file, opened a second time as `switchyard dlq` does.
+    queue: SqliteQueue,
     _dir: tempfile::TempDir,
 }
 
@@ -40,21 +43,17 @@ async fn host(origins: &[String], config: &str) -> Host {
     couchdb_plugins::install(&dir.path().join("plugins"), origins);
     let text = format!("data_dir = \"{}\"\n{config}", dir.path().display());
     let config = SwitchyardConfig::parse(&text, dir.path()).unwrap();
-    let runtime = Runtime::from_config(&config).await.unwrap();
-    let pipelines = Arc::new(Pipelines::from_config(runtime.clone(), &config).unwrap());
-    let syncs =
-        Arc::new(Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs).unwrap());
-    drop(pipelines.start());
+    let assembled = switchyard_host::Host::from_config(&config).await.unwrap();
+    assembled.start().await;
     let router = switchyard_server::app(switchyard_server::Services {
-        pipelines: Some(pipelines.clone()),
-        syncs: Some(syncs.clone()),
         admin_token: Some(SecretValue::new(ADMIN_TOKEN.into())),
-        ..switchyard_server::Services::new(runtime)
+        ..switchyard_server::Services::from_host(&assembled)
     });
     Host {
         router,
-        pipelines,
-        syncs,
+        pipelines: assembled.pipelines.unwrap(),
+        syncs: assembled.syncs.unwrap(),
+        queue: SqliteQueue::open(&config.queue_path()).unwrap(),
         _dir: dir,
     }
 }
@@ -318,7 +317,7 @@ async fn a_failing_sink_sends_records_through_retries_to_the_dlq_and_replay_deli
             timestamp_ms: 0,
         })
         .collect();
-    let queue = h.pipelines.queue().clone();
+    let queue = h.queue.clone();
     queue.enqueue("pipeline:orders", &messages).unwrap();
     h.pipelines.wake();
     eventually("5 dead letters", || {
@@ -482,14 +481,14 @@ async fn a_full_refresh_sync_reads_everything_every_run() {
     assert_eq!(pouchdb().snapshot(&src), pouchdb().snapshot(&dst));
 }
 
-/// Pipeline records as a runtime observer sees them.
+/// Pipeline records as a flow observer sees them.
 #[derive(Default)]
 struct Tally {
     delivered: AtomicU64,
     dead: AtomicU64,
 }
 
-impl Observer for Tally {
+impl FlowObserver for Tally {
     fn records(&self, event: &RecordsEvent<'_>) {
         if event.flow == "pipeline" {
             self.delivered
@@ -504,15 +503,17 @@ impl Observer for Tally {
 /// with header `bench-refuse: KIND`), on a queue file in a temp dir.
 async fn bench_pipeline(
     config: &str,
-) -> (Arc<Pipelines>, Arc<Queue>, Arc<Tally>, tempfile::TempDir) {
+) -> (
+    Arc<Pipelines>,
+    Arc<SqliteQueue>,
+    Arc<Tally>,
+    tempfile::TempDir,
+) {
     let tally = Arc::new(Tally::default());
-    let runtime = switchyard_tests::runtime_from(
-        Runtime::builder().observer(tally.clone()),
-        &[("bench-transform", "bench")],
-    )
-    .await;
+    let runtime =
+        switchyard_tests::runtime_from(Runtime::builder(), &[("bench-transform", "bench")]).await;
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(Queue::open(&dir.path().join("queue.sqlite")).unwrap());
+    let queue = Arc::new(SqliteQueue::open(&dir.path().join("queue.sqlite")).unwrap());
     let config: PipelineConfig = toml::from_str(config).unwrap();
     let pipelines = Arc::new(
         Pipelines::new(
@@ -522,7 +523,8 @@ async fn bench_pipeline(
             &BTreeMap::from([("p".to_owned(), config)]),
             runtime.secret_provider(),
         )
-        .unwrap(),
+        .unwrap()
+        .with_observers(FlowObservers::new(vec![tally.clone()])),
     );
     (pipelines, queue, tally, dir)
 }
@@ -541,7 +543,7 @@ fn contact(i: usize, refuse: Option<&str>) -> switchyard_runtime::Message {
     }
 }
 
-async fn drained(queue: &Queue) -> QueueStats {
+async fn drained(queue: &SqliteQueue) -> QueueStats {
     let mut stats = queue.stats("pipeline:p").unwrap();
     let started = Instant::now();
     while stats.ready + stats.in_flight > 0 {
@@ -581,7 +583,7 @@ async fn several_workers_deliver_every_record_once_and_settle_each_by_its_outcom
             )
         })
         .collect();
-    let workers = pipelines.start();
+    let workers = pipelines.start().await;
     for chunk in records.chunks(50) {
         queue.enqueue("pipeline:p", chunk).unwrap();
         pipelines.wake();
@@ -637,9 +639,9 @@ async fn records_written_but_not_acked_before_a_restart_are_delivered_again() {
     let claimed = queue
         .claim("pipeline:p", 8, Duration::from_secs(3600))
         .unwrap();
-    let written = pipelines.queue().stats("pipeline:p").unwrap();
+    let written = pipelines.queue().stats("pipeline:p").await.unwrap();
     assert_eq!((claimed.len(), written.in_flight), (8, 8));
-    let workers = pipelines.start();
+    let workers = pipelines.start().await;
     let stats = drained(&queue).await;
     for w in workers {
         w.abort();
@@ -664,7 +666,7 @@ async fn pipeline_workers_default_to_one_and_must_be_at_least_one() {
     let config: PipelineConfig = toml::from_str("sink = \"bench-transform\"\nworkers = 0").unwrap();
     let error = Pipelines::new(
         runtime.clone(),
-        Arc::new(Queue::in_memory().unwrap()),
+        Arc::new(SqliteQueue::in_memory().unwrap()),
         &BTreeMap::new(),
         &BTreeMap::from([("p".to_owned(), config)]),
         runtime.secret_provider(),

@@ -376,8 +376,11 @@ async fn from_config_gives_unconfigured_plugins_a_default_connection() {
         config = { rename = "a=b" }
         grants = { allow = ["https://api.crm.example", "https://other.example"], rate_limits = { api = { per_second = 5, burst = 2 }, unrequested = { per_second = 1 } } }
     "#;
-    let config = switchyard_runtime::SwitchyardConfig::parse(text, dir.path()).unwrap();
-    let runtime = Runtime::from_config(&config).await.unwrap();
+    let config = switchyard_host::SwitchyardConfig::parse(text, dir.path()).unwrap();
+    let runtime = switchyard_host::Host::from_config(&config)
+        .await
+        .unwrap()
+        .runtime;
     let names: Vec<String> = runtime
         .connections()
         .iter()

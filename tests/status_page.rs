@@ -16,11 +16,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard_runtime::monitor::AlertKind;
-use switchyard_runtime::pipelines::Pipelines;
-use switchyard_runtime::secrets::SecretValue;
-use switchyard_runtime::sync::Syncs;
-use switchyard_runtime::{Runtime, SwitchyardConfig};
+use switchyard_broker::secrets::SecretValue;
+use switchyard_flows::queue::SqliteQueue;
+use switchyard_host::SwitchyardConfig;
+use switchyard_ops::monitor::AlertKind;
 use switchyard_tests::pouchdb::{pouchdb, request_with};
 use switchyard_tests::{couchdb_plugins, guest};
 use tower::ServiceExt;
@@ -205,17 +204,14 @@ async fn the_status_page_renders_live_host_status_in_headless_chromium() {
         snap_conn = couchdb_plugins::connection("snap", "couchdb-sink", &origin, &snap),
     );
     let config = SwitchyardConfig::parse(&text, dir.path()).unwrap();
-    let runtime = Runtime::from_config(&config).await.unwrap();
-    let pipelines = Arc::new(Pipelines::from_config(runtime.clone(), &config).unwrap());
-    let syncs =
-        Arc::new(Syncs::new(runtime.clone(), pipelines.queue().clone(), &config.syncs).unwrap());
-    drop(pipelines.start());
+    let assembled = switchyard_host::Host::from_config(&config).await.unwrap();
+    assembled.start().await;
+    let runtime = assembled.runtime.clone();
+    let syncs = assembled.syncs.clone().unwrap();
     let log = RequestLog::default();
     let app = switchyard_server::app(switchyard_server::Services {
-        pipelines: Some(pipelines.clone()),
-        syncs: Some(syncs.clone()),
         admin_token: Some(SecretValue::new(ADMIN_TOKEN.as_bytes().to_vec())),
-        ..switchyard_server::Services::new(runtime.clone())
+        ..switchyard_server::Services::from_host(&assembled)
     })
     .layer(axum::middleware::from_fn_with_state(log.clone(), record));
 
@@ -248,10 +244,10 @@ async fn the_status_page_renders_live_host_status_in_headless_chromium() {
         let run = syncs.run("snapshot").await.unwrap();
         assert_eq!(run.read, 20, "{run:?}");
     }
-    let monitor = runtime
-        .monitor()
-        .expect("monitoring is on by default")
-        .clone();
+    let monitor = assembled
+        .monitor
+        .clone()
+        .expect("monitoring is on by default");
     eventually("the reconciliation alert", || {
         monitor
             .alerts(100)
@@ -271,7 +267,7 @@ async fn the_status_page_renders_live_host_status_in_headless_chromium() {
         .unwrap();
     let response = app.clone().oneshot(hook).await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let queue = pipelines.queue().clone();
+    let queue = SqliteQueue::open(&config.queue_path()).unwrap();
     eventually("the dead letter", || {
         queue.stats("hook:github").is_ok_and(|s| s.dead == 1)
     })

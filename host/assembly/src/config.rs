@@ -4,14 +4,14 @@
 //! [`SwitchyardConfig::default`]). Relative paths are resolved against the
 //! directory of the config file.
 
-use switchyard_broker::capabilities::Grants;
-use switchyard_runtime::limits::Limits;
-use switchyard_flows::pipelines::{PipelineConfig, WebhookConfig};
-use switchyard_flows::sync::SyncConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use switchyard_broker::capabilities::Grants;
+use switchyard_flows::pipelines::{PipelineConfig, WebhookConfig};
+use switchyard_flows::sync::SyncConfig;
+use switchyard_runtime::limits::Limits;
 
 /// The config file looked for when none is named.
 pub const DEFAULT_CONFIG_FILE: &str = "switchyard.toml";
@@ -198,7 +198,10 @@ impl SwitchyardConfig {
             resolve(file);
         }
         for key in config.trust.publishers.values_mut() {
-            if !key.trim_start().starts_with(switchyard_runtime::signing::PUBLIC_KEY_TAG) {
+            if !key
+                .trim_start()
+                .starts_with(switchyard_runtime::signing::PUBLIC_KEY_TAG)
+            {
                 *key = base.join(&*key).display().to_string();
             }
         }

@@ -118,13 +118,16 @@ impl Host {
     }
 }
 
+/// The flows a host runs, when any is configured.
+type Flows = (Option<Arc<Pipelines>>, Option<Arc<Syncs>>);
+
 /// The configured webhooks, pipelines and syncs, on one SQLite queue that
 /// also keeps the sync cursors; `None` when none is configured.
 fn flows(
     runtime: &Runtime,
     config: &SwitchyardConfig,
     observers: FlowObservers,
-) -> Result<(Option<Arc<Pipelines>>, Option<Arc<Syncs>>), LoadError> {
+) -> Result<Flows, LoadError> {
     if config.webhooks.is_empty() && config.pipelines.is_empty() && config.syncs.is_empty() {
         return Ok((None, None));
     }
@@ -162,8 +165,7 @@ async fn load_plugins(runtime: &Runtime, config: &SwitchyardConfig) -> Result<()
         }
     }
     for (name, plugin) in &config.plugins {
-        if let Some((_, existing)) = files.iter().find(|(n, p)| n == name && p != &plugin.path)
-        {
+        if let Some((_, existing)) = files.iter().find(|(n, p)| n == name && p != &plugin.path) {
             return Err(LoadError::Conflict(format!(
                 "plugin `{name}` is both {} (plugin dir) and {} ([plugins.{name}])",
                 existing.display(),
@@ -181,12 +183,7 @@ async fn load_plugins(runtime: &Runtime, config: &SwitchyardConfig) -> Result<()
         let values = connection
             .values()
             .map_err(|e| LoadError::Config(format!("connections.{name}.config: {e}")))?;
-        runtime.add_connection_with_grants(
-            name,
-            &connection.plugin,
-            values,
-            &connection.grants,
-        )?;
+        runtime.add_connection_with_grants(name, &connection.plugin, values, &connection.grants)?;
     }
     let named: Vec<String> = config
         .connections

@@ -322,7 +322,11 @@ impl Egress {
 
     /// Reports every request and brokered use to `observer`, naming the
     /// plugin at `version`. Default: no observer.
-    pub fn observed(mut self, observer: Option<Arc<dyn BrokerObserver>>, version: Arc<str>) -> Self {
+    pub fn observed(
+        mut self,
+        observer: Option<Arc<dyn BrokerObserver>>,
+        version: Arc<str>,
+    ) -> Self {
         self.observer = observer;
         self.version = version;
         self

@@ -4,8 +4,8 @@
 mod common;
 
 use std::time::Duration;
-use switchyard_runtime::audit::AuditLog;
-use switchyard_runtime::observe::{BrokerEvent, BrokerUse, EgressEvent, Observer};
+use switchyard_ops::audit::AuditLog;
+use switchyard_runtime::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
 
 fn audit(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     common::run(dir, &[&["audit"], args].concat())

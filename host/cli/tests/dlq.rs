@@ -3,8 +3,8 @@
 mod common;
 
 use std::time::Duration;
+use switchyard_flows::queue::{RetryPolicy, SqliteQueue};
 use switchyard_runtime::ConnectorError;
-use switchyard_runtime::queue::{Queue, RetryPolicy};
 
 fn dlq(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     common::run(dir, &[&["dlq"], args].concat())
@@ -20,7 +20,7 @@ fn dead_letters_are_listed_shown_and_replayed() {
         "{text}"
     );
 
-    let queue = Queue::open(&dir.path().join("data/queue.sqlite")).unwrap();
+    let queue = SqliteQueue::open(&dir.path().join("data/queue.sqlite")).unwrap();
     let message = switchyard_runtime::Message {
         id: "order-7".into(),
         stream: "orders".into(),

@@ -14,7 +14,8 @@ pub trait CursorStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Commits a sync stream's cursor; call only once the sink has
     /// acknowledged everything read up to it.
-    async fn commit_cursor(&self, sync: &str, stream: &str, cursor: &str) -> Result<(), QueueError>;
+    async fn commit_cursor(&self, sync: &str, stream: &str, cursor: &str)
+    -> Result<(), QueueError>;
 
     /// Forgets a sync stream's cursor (a full refresh starts over).
     async fn reset_cursor(&self, sync: &str, stream: &str) -> Result<(), QueueError>;

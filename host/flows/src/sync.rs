@@ -13,13 +13,13 @@ use crate::cursors::CursorStore;
 use crate::observe::{FlowObserver, FlowObservers, RecordsEvent, SyncRunEvent};
 use crate::queue::{Queue, RetryPolicy};
 use crate::transform::Transform;
-use switchyard_runtime::error::guest_error_message;
-use switchyard_runtime::{InvokeError, Runtime};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_runtime::error::guest_error_message;
+use switchyard_runtime::{InvokeError, Runtime};
 
 /// `[syncs.NAME]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -368,7 +368,7 @@ impl Syncs {
                 Some(Err(e)) => {
                     let error = guest_error_message(e);
                     self.queue
-                        .enqueue_dead(&dlq, message.clone(), "refused by the sink", &error)
+                        .enqueue_dead(&dlq, message.clone(), "refused by the sink", error)
                         .await
                         .map_err(|e| e.to_string())?;
                     report.failed += 1;

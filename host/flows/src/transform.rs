@@ -3,11 +3,11 @@
 //! JSON payload.
 
 use crate::bindings::{ConnectorError, Message};
-use switchyard_runtime::Runtime;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Native, RcIter};
 use jaq_json::Val;
 use serde::Deserialize;
+use switchyard_runtime::Runtime;
 
 /// One step: `{ connection = "mapper" }` or `{ jq = ".user |= ascii_downcase" }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

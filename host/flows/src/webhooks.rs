@@ -13,13 +13,13 @@
 //! minutes) either way, so a captured request cannot be replayed later;
 //! within it, the caller remembers delivery ids to refuse replays.
 
-use switchyard_broker::secrets::SecretValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchyard_broker::secrets::SecretValue;
 
 /// The signature scheme of one webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

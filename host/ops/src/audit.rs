@@ -19,8 +19,6 @@
 //! (never its value). Retention: records older than the configured days
 //! are pruned when the writer starts and hourly.
 
-use switchyard_broker::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
-use switchyard_runtime::observe::Observer;
 use rusqlite::{Connection as Sqlite, params};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -28,6 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
+use switchyard_broker::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
+use switchyard_runtime::observe::Observer;
 
 /// `[audit]`: the persisted audit trail of egress, secret uses and state
 /// writes (see [`AuditLog`]).

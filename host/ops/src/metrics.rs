@@ -20,10 +20,6 @@
 //! cannot mint label values. Per event the cost is a few short label
 //! strings and an atomic add under a read lock.
 
-use switchyard_broker::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
-use switchyard_flows::observe::{FlowObserver, RecordsEvent, SyncRunEvent};
-use switchyard_flows::queue::{QueueError, QueueStats};
-use switchyard_runtime::observe::{InvocationEvent, Observer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,6 +27,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Mutex;
+use switchyard_broker::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
+use switchyard_flows::observe::{FlowObserver, RecordsEvent, SyncRunEvent};
+use switchyard_flows::queue::{QueueError, QueueStats};
+use switchyard_runtime::observe::{InvocationEvent, Observer};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

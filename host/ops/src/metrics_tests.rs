@@ -1,10 +1,10 @@
 use super::*;
-use switchyard_flows::queue::SqliteQueue;
-use switchyard_runtime::InvokeError;
+use std::time::Duration;
 use switchyard_broker::observe::{BrokerEvent, BrokerUse, EgressEvent};
 use switchyard_flows::observe::RecordsEvent;
+use switchyard_flows::queue::SqliteQueue;
+use switchyard_runtime::InvokeError;
 use switchyard_runtime::observe::InvocationEvent;
-use std::time::Duration;
 
 fn invocation<'a>(error: Option<&'a InvokeError>) -> InvocationEvent<'a> {
     InvocationEvent {

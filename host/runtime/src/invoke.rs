@@ -6,14 +6,14 @@ use crate::bindings::{
     WebhookRequest, WriteOutcome,
 };
 use crate::error::InvokeError;
-use switchyard_broker::interfaces::log::LogCtx;
 use crate::limits::Limits;
 use crate::runtime::Connection;
-use switchyard_broker::secrets::Redactor;
 use crate::state::InvocationState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+use switchyard_broker::interfaces::log::LogCtx;
+use switchyard_broker::secrets::Redactor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 

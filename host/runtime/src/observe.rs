@@ -11,9 +11,11 @@
 //! secret value or a message payload.
 
 use crate::error::InvokeError;
-pub use switchyard_broker::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent, ObserveCtx};
 use std::sync::Arc;
 use std::time::Duration;
+pub use switchyard_broker::observe::{
+    BrokerEvent, BrokerObserver, BrokerUse, EgressEvent, ObserveCtx,
+};
 
 /// One finished invocation of a connector export.
 #[derive(Debug)]
@@ -80,4 +82,3 @@ impl BrokerObserver for Observers {
         self.0.iter().for_each(|o| o.broker(event));
     }
 }
-

@@ -5,11 +5,11 @@
 
 use crate::bindings::{CONNECTOR_EXPORT, PluginPre, SUPPORTED_VERSIONS};
 use crate::cache::{CompileCache, sha256_hex};
-use switchyard_broker::capabilities::PluginManifest;
 use crate::error::LoadError;
 use crate::signing::{TrustPolicy, read_beside};
 use crate::state::InvocationState;
 use std::path::{Path, PathBuf};
+use switchyard_broker::capabilities::PluginManifest;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -301,4 +301,3 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     files.sort();
     Ok(files)
 }
-

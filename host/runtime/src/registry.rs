@@ -10,10 +10,10 @@
 //! version (semver order; versions that are not semver sort below those
 //! that are, then by text).
 
-use switchyard_broker::capabilities::Grants;
 use crate::runtime::{Connection, Plugin};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use switchyard_broker::capabilities::Grants;
 
 /// A plugin version as an ordering key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -331,7 +331,9 @@ pub fn read_beside(component: &Path) -> std::io::Result<Beside> {
         )),
     };
     Ok(Beside {
-        manifest: read(switchyard_broker::capabilities::PluginManifest::path_for(component))?,
+        manifest: read(switchyard_broker::capabilities::PluginManifest::path_for(
+            component,
+        ))?,
         signature: read(SignatureFile::path_for(component))?,
     })
 }

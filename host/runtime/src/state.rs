@@ -2,9 +2,9 @@
 
 use crate::limits::Limits;
 use switchyard_broker::BrokerCtx;
+use switchyard_broker::bindings::switchyard::connector::log::Level;
 use switchyard_broker::interfaces::config::{ConfigCtx, ConfigCtxView, ConfigView};
 use switchyard_broker::interfaces::http::HttpCtx;
-use switchyard_broker::bindings::switchyard::connector::log::Level;
 use switchyard_broker::interfaces::log::{LogBudget, LogCtx, LogCtxView, LogView};
 use switchyard_broker::interfaces::rate_limit::{RateLimitCtx, RateLimitCtxView, RateLimitView};
 use switchyard_broker::interfaces::secrets::{SecretsCtx, SecretsCtxView, SecretsView};

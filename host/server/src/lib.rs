@@ -218,10 +218,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     };
     let text = metrics.encode(plugins, queue_stats);
     (
-        [(
-            header::CONTENT_TYPE,
-            switchyard_ops::metrics::CONTENT_TYPE,
-        )],
+        [(header::CONTENT_TYPE, switchyard_ops::metrics::CONTENT_TYPE)],
         text,
     )
         .into_response()

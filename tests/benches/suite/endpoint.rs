@@ -22,7 +22,7 @@
 //!   the app with a configured webhook (`Pipelines::ingest`: verify, refuse
 //!   replays, enqueue durably, 202). Baseline: a handler that verifies the
 //!   same signature with the same function (`webhooks::verify`) and
-//!   enqueues with the same call (`Queue::enqueue_delivery`: delivery id
+//!   enqueues with the same call (`SqliteQueue::enqueue_delivery`: delivery id
 //!   remembered and event stored in one SQLite WAL commit,
 //!   synchronous=FULL, on a real disk) off the async workers, then 202.
 //!   Both answer 202 only once the event is on disk. The receiver workers
@@ -45,12 +45,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchyard_runtime::pipelines::{
+use switchyard_broker::secrets::{EnvOrFile, SecretGrant, SecretValue};
+use switchyard_flows::pipelines::{
     PipelineConfig, Pipelines, SignatureConfig, WebhookConfig, hook_queue,
 };
-use switchyard_runtime::queue::Queue;
-use switchyard_runtime::secrets::{EnvOrFile, SecretGrant, SecretValue};
-use switchyard_runtime::webhooks::{self, SignatureScheme};
+use switchyard_flows::queue::SqliteQueue;
+use switchyard_flows::webhooks::{self, SignatureScheme};
 use switchyard_runtime::{Limits, Message, Runtime};
 
 /// Requests in flight (one per keep-alive connection).
@@ -336,7 +336,7 @@ pub fn action(b: &Bench) -> Vec<Row> {
 
 /// The native webhook handler's state.
 struct NativeHook {
-    queue: Arc<Queue>,
+    queue: Arc<SqliteQueue>,
     secret: SecretValue,
 }
 
@@ -393,7 +393,7 @@ async fn native_hook(
 /// A runtime with `webhook-receiver` as connection `receiver` (the
 /// webhook's) and `bench-transform` as `bench` (its pipeline's sink), and
 /// pipelines with webhook [`HOOK`] on a queue in `dir`.
-fn webhook_app(b: &Bench, dir: &std::path::Path) -> (Runtime, Arc<Pipelines>) {
+fn webhook_app(b: &Bench, dir: &std::path::Path) -> (Runtime, Arc<Pipelines>, Arc<SqliteQueue>) {
     let secret_file = dir.join("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
     let runtime = b.tokio.block_on(switchyard_tests::runtime_from(
@@ -428,16 +428,22 @@ fn webhook_app(b: &Bench, dir: &std::path::Path) -> (Runtime, Arc<Pipelines>) {
             retry: Default::default(),
         },
     )]);
-    let queue = Arc::new(Queue::open(&dir.join("app").join("queue.db")).unwrap());
-    let pipelines =
-        Pipelines::new(runtime.clone(), queue, &webhooks, &pipelines, &EnvOrFile).unwrap();
-    (runtime, Arc::new(pipelines))
+    let queue = Arc::new(SqliteQueue::open(&dir.join("app").join("queue.db")).unwrap());
+    let pipelines = Pipelines::new(
+        runtime.clone(),
+        queue.clone(),
+        &webhooks,
+        &pipelines,
+        &EnvOrFile,
+    )
+    .unwrap();
+    (runtime, Arc::new(pipelines), queue)
 }
 
 pub fn webhook(b: &Bench) -> Vec<Row> {
     // On the workspace's disk (not a tmpfs), so fsync is real.
     let dir = tempfile::tempdir_in(switchyard_tests::workspace_root().join("target")).unwrap();
-    let (runtime, pipelines) = webhook_app(b, dir.path());
+    let (runtime, pipelines, app_queue) = webhook_app(b, dir.path());
     let subject = Server::start(
         "hook-app",
         switchyard_server::app(switchyard_server::Services {
@@ -445,7 +451,8 @@ pub fn webhook(b: &Bench) -> Vec<Row> {
             ..switchyard_server::Services::new(runtime)
         }),
     );
-    let native_queue = Arc::new(Queue::open(&dir.path().join("native").join("queue.db")).unwrap());
+    let native_queue =
+        Arc::new(SqliteQueue::open(&dir.path().join("native").join("queue.db")).unwrap());
     let native = Arc::new(NativeHook {
         queue: native_queue.clone(),
         secret: SecretValue::new(SECRET.into()),
@@ -475,7 +482,7 @@ pub fn webhook(b: &Bench) -> Vec<Row> {
     let generator = generator();
     let mut answers = Vec::new();
     for (server, queue) in [
-        (&subject, pipelines.queue().as_ref()),
+        (&subject, app_queue.as_ref()),
         (&baseline, native_queue.as_ref()),
     ] {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -503,8 +510,8 @@ pub fn webhook(b: &Bench) -> Vec<Row> {
     let mut n = generator.block_on(Client::connect(baseline.addr, make, StatusCode::ACCEPTED));
     let (m, total) = measure(b, &generator, &mut s, &mut n);
     // Every 202 is a queued event.
-    let queued = |q: &Queue| q.stats(&hook_queue(HOOK)).unwrap().ready;
-    assert_eq!(queued(pipelines.queue()), total[0] + 1);
+    let queued = |q: &SqliteQueue| q.stats(&hook_queue(HOOK)).unwrap().ready;
+    assert_eq!(queued(&app_queue), total[0] + 1);
     assert_eq!(queued(&native_queue), total[1] + 1);
     rows(
         &format!(
@@ -513,6 +520,6 @@ pub fn webhook(b: &Bench) -> Vec<Row> {
         ),
         &m,
         "switchyard app, `Pipelines::ingest`",
-        "axum, `webhooks::verify` + `Queue::enqueue_delivery`",
+        "axum, `webhooks::verify` + `SqliteQueue::enqueue_delivery`",
     )
 }

@@ -4,7 +4,7 @@
 //!
 //! Each host is a child process (this bench binary re-run with
 //! `--memory-child DIR`) that builds its runtime the way `switchyard serve`
-//! does (`Runtime::from_config`: compile cache, audit, monitoring, a default
+//! does (`Host::from_config`: compile cache, audit, monitoring, a default
 //! connection per plugin), then reports `VmRSS` from `/proc/self/status`.
 //! A separate process keeps the bench's own heap out of the figure.
 //!
@@ -28,14 +28,15 @@ pub fn child(data_dir: &Path) {
         "data_dir = {:?}\nwatch_plugin_dir = false\n",
         data_dir.display().to_string()
     );
-    let config = switchyard_runtime::SwitchyardConfig::parse(&text, data_dir).unwrap();
+    let config = switchyard_host::SwitchyardConfig::parse(&text, data_dir).unwrap();
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let runtime = tokio
-        .block_on(switchyard_runtime::Runtime::from_config(&config))
-        .unwrap();
+        .block_on(switchyard_host::Host::from_config(&config))
+        .unwrap()
+        .runtime;
     let plugins = runtime.plugins().len();
     let connections = runtime.connections().len();
     assert_eq!(plugins, connections, "every plugin has its connection");

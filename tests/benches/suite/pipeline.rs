@@ -12,10 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use switchyard_runtime::observe::{Observer, RecordsEvent};
-use switchyard_runtime::pipelines::{PipelineConfig, Pipelines, pipeline_queue};
-use switchyard_runtime::queue::{Queue, QueueStats};
-use switchyard_runtime::transform::Transform;
+use switchyard_flows::observe::{FlowObserver, FlowObservers, RecordsEvent};
+use switchyard_flows::pipelines::{PipelineConfig, Pipelines, pipeline_queue};
+use switchyard_flows::queue::{QueueStats, SqliteQueue};
+use switchyard_flows::transform::Transform;
 use switchyard_runtime::{Limits, Runtime};
 
 const PIPELINE: &str = "bench";
@@ -35,7 +35,7 @@ struct Settled {
     done: Condvar,
 }
 
-impl Observer for Settled {
+impl FlowObserver for Settled {
     fn records(&self, event: &RecordsEvent<'_>) {
         if event.flow != "pipeline" {
             return;
@@ -103,9 +103,9 @@ impl Setup {
 
 /// One run: `records` through a fresh queue file. Returns the seconds
 /// from first enqueue to last ack.
-fn run(b: &Bench, runtime: &Runtime, settled: &Settled, setup: Setup, records: usize) -> f64 {
+fn run(b: &Bench, runtime: &Runtime, settled: &Arc<Settled>, setup: Setup, records: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Arc::new(Queue::open(&dir.path().join("queue.db")).unwrap());
+    let queue = Arc::new(SqliteQueue::open(&dir.path().join("queue.db")).unwrap());
     let pipelines = BTreeMap::from([(PIPELINE.to_owned(), setup.config())]);
     let host = Arc::new(
         Pipelines::new(
@@ -115,7 +115,8 @@ fn run(b: &Bench, runtime: &Runtime, settled: &Settled, setup: Setup, records: u
             &pipelines,
             runtime.secret_provider(),
         )
-        .unwrap(),
+        .unwrap()
+        .with_observers(FlowObservers::new(vec![settled.clone()])),
     );
     // Built before the clock starts: a producer owns its records.
     let batches: Vec<_> = messages(records)
@@ -123,10 +124,7 @@ fn run(b: &Bench, runtime: &Runtime, settled: &Settled, setup: Setup, records: u
         .map(<[_]>::to_vec)
         .collect();
     settled.reset(records as u64);
-    let workers = {
-        let _guard = b.tokio.enter();
-        host.start()
-    };
+    let workers = b.tokio.block_on(host.start());
     let name = pipeline_queue(PIPELINE);
     let start = Instant::now();
     let producer = {
@@ -179,7 +177,7 @@ fn transform_alone(b: &Bench, runtime: &Runtime) -> f64 {
 /// (transform, then write, of in-memory batches). Records per second each.
 fn halves(b: &Bench, runtime: &Runtime, batch_size: usize, records: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(&dir.path().join("queue.db")).unwrap();
+    let queue = SqliteQueue::open(&dir.path().join("queue.db")).unwrap();
     let name = pipeline_queue(PIPELINE);
     let all = messages(records);
     let start = Instant::now();
@@ -217,9 +215,7 @@ fn halves(b: &Bench, runtime: &Runtime, batch_size: usize, records: usize) -> (f
 pub fn throughput(b: &Bench) -> Vec<Row> {
     let settled = Arc::new(Settled::default());
     let runtime = b.tokio.block_on(switchyard_tests::runtime_from(
-        Runtime::builder()
-            .limits(Limits::default())
-            .observer(settled.clone()),
+        Runtime::builder().limits(Limits::default()),
         &[("bench-transform", CONNECTION)],
     ));
     let (records, repeats) = if b.quick { (20_000, 1) } else { (100_000, 3) };

@@ -4,9 +4,9 @@ use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use switchyard_runtime::signing::TrustPolicy;
 use switchyard_host::{Host, SwitchyardConfig};
 use switchyard_runtime::Runtime;
+use switchyard_runtime::signing::TrustPolicy;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use switchyard_broker::capabilities::{EffectiveRights, PluginManifest};
+use switchyard_host::SwitchyardConfig;
 use switchyard_runtime::plugin::plugin_name_from_path;
 use switchyard_runtime::signing::TrustPolicy;
-use switchyard_host::SwitchyardConfig;
 use switchyard_runtime::{Runtime, inspect_component};
 
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 //! Each claims a batch, does its step and settles only what the next
 //! stage accepted.
 
-use super::{LEASE, Pipelines, PipelineConfig, hook_queue, pipeline_queue};
+use super::{LEASE, PipelineConfig, Pipelines, hook_queue, pipeline_queue};
 use crate::bindings::{ConnectorError, Message, WebhookRequest, WriteOutcome};
 use crate::observe::{FlowObserver, RecordsEvent};
 use crate::queue::{Delivery, FailOutcome, QueueError, RetryPolicy};
@@ -259,4 +259,3 @@ fn with_idempotency_key(mut message: Message) -> Message {
     }
     message
 }
-

@@ -149,7 +149,11 @@ pub enum Settlement {
 
 impl Settlement {
     /// What the connector's error calls for (see the module docs).
-    pub fn after_failure(delivery: &Delivery, error: &ConnectorError, policy: &RetryPolicy) -> Self {
+    pub fn after_failure(
+        delivery: &Delivery,
+        error: &ConnectorError,
+        policy: &RetryPolicy,
+    ) -> Self {
         let message = switchyard_runtime::error::guest_error_message(error);
         let (kind, retry_after) = match error {
             ConnectorError::Retryable(_) => ("retryable", None),

@@ -1,13 +1,13 @@
 //! Alerts, and their delivery to the configured webhook, signed with
 //! Standard Webhooks headers, from a background task with retries.
 
-use switchyard_flows::queue::RetryPolicy;
-use switchyard_broker::secrets::{SecretGrant, SecretValue};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_broker::secrets::{SecretGrant, SecretValue};
+use switchyard_flows::queue::RetryPolicy;
 use wasmtime_wasi_http::io::TokioIo;
 
 /// What an alert is about.
@@ -194,8 +194,9 @@ impl Delivery {
             .map_err(|e| e.to_string())?;
         let driver = tokio::spawn(connection);
         let unix_s = super::now_ms() / 1000;
-        let signed = switchyard_flows::webhooks::sign_standard_webhooks(&self.secret, id, unix_s, &body)
-            .map_err(|e| e.to_string())?;
+        let signed =
+            switchyard_flows::webhooks::sign_standard_webhooks(&self.secret, id, unix_s, &body)
+                .map_err(|e| e.to_string())?;
         let authority = self.uri.authority().map_or(host, |a| a.as_str());
         let mut request =
             http::Request::post(self.uri.path_and_query().map_or("/", |p| p.as_str()))

@@ -30,17 +30,17 @@ pub use latency::SeriesPoint;
 pub use settings::MonitoringConfig;
 pub use store::{FlowKey, VolumePoint};
 
-use switchyard_broker::observe::BrokerObserver;
-use switchyard_flows::observe::{FlowObserver, RecordsEvent, SyncRunEvent};
-use switchyard_runtime::observe::{InvocationEvent, Observer};
-use switchyard_broker::secrets::SecretProvider;
-use switchyard_flows::sync::SyncConfig;
 use latency::{LatencyRule, LatencyTrack, Series};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use store::Store;
+use switchyard_broker::observe::BrokerObserver;
+use switchyard_broker::secrets::SecretProvider;
+use switchyard_flows::observe::{FlowObserver, RecordsEvent, SyncRunEvent};
+use switchyard_flows::sync::SyncConfig;
+use switchyard_runtime::observe::{InvocationEvent, Observer};
 
 /// A plugin call's latency trend, for the status page.
 #[derive(Debug, Clone, PartialEq, Serialize)]

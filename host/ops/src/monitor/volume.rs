@@ -116,9 +116,9 @@ pub(super) fn latency_alert(key: &LatencyKey, closed: &Closed) -> Option<Alert> 
 mod tests {
     use super::*;
     use crate::monitor::MonitoringConfig;
+    use std::collections::BTreeMap;
     use switchyard_flows::observe::{FlowObserver, SyncRunEvent};
     use switchyard_flows::sync::{ReconcileCounts, StreamCounts};
-    use std::collections::BTreeMap;
 
     fn syncs() -> BTreeMap<String, switchyard_flows::sync::SyncConfig> {
         toml::from_str(

@@ -85,7 +85,11 @@ impl Runtime {
         self.run(&connection, call).await
     }
 
-    pub(super) async fn run(&self, connection: &Connection, call: Call) -> Result<Output, InvokeError> {
+    pub(super) async fn run(
+        &self,
+        connection: &Connection,
+        call: Call,
+    ) -> Result<Output, InvokeError> {
         let id = self.inner.next_invocation.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let pattern = call_kind(&call);

@@ -154,7 +154,6 @@ impl Runtime {
             .unwrap()
             .connection_versions(name)
     }
-
 }
 
 /// Refuses a connection whose plugin imports a brokered interface the

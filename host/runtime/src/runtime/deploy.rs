@@ -259,7 +259,6 @@ impl Runtime {
             .cloned()
             .collect()
     }
-
 }
 
 /// Moves a staged component and its side files into `dir` as

@@ -5,7 +5,9 @@
 use super::SqliteQueue;
 use crate::bindings::{ConnectorError, Message};
 use crate::cursors::CursorStore;
-use crate::queue::{DeadLetter, Delivery, FailOutcome, Queue, QueueError, QueueStats, RetryPolicy, Settlement};
+use crate::queue::{
+    DeadLetter, Delivery, FailOutcome, Queue, QueueError, QueueStats, RetryPolicy, Settlement,
+};
 use std::time::Duration;
 
 impl SqliteQueue {
@@ -47,7 +49,8 @@ impl Queue for SqliteQueue {
         reason: &str,
         last_error: &str,
     ) -> Result<(), QueueError> {
-        let (queue, reason, last_error) = (queue.to_owned(), reason.to_owned(), last_error.to_owned());
+        let (queue, reason, last_error) =
+            (queue.to_owned(), reason.to_owned(), last_error.to_owned());
         self.blocking(move |q| q.enqueue_dead(&queue, &message, &reason, &last_error))
             .await
     }
@@ -102,7 +105,8 @@ impl Queue for SqliteQueue {
 
     async fn replay(&self, queue: Option<&str>, seq: Option<i64>) -> Result<usize, QueueError> {
         let queue = queue.map(str::to_owned);
-        self.blocking(move |q| q.replay(queue.as_deref(), seq)).await
+        self.blocking(move |q| q.replay(queue.as_deref(), seq))
+            .await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
@@ -127,7 +131,12 @@ impl CursorStore for SqliteQueue {
         self.blocking(move |q| q.cursor(&sync, &stream)).await
     }
 
-    async fn commit_cursor(&self, sync: &str, stream: &str, cursor: &str) -> Result<(), QueueError> {
+    async fn commit_cursor(
+        &self,
+        sync: &str,
+        stream: &str,
+        cursor: &str,
+    ) -> Result<(), QueueError> {
         let (sync, stream, cursor) = (sync.to_owned(), stream.to_owned(), cursor.to_owned());
         self.blocking(move |q| q.commit_cursor(&sync, &stream, &cursor))
             .await

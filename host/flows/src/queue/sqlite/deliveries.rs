@@ -1,8 +1,8 @@
 //! Webhook deliveries: remembered for replay detection and enqueued in
 //! one transaction, many requests sharing one commit (group commit).
 
-use super::schema::{BODY_INSERT, insert_body};
 use super::SqliteQueue;
+use super::schema::{BODY_INSERT, insert_body};
 use crate::bindings::Message;
 use crate::queue::{QueueError, now_ms};
 use rusqlite::{Connection as Sqlite, OptionalExtension, params};
@@ -157,7 +157,6 @@ fn copy_error(e: &rusqlite::Error) -> rusqlite::Error {
     }
 }
 
-
 fn remember_delivery(
     db: &Sqlite,
     source: &str,
@@ -175,4 +174,3 @@ fn remember_delivery(
         .execute(params![source, id, now])?;
     Ok(added == 1)
 }
-

@@ -11,11 +11,11 @@ mod cursors;
 mod deliveries;
 mod schema;
 
+#[cfg(doc)]
+use super::Queue;
 use super::{
     DeadLetter, Delivery, FailOutcome, QueueError, QueueStats, RetryPolicy, Settlement, now_ms,
 };
-#[cfg(doc)]
-use super::Queue;
 use crate::bindings::{ConnectorError, Message};
 use deliveries::PendingDelivery;
 use rusqlite::{Connection as Sqlite, OptionalExtension, params};
@@ -36,7 +36,6 @@ pub struct SqliteQueue {
     /// [`enqueue_delivery`](SqliteQueue::enqueue_delivery)).
     pending: Arc<Mutex<Vec<Arc<PendingDelivery>>>>,
 }
-
 
 impl SqliteQueue {
     /// Opens (creating if needed) the queue database at `path`.

@@ -1,8 +1,8 @@
 //! The queue's tables, their migrations and row helpers.
 
-use crate::queue::Settlement;
 use crate::bindings::Message;
 use crate::queue::DeadLetter;
+use crate::queue::Settlement;
 use rusqlite::{Connection as Sqlite, params};
 
 /// The schema version `init` brings a database to (`PRAGMA user_version`).
@@ -185,4 +185,3 @@ pub(super) fn apply(
     }
     Ok(())
 }
-

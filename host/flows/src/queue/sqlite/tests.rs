@@ -569,7 +569,7 @@ fn claims_and_settlements_leave_message_bodies_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let q = SqliteQueue::open(&dir.path().join("queue.sqlite")).unwrap();
     q.enqueue("p", &[message("a"), message("b")]).unwrap();
-    let bodies = |q: &Queue| -> Vec<(i64, Vec<u8>)> {
+    let bodies = |q: &SqliteQueue| -> Vec<(i64, Vec<u8>)> {
         q.with(|db| {
             let mut select = db.prepare("SELECT seq, payload FROM message_bodies ORDER BY seq")?;
             let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
