@@ -1,3 +1,5 @@
+// Over 500 lines: one shared httpbin harness and a test per egress rule;
+// split, each file would repeat it.
 //! Outbound HTTP from real guest components through the egress policy,
 //! against a real httpbin on 127.0.0.1 (and small axum upstreams for
 //! throttling and retries).

@@ -1,3 +1,5 @@
+// Over 500 lines: one shared harness (pouchdb-server, signed senders) and
+// a test per integration pattern; split, each file would repeat it.
 //! Integration patterns end to end with real peers: signed webhooks (signed
 //! by the Standard Webhooks reference library) into a pouchdb-server sink,
 //! retries into the dead-letter queue and replay, and incremental batch

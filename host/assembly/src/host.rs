@@ -17,6 +17,19 @@ use switchyard_runtime::plugin::{plugin_files, plugin_name_from_path};
 use switchyard_runtime::signing::TrustPolicy;
 use switchyard_runtime::{LoadError, Runtime};
 
+/// Why a host could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// A plugin, connection or sandbox setting (see [`LoadError`]).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Webhooks, pipelines or syncs that cannot run as configured, or
+    /// their queue; the text names the section.
+    #[error("{0}")]
+    Flows(String),
+}
+
 /// A whole host: what `switchyard serve` runs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -41,7 +54,7 @@ impl Host {
     /// connection created) and, when configured, the flows on the queue at
     /// `<data_dir>/queue.sqlite`. Starts monitoring; the flows wait for
     /// [`Host::start`].
-    pub async fn from_config(config: &SwitchyardConfig) -> Result<Host, LoadError> {
+    pub async fn from_config(config: &SwitchyardConfig) -> Result<Host, HostError> {
         let mut host = Host::without_flows(config).await?;
         let mut observers: Vec<Arc<dyn FlowObserver>> = vec![host.metrics.clone()];
         if let Some(monitor) = &host.monitor {
@@ -127,13 +140,13 @@ fn flows(
     runtime: &Runtime,
     config: &SwitchyardConfig,
     observers: FlowObservers,
-) -> Result<Flows, LoadError> {
+) -> Result<Flows, HostError> {
     if config.webhooks.is_empty() && config.pipelines.is_empty() && config.syncs.is_empty() {
         return Ok((None, None));
     }
     let path = config.queue_path();
     let sqlite = SqliteQueue::open(&path)
-        .map_err(|e| LoadError::Config(format!("pipelines: {}: {e}", path.display())))?;
+        .map_err(|e| HostError::Flows(format!("pipelines: {}: {e}", path.display())))?;
     let queue: Arc<dyn Queue> = Arc::new(sqlite.clone());
     let cursors: Arc<dyn CursorStore> = Arc::new(sqlite);
     let pipelines = Pipelines::new(
@@ -143,10 +156,10 @@ fn flows(
         &with_sync_pipelines(&config.pipelines, &config.syncs),
         runtime.secret_provider(),
     )
-    .map_err(|e| LoadError::Config(format!("pipelines: {e}")))?
+    .map_err(|e| HostError::Flows(format!("pipelines: {e}")))?
     .with_observers(observers.clone());
     let syncs = Syncs::new(runtime.clone(), queue, cursors, &config.syncs)
-        .map_err(|e| LoadError::Config(format!("syncs: {e}")))?
+        .map_err(|e| HostError::Flows(format!("syncs: {e}")))?
         .with_observers(observers);
     Ok((Some(Arc::new(pipelines)), Some(Arc::new(syncs))))
 }

@@ -21,4 +21,4 @@ pub mod config;
 mod host;
 
 pub use config::{ConfigError, SwitchyardConfig};
-pub use host::Host;
+pub use host::{Host, HostError};

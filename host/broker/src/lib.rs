@@ -135,7 +135,9 @@ impl BrokerCtx {
         );
         let state = match (c.state, rights.state) {
             (Some(store), true) => Some(store.namespace(&c.connection)),
-            (None, true) => return Err("state is granted but the host has no state store".into()),
+            (None, true) => {
+                return Err("state is granted but the runtime has no state store".into());
+            }
             _ => None,
         };
         let rate_wait = c.limits.rate_wait;

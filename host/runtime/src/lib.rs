@@ -18,16 +18,30 @@
 //! webhook, metrics backend or HTTP server. What it does is reported to
 //! [`observe::Observer`]s, which the layers above implement.
 //!
-//! ```no_run
-//! use switchyard_runtime::Runtime;
+//! ```
 //! use std::collections::BTreeMap;
+//! use switchyard_runtime::Runtime;
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let runtime = Runtime::builder().cache_dir(".switchyard/cache").build()?;
-//! runtime.load_plugin("echo", "echo.wasm".as_ref()).await?;
+//! # fn echo_component() -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+//! #     // The example `echo` connector, built from source (plugins/echo).
+//! #     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+//! #     let request = switchyard_build::BuildRequest {
+//! #         manifest_path: root.join("Cargo.toml"),
+//! #         packages: vec!["echo".into()],
+//! #         target_dir: Some(root.join("target/guests")),
+//! #         verbose: false,
+//! #     };
+//! #     let toolchain = switchyard_build::Toolchain::detect()?;
+//! #     Ok(switchyard_build::build(&request, &toolchain)?.remove(0).path)
+//! # }
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let echo_wasm = echo_component()?;
+//! let runtime = Runtime::builder().build()?;
+//! runtime.load_plugin("echo", &echo_wasm).await?;
 //! runtime.add_connection("echo", "echo", BTreeMap::new())?;
-//! let out = runtime.call_action("echo", "echo", br#"{"hello":"world"}"#).await?;
-//! println!("{}", String::from_utf8_lossy(&out));
+//! let out = runtime.call_action("echo", "greet", br#"{"name":"Ada"}"#).await?;
+//! assert_eq!(out, br#"{"message":"Hello, Ada!"}"#);
 //! # Ok(()) }
 //! ```
 //!

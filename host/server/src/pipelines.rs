@@ -57,7 +57,17 @@ pub(crate) async fn receive_hook(
         headers,
         body: body.to_vec(),
     };
-    match pipelines.ingest(&name, request).await {
+    // In a task of its own: a sender that hangs up mid-commit must not cut
+    // the count and the wake-up that follow the commit.
+    let pipelines = pipelines.clone();
+    let ingest = tokio::spawn(async move { pipelines.ingest(&name, request).await });
+    let result = match ingest.await {
+        Ok(result) => result,
+        Err(e) => {
+            return error_body(StatusCode::INTERNAL_SERVER_ERROR, "host", &e.to_string());
+        }
+    };
+    match result {
         Ok(id) => (StatusCode::ACCEPTED, axum::Json(json!({ "id": id }))).into_response(),
         Err(IngestError::Unknown(name)) => error_body(
             StatusCode::NOT_FOUND,

@@ -1,3 +1,5 @@
+// Over 500 lines: the load generator and both servers (app and native
+// baseline) for two routes belong together.
 //! The HTTP endpoints under load: requests per second and p99 latency of
 //! the action route and the webhook route of the real server
 //! (`switchyard_server::app`), against an axum server with the same route

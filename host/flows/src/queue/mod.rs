@@ -32,7 +32,7 @@ use std::time::Duration;
 /// error, as text for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("queue database: {0}")]
-pub struct QueueError(Box<dyn std::error::Error + Send + Sync>);
+pub struct QueueError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 impl QueueError {
     /// A backend's error.

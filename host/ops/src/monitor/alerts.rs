@@ -3,12 +3,12 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_broker::secrets::{SecretGrant, SecretValue};
 use switchyard_flows::queue::RetryPolicy;
-use wasmtime_wasi_http::io::TokioIo;
 
 /// What an alert is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

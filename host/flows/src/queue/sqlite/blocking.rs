@@ -19,7 +19,7 @@ impl SqliteQueue {
         let queue = self.clone();
         tokio::task::spawn_blocking(move || operation(&queue))
             .await
-            .map_err(|e| QueueError::new(format!("a queue operation panicked: {e}")))?
+            .expect("a queue operation panicked")
     }
 }
 

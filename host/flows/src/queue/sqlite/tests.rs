@@ -1,3 +1,5 @@
+// Over 500 lines: one test per queue rule, and a frozen copy of the v0
+// schema that the migration test opens.
 use super::schema::SCHEMA_VERSION;
 use super::*;
 use crate::bindings::RateLimit;

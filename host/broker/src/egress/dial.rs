@@ -1,0 +1,156 @@
+//! One attempt at the network: resolve the name, refuse any forbidden
+//! address, connect to a checked one (never a second DNS answer), then
+//! TLS and the HTTP exchange under the connect and first-byte timeouts.
+
+use super::*;
+
+impl Egress {
+    pub(super) async fn attempt(&self, req: &Prepared) -> Result<Response<Full<Bytes>>, Failure> {
+        let addrs = self.resolve_checked(&req.dest, req.connect).await?;
+        let tcp = self.connect(&addrs, req).await?;
+        let stream: Box<dyn Stream> = if req.dest.scheme == "https" {
+            let name = match req.dest.ip() {
+                Some(ip) => rustls::pki_types::ServerName::from(ip),
+                None => rustls::pki_types::ServerName::try_from(req.dest.host()).map_err(|e| {
+                    Failure::new(HttpError::HttpRequestUriInvalid, format!("TLS name: {e}"))
+                })?,
+            };
+            let tls = tokio_rustls::TlsConnector::from(self.network.tls.clone());
+            let handshake = tokio::time::timeout(req.connect, tls.connect(name, tcp));
+            match handshake.await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => return Err(Failure::new(HttpError::TlsProtocolError, e.to_string())),
+                Err(_) => {
+                    return Err(Failure::transient(
+                        HttpError::ConnectionTimeout,
+                        "TLS handshake timed out",
+                    ));
+                }
+            }
+        } else {
+            Box::new(tcp)
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::transient(HttpError::HttpProtocolError, e.to_string()))?;
+        // Drives the connection; aborted when this attempt ends, so a
+        // hung upstream cannot keep a socket open.
+        let driver = AbortOnDrop(tokio::spawn(connection));
+        let mut request = Request::builder()
+            .method(req.method.clone())
+            .uri(req.uri.path_and_query().map_or("/", |p| p.as_str()))
+            .body(Full::new(req.body.clone()))
+            .map_err(|e| Failure::new(HttpError::HttpRequestUriInvalid, e.to_string()))?;
+        *request.headers_mut() = req.headers.clone();
+        let response = tokio::time::timeout(req.first_byte, sender.send_request(request))
+            .await
+            .map_err(|_| {
+                Failure::transient(
+                    HttpError::ConnectionReadTimeout,
+                    format!(
+                        "no response headers within {} ms (limits.http_first_byte_timeout_ms)",
+                        req.first_byte.as_millis()
+                    ),
+                )
+            })?
+            .map_err(|e| Failure::transient(HttpError::HttpProtocolError, e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, self.limits.response_bytes)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.downcast_ref::<LengthLimitError>().is_some() {
+                    Failure::new(
+                        HttpError::HttpResponseBodySize(Some(self.limits.response_bytes as u64)),
+                        format!(
+                            "response body over {} bytes (limits.http_response_bytes)",
+                            self.limits.response_bytes
+                        ),
+                    )
+                } else {
+                    Failure::transient(HttpError::HttpResponseIncomplete, err.to_string())
+                }
+            })?
+            .to_bytes();
+        drop(driver);
+        Ok(Response::from_parts(parts, Full::new(body)))
+    }
+
+    /// Resolves `dest` and checks every address: one forbidden answer
+    /// refuses the request, so a name cannot mix a public and a private
+    /// address and win a race.
+    async fn resolve_checked(
+        &self,
+        dest: &Destination,
+        timeout: Duration,
+    ) -> Result<Vec<IpAddr>, Failure> {
+        let addrs = match dest.ip() {
+            Some(ip) => vec![ip],
+            None => {
+                let host = dest.host();
+                match tokio::time::timeout(timeout, self.network.resolver.resolve(&host)).await {
+                    Ok(Ok(addrs)) => addrs,
+                    Ok(Err(e)) => {
+                        return Err(Failure::new(
+                            HttpError::DnsError {
+                                rcode: Some(e.to_string()),
+                                info_code: None,
+                            },
+                            format!("cannot resolve {host}: {e}"),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(Failure::transient(HttpError::DnsTimeout, "DNS timed out"));
+                    }
+                }
+            }
+        };
+        if addrs.is_empty() {
+            return Err(Failure::new(
+                HttpError::DestinationNotFound,
+                format!("{} has no addresses", dest.host()),
+            ));
+        }
+        for ip in &addrs {
+            self.rights
+                .egress()
+                .check_addr(dest, *ip)
+                .map_err(|denied| {
+                    Failure::new(HttpError::DestinationIpProhibited, denied.to_string())
+                })?;
+        }
+        Ok(addrs)
+    }
+
+    async fn connect(&self, addrs: &[IpAddr], req: &Prepared) -> Result<TcpStream, Failure> {
+        let mut last = String::new();
+        for ip in addrs {
+            let addr = SocketAddr::new(*ip, req.dest.port);
+            match tokio::time::timeout(req.connect, self.network.dialer.dial(addr)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last = format!("{addr}: {e}"),
+                Err(_) => {
+                    return Err(Failure::transient(
+                        HttpError::ConnectionTimeout,
+                        format!(
+                            "connecting to {addr} took over {} ms (limits.http_connect_timeout_ms)",
+                            req.connect.as_millis()
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(Failure::transient(HttpError::ConnectionRefused, last))
+    }
+}
+
+pub(super) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+pub(super) struct AbortOnDrop<T>(pub(super) tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
