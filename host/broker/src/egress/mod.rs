@@ -45,6 +45,7 @@ mod retry;
 
 pub use network::{
     BoxFuture, Dialer, DirectDialer, Network, Resolver, StaticResolver, SystemResolver,
+    tls_client_config,
 };
 pub use retry::RetryGrant;
 

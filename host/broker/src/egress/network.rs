@@ -93,23 +93,26 @@ impl Default for Network {
     }
 }
 
-impl Network {
-    /// A network with this resolver and dialer.
-    pub fn new(resolver: Arc<dyn Resolver>, dialer: Arc<dyn Dialer>) -> Self {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
+/// TLS as the host speaks it to upstreams: ring, the default protocol
+/// versions, the Mozilla root store, no client certificate.
+pub fn tls_client_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+    };
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+impl Network {
+    /// A network with this resolver and dialer.
+    pub fn new(resolver: Arc<dyn Resolver>, dialer: Arc<dyn Dialer>) -> Self {
         Network {
             resolver,
             dialer,
-            tls: Arc::new(tls),
+            tls: Arc::new(tls_client_config()),
             destinations: Arc::default(),
         }
     }

@@ -129,16 +129,7 @@ impl Delivery {
         }
         switchyard_flows::webhooks::sign_standard_webhooks(&secret, "check", 0, b"")
             .map_err(|e| format!("monitoring.webhook.secret: {e}"))?;
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = switchyard_broker::egress::tls_client_config();
         Ok(Delivery {
             uri,
             secret,
