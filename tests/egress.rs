@@ -895,3 +895,152 @@ async fn https_goes_through_rustls_and_proxy_variables_are_ignored() {
     assert_eq!(out["status"], 200, "{out}");
     assert_eq!(h.leaks(), (0, vec![]), "the proxy variables were not used");
 }
+
+/// An upstream that records every byte of every request it gets: target,
+/// headers and body.
+async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let mut seen = record.lock().unwrap();
+            seen.extend_from_slice(parts.uri.to_string().as_bytes());
+            for (name, value) in &parts.headers {
+                seen.extend_from_slice(name.as_str().as_bytes());
+                seen.extend_from_slice(value.as_bytes());
+            }
+            seen.extend_from_slice(&body);
+            "recorded"
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+/// The canary as a hostile guest would re-encode it to smuggle it out.
+fn smuggled_forms(secret: &str) -> Vec<String> {
+    use base64::Engine as _;
+    vec![
+        secret.to_owned(),
+        secret.chars().rev().collect(),
+        secret.bytes().map(|b| format!("{b:02x}")).collect(),
+        secret
+            .chars()
+            .flat_map(|c| [c, ' '])
+            .collect::<String>()
+            .trim_end()
+            .to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(secret),
+    ]
+}
+
+fn holds_any(haystack: &[u8], forms: &[String]) -> Option<String> {
+    forms
+        .iter()
+        .find(|f| haystack.windows(f.len()).any(|w| w == f.as_bytes()))
+        .cloned()
+}
+
+#[tokio::test]
+async fn an_echoed_secret_never_reaches_the_guest_another_upstream_or_a_log() {
+    let (recorder, seen) = recording_upstream().await;
+    let h = Harness::with_upstreams(Limits::default(), &[recorder]).await;
+    // SAFETY: tests in this binary read but never write this variable.
+    unsafe { std::env::set_var("SWITCHYARD_TEST_EGRESS_TOKEN", canary()) };
+    let hb = httpbin().origin();
+    h.connect(
+        "relay",
+        &format!(
+            r#"allow = ["{hb}", "http://{recorder}"]
+            secrets.api-token = {{ env = "SWITCHYARD_TEST_EGRESS_TOKEN", destinations = ["{hb}"] }}"#
+        ),
+    );
+    let forms = smuggled_forms(&canary());
+    // httpbin echoes the request's headers (and /bearer the token itself).
+    for path in ["/headers", "/anything", "/bearer"] {
+        let out = h
+            .call(
+                "relay",
+                "relay",
+                json!({
+                    "from": httpbin().url(path),
+                    "to": format!("http://{recorder}/in"),
+                    "bearer_secret": "api-token",
+                }),
+            )
+            .await;
+        assert_eq!(out["sent"], json!([200, 200, 200, 200]), "{path}: {out}");
+        let got = out["got"].as_str().unwrap();
+        assert!(got.contains("[redacted]"), "{path} echoed the token: {got}");
+        let leaked = holds_any(out.to_string().as_bytes(), &forms);
+        assert_eq!(leaked, None, "{path}: the guest held the secret");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the recorder got the relays");
+    assert_eq!(holds_any(&seen, &forms), None, "the second upstream got it");
+    let logs = std::fs::read(log_file()).unwrap();
+    assert_eq!(holds_any(&logs, &forms), None, "a log line holds it");
+}
+
+#[tokio::test]
+async fn a_secret_value_is_refused_on_its_way_to_a_destination_it_is_not_bound_to() {
+    let (recorder, seen) = recording_upstream().await;
+    let h = Harness::with_upstreams(Limits::default(), &[recorder]).await;
+    // SAFETY: tests in this binary read but never write this variable.
+    unsafe { std::env::set_var("SWITCHYARD_TEST_EGRESS_TOKEN", canary()) };
+    let hb = httpbin().origin();
+    h.connect(
+        "exfil",
+        &format!(
+            r#"allow = ["{hb}", "http://{recorder}"]
+            secrets.api-token = {{ env = "SWITCHYARD_TEST_EGRESS_TOKEN", destinations = ["{hb}"] }}"#
+        ),
+    );
+    // A guest that got hold of the value (however) tries to send it, raw
+    // or encoded, in the URL, a header or the body.
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(canary());
+    let to = format!("http://{recorder}");
+    let attempts = [
+        json!({ "url": format!("{to}/?t={}", canary()) }),
+        json!({ "url": format!("{to}/"), "headers": [["x-token", canary()]] }),
+        json!({ "method": "POST", "url": format!("{to}/"), "body": format!("{{\"t\":\"{encoded}\"}}") }),
+    ];
+    for attempt in attempts {
+        let out = h.call("exfil", "fetch", attempt.clone()).await;
+        assert_eq!(out["code"], "HTTP-request-denied", "{attempt}: {out}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the recorder"
+    );
+    let refusals: Vec<Value> = logs_of("exfil")
+        .into_iter()
+        .filter(|l| l["fields"]["message"] == "outbound request refused or failed")
+        .collect();
+    assert_eq!(refusals.len(), 3, "each refusal is logged");
+    assert!(
+        refusals[0]["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("secret `api-token`"),
+        "{:?}",
+        refusals[0]
+    );
+    // The same value still goes where it is bound.
+    let out = h
+        .call(
+            "exfil",
+            "fetch",
+            json!({ "url": httpbin().url("/bearer"), "bearer_secret": "api-token" }),
+        )
+        .await;
+    assert_eq!(out["status"], 200, "{out}");
+}

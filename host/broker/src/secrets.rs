@@ -268,9 +268,24 @@ impl ConnectionSecrets {
 
     /// A redactor for every value of this connection.
     pub fn redactor(&self) -> Redactor {
-        Redactor {
-            values: self.secrets.values().map(|s| s.value.clone()).collect(),
-        }
+        Redactor::new(self.secrets.values().map(|s| &s.value))
+    }
+
+    /// The name of a secret whose value (raw or in a common encoding, see
+    /// [`Redactor`]) is in one of `parts` although the secret is not bound
+    /// to `destination`: such a request must not leave.
+    pub fn unbound_value_in(&self, destination: &Destination, parts: &[&[u8]]) -> Option<&str> {
+        let url = destination.to_string();
+        self.secrets
+            .iter()
+            .filter(|(_, secret)| secret.destinations.check_url(&url).is_err())
+            .find(|(_, secret)| {
+                let forms = encoded_forms(secret.value.expose());
+                parts
+                    .iter()
+                    .any(|part| forms.iter().any(|form| contains(part, form)))
+            })
+            .map(|(name, _)| name.as_str())
     }
 }
 
@@ -279,36 +294,93 @@ pub fn placeholder(name: &str) -> String {
     format!("{{{{secret:{name}}}}}")
 }
 
-/// Scrubs secret values out of text and bytes a guest hands back.
-#[derive(Debug, Clone, Default)]
+/// Scrubs secret values out of bytes: what an upstream answers before the
+/// guest sees it, and what a guest hands back (logs, errors, outputs).
+/// Each value is matched raw and in the encodings an upstream or a guest
+/// most often wraps it in: base64 (standard and URL-safe, padded or not),
+/// percent-encoding and JSON string escaping.
+#[derive(Clone, Default)]
 pub struct Redactor {
-    values: Vec<SecretValue>,
+    /// Every form of every value, longest first, so a longer form is
+    /// replaced whole before a shorter one inside it.
+    forms: Vec<Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} forms)", self.forms.len())
+    }
+}
+
+/// `value` raw and in its common encodings, without repeats or empties.
+fn encoded_forms(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    if value.is_empty() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(value);
+    let json = serde_json::to_string(&text).expect("a string serializes");
+    let candidates = [
+        value.to_vec(),
+        STANDARD.encode(value).into_bytes(),
+        STANDARD_NO_PAD.encode(value).into_bytes(),
+        URL_SAFE.encode(value).into_bytes(),
+        URL_SAFE_NO_PAD.encode(value).into_bytes(),
+        percent_encoding::percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+            .to_string()
+            .into_bytes(),
+        json.as_bytes()[1..json.len() - 1].to_vec(),
+    ];
+    let mut forms: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        if !forms.iter().any(|f| **f == candidate) {
+            forms.push(Zeroizing::new(candidate));
+        }
+    }
+    forms
 }
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
 impl Redactor {
-    /// Whether there is nothing to redact.
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+    /// A redactor for `values`.
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a SecretValue>) -> Self {
+        let mut forms: Vec<Zeroizing<Vec<u8>>> = values
+            .into_iter()
+            .flat_map(|v| encoded_forms(v.expose()))
+            .collect();
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup_by(|a, b| **a == **b);
+        Redactor { forms }
     }
 
-    /// `bytes` with every secret value replaced by [`REDACTED`].
+    /// Whether there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// Whether `bytes` hold a secret value in any form.
+    pub fn finds(&self, bytes: &[u8]) -> bool {
+        self.forms.iter().any(|f| contains(bytes, f))
+    }
+
+    /// `bytes` with every secret value (in any form) replaced by
+    /// [`REDACTED`].
     pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        self.values.iter().fold(bytes.to_vec(), |acc, v| {
-            replace(&acc, v.expose(), REDACTED.as_bytes())
+        self.forms.iter().fold(bytes.to_vec(), |acc, f| {
+            replace(&acc, f, REDACTED.as_bytes())
         })
     }
 
     /// `text` with every secret value replaced by [`REDACTED`]; borrowed
     /// when nothing matched, which is the common case on the log path.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let bytes = text.as_bytes();
-        if !self.values.iter().any(|v| contains(bytes, v.expose())) {
+        if !self.finds(text.as_bytes()) {
             return Cow::Borrowed(text);
         }
-        Cow::Owned(String::from_utf8_lossy(&self.redact_bytes(bytes)).into_owned())
+        Cow::Owned(String::from_utf8_lossy(&self.redact_bytes(text.as_bytes())).into_owned())
     }
 }
 

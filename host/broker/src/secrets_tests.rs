@@ -108,6 +108,60 @@ fn the_redactor_scrubs_every_value() {
 }
 
 #[test]
+fn the_redactor_scrubs_common_encodings_of_a_value() {
+    use base64::Engine as _;
+    let value = "sk/live+CANARY 123\"";
+    let r = Redactor::new([&SecretValue::new(value.as_bytes().to_vec())]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let percent =
+        percent_encoding::percent_encode(value.as_bytes(), percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let json = serde_json::to_string(value).unwrap();
+    for form in [
+        value.to_owned(),
+        b64.encode(value),
+        url_safe.encode(value),
+        percent,
+        json[1..json.len() - 1].to_owned(),
+    ] {
+        let text = format!("a {form} b");
+        assert_eq!(r.redact(&text), "a [redacted] b", "{form}");
+        assert!(r.finds(text.as_bytes()), "{form}");
+    }
+    assert!(!r.finds(b"sk/live+CANARY"), "a prefix is not the value");
+}
+
+#[test]
+fn a_value_headed_where_it_is_not_bound_is_found_in_any_part() {
+    let s = secrets();
+    let dest = |origin: &str| {
+        EgressPolicy::parse(&[origin])
+            .unwrap()
+            .check_url(&format!("{origin}/"))
+            .unwrap()
+    };
+    let (elsewhere, stripe) = (dest("https://evil.example"), dest("https://api.stripe.com"));
+    let body: &[u8] = b"{\"k\":\"sk_live_CANARY123\"}";
+    assert_eq!(
+        s.unbound_value_in(&elsewhere, &[b"/x", body]),
+        Some("stripe")
+    );
+    assert_eq!(
+        s.unbound_value_in(&stripe, &[b"/x", body]),
+        None,
+        "bound there"
+    );
+    // `signing` is bound nowhere: its value may go nowhere.
+    assert_eq!(
+        s.unbound_value_in(&stripe, &[b"d2hzZWNfYWJj"]),
+        Some("signing"),
+        "base64 of whsec_abc"
+    );
+    assert_eq!(s.unbound_value_in(&elsewhere, &[b"nothing here"]), None);
+}
+
+#[test]
 fn hmac_signs_and_verifies_by_name() {
     let s = secrets();
     // RFC 4231-style check against an independent computation.

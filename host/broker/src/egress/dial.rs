@@ -73,7 +73,36 @@ impl Egress {
             })?
             .to_bytes();
         drop(driver);
+        let (parts, body) = self.scrubbed(parts, body);
         Ok(Response::from_parts(parts, Full::new(body)))
+    }
+
+    /// The answer with every secret value of the connection (raw or
+    /// encoded) replaced, in headers and body, before the guest sees it.
+    fn scrubbed(
+        &self,
+        mut parts: http::response::Parts,
+        body: Bytes,
+    ) -> (http::response::Parts, Bytes) {
+        if self.redactor.is_empty() {
+            return (parts, body);
+        }
+        for value in parts.headers.values_mut() {
+            if self.redactor.finds(value.as_bytes()) {
+                let clean = self.redactor.redact_bytes(value.as_bytes());
+                *value = HeaderValue::from_bytes(&clean).expect("redacting keeps a header valid");
+            }
+        }
+        if !self.redactor.finds(&body) {
+            return (parts, body);
+        }
+        let body = Bytes::from(self.redactor.redact_bytes(&body));
+        if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        (parts, body)
     }
 
     /// Resolves `dest` and checks every address: one forbidden answer

@@ -20,7 +20,7 @@ use crate::capabilities::EffectiveRights;
 use crate::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
 use crate::policy::Destination;
 use crate::rate::{ConnectionRateLimits, RateLimitGrant, RateLimited, RateLimiter};
-use crate::secrets::ConnectionSecrets;
+use crate::secrets::{ConnectionSecrets, Redactor};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -80,6 +80,9 @@ pub struct Egress {
     observer: Option<Arc<dyn BrokerObserver>>,
     rights: EffectiveRights,
     secrets: Arc<ConnectionSecrets>,
+    /// Scrubs the connection's secret values from every answer before the
+    /// guest sees it (an upstream may echo what it was sent).
+    redactor: Redactor,
     rate_limits: Arc<ConnectionRateLimits>,
     retry: Option<RetryGrant>,
     limits: EgressLimits,
@@ -149,6 +152,7 @@ impl Egress {
             connection,
             observer: None,
             rights,
+            redactor: secrets.redactor(),
             secrets,
             rate_limits,
             retry,
@@ -205,7 +209,11 @@ impl Egress {
     ) -> Result<Response<WasiBody>, HttpError> {
         let started = Instant::now();
         let method = request.method().clone();
-        let url = request.uri().to_string();
+        // Logged and reported: a guest may have put a secret's value in it.
+        let url = self
+            .redactor
+            .redact(&request.uri().to_string())
+            .into_owned();
         let progress = Progress::default();
         let exchange = self.exchange(request, options, invocation, &progress);
         let outcome = tokio::time::timeout(self.limits.total, exchange)
@@ -230,13 +238,18 @@ impl Egress {
                     fallback.as_str()
                 }
             };
-            let (status, error, bytes_in) = match &outcome {
+            let reason = outcome
+                .as_ref()
+                .err()
+                .map(|failure| self.redactor.redact(&failure.reason));
+            let (status, bytes_in) = match &outcome {
                 Ok(response) => {
                     let size = hyper::body::Body::size_hint(response.body());
-                    (Some(response.status().as_u16()), None, size.lower())
+                    (Some(response.status().as_u16()), size.lower())
                 }
-                Err(failure) => (None, Some(failure.reason.as_str()), 0),
+                Err(_) => (None, 0),
             };
+            let error = reason.as_deref();
             observer.egress(&EgressEvent {
                 plugin: &self.plugin,
                 version: &self.version,
@@ -277,7 +290,7 @@ impl Egress {
                     %method,
                     url,
                     code = %failure.code,
-                    reason = %failure.reason,
+                    reason = %self.redactor.redact(&failure.reason),
                     elapsed_ms,
                     "outbound request refused or failed"
                 );
@@ -401,6 +414,19 @@ impl Egress {
                 secret.set_sensitive(true);
                 *value = secret;
             }
+        }
+        // A secret's value (which no guest should hold) may leave only for
+        // a destination it is bound to, wherever it sits in the request.
+        let uri = parts.uri.to_string();
+        let mut places: Vec<&[u8]> = vec![uri.as_bytes(), &body];
+        places.extend(headers.values().map(HeaderValue::as_bytes));
+        if let Some(name) = self.secrets.unbound_value_in(&dest, &places) {
+            return Err(Failure::new(
+                HttpError::HttpRequestDenied,
+                format!(
+                    "the value of secret `{name}` is in a request to {dest}, which it is not bound to"
+                ),
+            ));
         }
         // A guest may shorten the host's timeouts, never lengthen them.
         let guest = options.unwrap_or_default();

