@@ -147,3 +147,75 @@ async fn secret_values_are_redacted_from_logs_errors_and_outputs() {
     assert!(logs.contains("leaking token=[redacted]"), "{logs}");
     assert_eq!(logs.matches(canary).count(), 0, "{logs}");
 }
+
+/// A guest that learned a secret's value (here through a plain setting)
+/// puts it in everything it says: a panic, message ids, keys, headers
+/// (names and values), a cursor, per-message sink errors. The sandbox
+/// hands none of it on, and no log line holds it.
+#[tokio::test]
+async fn everything_a_guest_says_is_redacted_at_one_point() {
+    let (captured, _guard) = capture_logs();
+    // SAFETY: only this test reads or writes this variable.
+    unsafe { std::env::set_var("SWITCHYARD_TEST_REDACT_TOKEN", switchyard_tests::canary()) };
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("misbehave.wasm");
+    std::fs::copy(switchyard_tests::guest("guest-misbehave"), &wasm).unwrap();
+    std::fs::write(
+        dir.path().join("misbehave.manifest.toml"),
+        "secrets = [\"token\"]\n",
+    )
+    .unwrap();
+    let runtime = switchyard_runtime::Runtime::builder().build().unwrap();
+    runtime.load_plugin("misbehave", &wasm).await.unwrap();
+    let grants: switchyard_broker::capabilities::Grants =
+        toml::from_str("secrets.token = { env = \"SWITCHYARD_TEST_REDACT_TOKEN\" }").unwrap();
+    let config =
+        std::collections::BTreeMap::from([("leak".to_owned(), switchyard_tests::canary())]);
+    runtime
+        .add_connection_with_grants("m", "misbehave", config, &grants)
+        .unwrap();
+    let leaked = |what: &str, text: String| {
+        assert!(
+            !text.contains(&switchyard_tests::canary()),
+            "{what}: {text}"
+        );
+        assert!(text.contains("[redacted]"), "{what} said it: {text}");
+    };
+
+    let panic = runtime
+        .call_action("m", "panic-with", switchyard_tests::canary().as_bytes())
+        .await
+        .unwrap_err();
+    leaked("the panic", panic.to_string());
+
+    let message = switchyard_runtime::Message {
+        id: "m-1".into(),
+        stream: "s".into(),
+        key: None,
+        headers: vec![],
+        payload: b"{}".to_vec(),
+        timestamp_ms: 0,
+    };
+    let transformed = runtime.transform("m", vec![message.clone()]).await.unwrap();
+    leaked("transformed messages", format!("{transformed:?}"));
+
+    let page = runtime
+        .read(
+            "m",
+            switchyard_runtime::ReadRequest {
+                stream: "s".into(),
+                cursor: None,
+                max_messages: 10,
+            },
+        )
+        .await
+        .unwrap();
+    leaked("a page", format!("{page:?}"));
+    assert_eq!(page.next_cursor.as_deref(), Some("cursor-[redacted]"));
+
+    let outcomes = runtime.write("m", vec![message]).await.unwrap();
+    leaked("write outcomes", format!("{outcomes:?}"));
+
+    let logs = captured.text();
+    assert!(!logs.contains(&switchyard_tests::canary()), "{logs}");
+}

@@ -388,3 +388,22 @@ async fn egress_log_lines_carry_the_invocation_span() {
     assert_eq!(span["pattern"], "action");
     assert!(!text.contains(&canary()));
 }
+
+#[tokio::test]
+async fn a_state_key_holding_a_secret_reaches_the_audit_trail_redacted() {
+    let h = harness().await;
+    let key = format!("cache/{}", canary());
+    let set = h
+        .call("state", json!({ "op": "set", "key": key, "value": "v" }))
+        .await;
+    assert_eq!(set["result"], Value::Null, "{set}");
+    let writes: Vec<String> = h
+        .audit(AuditFilter {
+            kind: Some(AuditKind::State),
+            ..AuditFilter::default()
+        })
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    assert_eq!(writes, ["cache/[redacted]"], "{writes:?}");
+}

@@ -676,3 +676,53 @@ async fn pipeline_workers_default_to_one_and_must_be_at_least_one() {
     .unwrap_err();
     assert_eq!(error, "pipelines.p.workers must be at least 1");
 }
+
+/// A sink whose per-message error quotes a secret's value (one it learned
+/// somehow): the dead letter's `last_error`, the delivery warning and the
+/// admin view hold `[redacted]` instead.
+#[tokio::test]
+async fn a_sink_error_quoting_a_secret_is_dead_lettered_redacted() {
+    let canary = switchyard_tests::canary();
+    // SAFETY: only this test reads or writes this variable.
+    unsafe { std::env::set_var("SWITCHYARD_TEST_SINK_TOKEN", &canary) };
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("misbehave.wasm");
+    std::fs::copy(switchyard_tests::guest("guest-misbehave"), &wasm).unwrap();
+    std::fs::write(
+        dir.path().join("misbehave.manifest.toml"),
+        "secrets = [\"token\"]\n",
+    )
+    .unwrap();
+    let runtime = Runtime::builder().build().unwrap();
+    runtime.load_plugin("misbehave", &wasm).await.unwrap();
+    let grants: switchyard_broker::capabilities::Grants =
+        toml::from_str("secrets.token = { env = \"SWITCHYARD_TEST_SINK_TOKEN\" }").unwrap();
+    let config = BTreeMap::from([("leak".to_owned(), canary.clone())]);
+    runtime
+        .add_connection_with_grants("sink", "misbehave", config, &grants)
+        .unwrap();
+    let queue = Arc::new(SqliteQueue::open(&dir.path().join("queue.sqlite")).unwrap());
+    let pipeline: PipelineConfig = toml::from_str("sink = \"sink\"").unwrap();
+    let pipelines = Arc::new(
+        Pipelines::new(
+            runtime.clone(),
+            queue.clone(),
+            &BTreeMap::new(),
+            &BTreeMap::from([("p".to_owned(), pipeline)]),
+            runtime.secret_provider(),
+        )
+        .unwrap(),
+    );
+    queue.enqueue("pipeline:p", &[contact(1, None)]).unwrap();
+    let workers = pipelines.start().await;
+    eventually("the dead letter", || {
+        queue.stats("pipeline:p").unwrap().dead == 1
+    })
+    .await;
+    workers.iter().for_each(|w| w.abort());
+    let letters = queue.dead_letters(Some("pipeline:p"), 10).unwrap();
+    let (letter, message) = queue.dead_letter_message(letters[0].seq).unwrap().unwrap();
+    let shown = switchyard_flows::queue::dead_letter_view(&letter, &message).to_string();
+    assert!(!shown.contains(&canary), "{shown}");
+    assert!(letter.last_error.contains("[redacted]"), "{shown}");
+}

@@ -132,7 +132,8 @@ impl BrokerCtx {
             c.plugin.clone(),
             c.version.clone(),
             c.connection.clone(),
-        );
+        )
+        .with_redactor(redactor.clone());
         let state = match (c.state, rights.state) {
             (Some(store), true) => Some(store.namespace(&c.connection)),
             (None, true) => {

@@ -95,6 +95,8 @@ pub struct ObserveCtx {
     connection: Arc<str>,
     /// Set per invocation when the store is built.
     invocation: u64,
+    /// Scrubs what the guest chose (a state key) before it is reported.
+    redactor: Arc<crate::secrets::Redactor>,
 }
 
 impl ObserveCtx {
@@ -111,7 +113,14 @@ impl ObserveCtx {
             version,
             connection,
             invocation: 0,
+            redactor: Arc::default(),
         }
+    }
+
+    /// Reports guest-chosen names (state keys) through `redactor`.
+    pub fn with_redactor(mut self, redactor: Arc<crate::secrets::Redactor>) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     /// The same context for invocation `id`.
@@ -126,6 +135,18 @@ impl ObserveCtx {
     pub(crate) fn broker(&self, use_: BrokerUse<'_>) {
         let Some(observer) = &self.observer else {
             return;
+        };
+        let clean;
+        let use_ = match use_ {
+            BrokerUse::StateWrite { key, op, applied } => {
+                clean = self.redactor.redact(key);
+                BrokerUse::StateWrite {
+                    key: &clean,
+                    op,
+                    applied,
+                }
+            }
+            other => other,
         };
         observer.broker(&BrokerEvent {
             plugin: &self.plugin,

@@ -39,13 +39,32 @@ pub(crate) enum Output {
 }
 
 impl Output {
-    /// The output with the connection's secret values scrubbed.
+    /// The output with the connection's secret values scrubbed from every
+    /// string and byte the guest chose: payloads, ids, streams, keys,
+    /// headers, cursors and per-message errors. Everything a guest says
+    /// leaves the sandbox through here (or [`redact_error`]), so the logs,
+    /// queues, dead letters, audit trail and APIs downstream only ever see
+    /// redacted text.
     fn redacted(self, redactor: &Redactor) -> Output {
         if redactor.is_empty() {
             return self;
         }
+        let text = |s: &mut String| {
+            if let std::borrow::Cow::Owned(clean) = redactor.redact(s) {
+                *s = clean;
+            }
+        };
         let message = |mut m: Message| {
             m.payload = redactor.redact_bytes(&m.payload);
+            text(&mut m.id);
+            text(&mut m.stream);
+            if let Some(key) = m.key.as_mut() {
+                text(key);
+            }
+            for (name, value) in &mut m.headers {
+                text(name);
+                text(value);
+            }
             m
         };
         match self {
@@ -53,9 +72,22 @@ impl Output {
             Output::Messages(ms) => Output::Messages(ms.into_iter().map(message).collect()),
             Output::Page(mut page) => {
                 page.messages = page.messages.into_iter().map(message).collect();
+                if let Some(cursor) = page.next_cursor.as_mut() {
+                    text(cursor);
+                }
                 Output::Page(page)
             }
-            other => other,
+            Output::Write(outcomes) => Output::Write(
+                outcomes
+                    .into_iter()
+                    .map(|mut o| {
+                        text(&mut o.id);
+                        o.outcome = o.outcome.map_err(|e| redact_error(e, redactor));
+                        o
+                    })
+                    .collect(),
+            ),
+            Output::Describe(info) => Output::Describe(info),
         }
     }
 
@@ -269,8 +301,19 @@ pub(crate) fn finish(
             Ok(output)
         }
         Ok(Err(guest)) => Err(InvokeError::Guest(redact_error(guest, redactor))),
-        Err(err) => Err(classify_trap(err, store, limits)),
+        Err(err) => Err(redact_failure(classify_trap(err, store, limits), redactor)),
     }
+}
+
+/// A trap's text can quote the guest (its panic message) and a host
+/// error can quote what the guest passed: both are scrubbed.
+fn redact_failure(mut err: InvokeError, redactor: &Redactor) -> InvokeError {
+    if let InvokeError::Trap { message } | InvokeError::Host(message) = &mut err
+        && let std::borrow::Cow::Owned(clean) = redactor.redact(message)
+    {
+        *message = clean;
+    }
+    err
 }
 
 fn redact_error(mut err: ConnectorError, redactor: &Redactor) -> ConnectorError {

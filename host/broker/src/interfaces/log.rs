@@ -72,7 +72,8 @@ impl LogCtxView<'_> {
     pub fn emit(&mut self, level: Level, message: &str, fields: &[(String, String)]) {
         if matches!(level, Level::Error) && fields.iter().any(|(k, v)| k == "panic" && v == "true")
         {
-            self.budget.panic = Some(super::sanitize(message, MAX_LOG_TEXT));
+            let message = self.ctx.redactor.redact(message);
+            self.budget.panic = Some(super::sanitize(&message, MAX_LOG_TEXT));
         }
         if self.budget.emitted >= MAX_LOG_EVENTS || self.ctx.rate.0.check().is_err() {
             self.budget.dropped += 1;
@@ -87,7 +88,7 @@ impl LogCtxView<'_> {
             .map(|(k, v)| {
                 format!(
                     "{}={}",
-                    super::sanitize(k, 64),
+                    super::sanitize(&redactor.redact(k), 64),
                     super::sanitize(&redactor.redact(v), MAX_LOG_TEXT)
                 )
             })

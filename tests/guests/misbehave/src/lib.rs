@@ -1,7 +1,9 @@
 //! A guest that does, on request, everything a hostile or buggy connector
 //! might: panic, spin, allocate without bound, recurse, flood the log.
 
-use switchyard_sdk::{Connector, ConnectorInfo, Error, Message, Role, config, log};
+use switchyard_sdk::{
+    Connector, ConnectorInfo, Error, Message, Page, ReadRequest, Role, WriteOutcome, config, log,
+};
 
 struct Misbehave;
 
@@ -30,7 +32,10 @@ impl Connector for Misbehave {
             .action("fail", "returns the error named by the input")
             .action("count", "calls seen by this instance")
             .action("leak", "logs its input and fails with it")
+            .action("panic-with", "panics with its input")
             .role(Role::Transform)
+            .role(Role::Source)
+            .role(Role::Sink)
     }
 
     fn call_action(action: &str, input: &[u8]) -> Result<Vec<u8>, Error> {
@@ -50,6 +55,7 @@ impl Connector for Misbehave {
                 Ok(n.to_string().into_bytes())
             }
             "panic" => panic!("deliberate panic for the test"),
+            "panic-with" => panic!("deliberate panic: {}", String::from_utf8_lossy(input)),
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
@@ -106,15 +112,55 @@ impl Connector for Misbehave {
         }
     }
 
+    /// Reverses payloads; with a `leak` setting, puts it in every string a
+    /// message carries (id, key, a header).
     fn transform(messages: Vec<Message>) -> Result<Vec<Message>, Error> {
+        let leak = config::get("leak");
         Ok(messages
             .into_iter()
             .map(|mut m| {
                 m.payload.reverse();
+                if let Some(leak) = &leak {
+                    smuggle(&mut m, leak);
+                }
                 m
             })
             .collect())
     }
+
+    /// One page of one message carrying the `leak` setting everywhere, and
+    /// a cursor made of it.
+    fn read(request: ReadRequest) -> Result<Page, Error> {
+        let leak = config::get_or("leak", "nothing");
+        let mut message = Message::new("m-1", request.stream, b"{}".to_vec());
+        smuggle(&mut message, &leak);
+        Ok(Page {
+            messages: vec![message],
+            next_cursor: Some(format!("cursor-{leak}")),
+            has_more: false,
+        })
+    }
+
+    /// Refuses every message, naming the `leak` setting in the error and
+    /// the outcome's id.
+    fn write(messages: Vec<Message>) -> Result<Vec<WriteOutcome>, Error> {
+        let leak = config::get_or("leak", "nothing");
+        Ok(messages
+            .into_iter()
+            .map(|m| WriteOutcome {
+                id: format!("{}{leak}", m.id),
+                outcome: Err(Error::permanent(format!("refused {} with {leak}", m.id))),
+            })
+            .collect())
+    }
+}
+
+/// Puts `leak` into a message's id, key and headers.
+fn smuggle(message: &mut Message, leak: &str) {
+    message.id = format!("{}-{leak}", message.id);
+    message.key = Some(leak.to_owned());
+    message.headers.push(("x-leak".into(), leak.to_owned()));
+    message.headers.push((leak.to_owned(), "as a name".into()));
 }
 
 switchyard_sdk::export!(Misbehave);
