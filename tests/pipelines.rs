@@ -173,10 +173,23 @@ async fn signed_webhooks_are_verified_queued_and_delivered_once() {
     .await;
     let body = r#"{"type":"order.created","order":42}"#;
     let good = standard_signature(secret, "msg_order_42", now_s(), body);
-    assert_eq!(h.hook("events", &good, body).await.0, StatusCode::ACCEPTED);
-    // The same delivery again is a replay.
-    let (status, err) = h.hook("events", &good, body).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    let (status, first) = h.hook("events", &good, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // The same delivery again is the sender retrying: the same answer,
+    // and (below) the event reaches the sink once.
+    let (status, again) = h.hook("events", &good, body).await;
+    assert_eq!((status, &again), (StatusCode::ACCEPTED, &first), "{again}");
+    // Senders built on Svix send the same headers as `svix-*`.
+    let svix_body = r#"{"type":"order.created","order":7}"#;
+    let svix: serde_json::Map<String, Value> =
+        standard_signature(secret, "msg_svix_7", now_s(), svix_body)
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.replace("webhook-", "svix-"), v.clone()))
+            .collect();
+    let (status, err) = h.hook("events", &Value::Object(svix), svix_body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{err}");
     // A signature over another body, a stale one, and none at all.
     let tampered = r#"{"type":"order.created","order":43}"#;
     assert_eq!(
@@ -205,6 +218,12 @@ async fn signed_webhooks_are_verified_queued_and_delivered_once() {
         h.hook("github", &github, "Hello, World!").await.0,
         StatusCode::ACCEPTED
     );
+    // Its delivery id is outside the signature: a captured request with a
+    // new one is still a replay.
+    let mut replayed = github.clone();
+    replayed["x-github-delivery"] = json!("gh-delivery-forged");
+    let (status, err) = h.hook("github", &replayed, "Hello, World!").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
 
     // The event reaches the sink once, transformed.
     let doc_url = format!("/{db}/msg_order_42");
@@ -219,14 +238,19 @@ async fn signed_webhooks_are_verified_queued_and_delivered_once() {
         (json!(42), json!("webhook"))
     );
     let hooks = h.get("/v1/hooks").await;
-    assert_eq!(hooks["webhooks"]["events"]["accepted"], 1, "{hooks}");
+    assert_eq!(hooks["webhooks"]["events"]["accepted"], 2, "{hooks}");
+    assert_eq!(hooks["webhooks"]["events"]["duplicates"], 1, "{hooks}");
     let rejected = &hooks["webhooks"]["events"]["rejected"];
     assert_eq!(
         (
             rejected["replayed"].clone(),
             rejected["bad-signature"].clone()
         ),
-        (json!(1), json!(1))
+        (Value::Null, json!(1))
+    );
+    assert_eq!(
+        hooks["webhooks"]["github"]["rejected"]["replayed"], 1,
+        "{hooks}"
     );
     assert_eq!(
         (rejected["stale"].clone(), rejected["missing"].clone()),

@@ -84,6 +84,19 @@ impl Rejection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub delivery_id: String,
+    /// What the signature covers, canonically: the signed id for Standard
+    /// Webhooks (`id:<webhook-id>`), else `sha256:<hex>` of the signed
+    /// bytes. Replays are keyed on it, so an unsigned id header or the
+    /// case of a hex signature cannot make a captured request new.
+    pub replay_key: String,
+}
+
+/// `sha256:<hex>` of `bytes`.
+fn digest(bytes: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(<Sha256 as sha2::Digest>::digest(bytes))
+    )
 }
 
 /// Checks `body` and `headers` (names compared case-insensitively) against
@@ -96,9 +109,18 @@ pub fn verify(
     now: SystemTime,
 ) -> Result<Verified, Rejection> {
     let header = |name: &str| {
+        // Senders built on Svix send the Standard Webhooks headers as
+        // `svix-*`.
+        let alias = name
+            .strip_prefix("webhook-")
+            .map(|rest| format!("svix-{rest}"));
         headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .or_else(|| {
+                let alias = alias.as_deref()?;
+                headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(alias))
+            })
             .map(|(_, v)| v.trim())
             .ok_or_else(|| Rejection::Missing(name.to_owned()))
     };
@@ -118,6 +140,7 @@ pub fn verify(
             matched
                 .then(|| Verified {
                     delivery_id: id.to_owned(),
+                    replay_key: format!("id:{id}"),
                 })
                 .ok_or(Rejection::BadSignature)
         }
@@ -132,8 +155,11 @@ pub fn verify(
             check_hex(secret.expose(), body, hex_sig)?;
             let delivery_id = header("x-github-delivery")
                 .map(str::to_owned)
-                .unwrap_or_else(|_| hex_sig.to_owned());
-            Ok(Verified { delivery_id })
+                .unwrap_or_else(|_| hex_sig.to_ascii_lowercase());
+            Ok(Verified {
+                delivery_id,
+                replay_key: digest(body),
+            })
         }
         SignatureScheme::Stripe { tolerance_s } => {
             let value = header("stripe-signature")?;
@@ -157,7 +183,8 @@ pub fn verify(
             });
             matched
                 .map(|sig| Verified {
-                    delivery_id: format!("{timestamp}.{sig}"),
+                    delivery_id: format!("{timestamp}.{}", sig.to_ascii_lowercase()),
+                    replay_key: digest(&signed),
                 })
                 .ok_or(Rejection::BadSignature)
         }
@@ -172,7 +199,10 @@ pub fn verify(
                 Some(id) => header(id)?.to_owned(),
                 None => hex_sig.to_ascii_lowercase(),
             };
-            Ok(Verified { delivery_id })
+            Ok(Verified {
+                delivery_id,
+                replay_key: digest(body),
+            })
         }
     }
 }
@@ -310,6 +340,22 @@ mod tests {
             now,
         );
         assert!(ok.is_ok(), "{ok:?}");
+        // Re-cased hex verifies too, and names the same delivery with the
+        // same replay key: it cannot pass for a new event.
+        let upper = format!("t={t},v1={}", good.to_ascii_uppercase());
+        let recased = verify(
+            &scheme,
+            &key,
+            &headers(&[("stripe-signature", &upper)]),
+            body,
+            now,
+        )
+        .unwrap();
+        let ok = ok.unwrap();
+        assert_eq!(
+            (&recased.delivery_id, &recased.replay_key),
+            (&ok.delivery_id, &ok.replay_key)
+        );
         let later = now + Duration::from_secs(301);
         let stale = verify(
             &scheme,

@@ -105,6 +105,7 @@ pub(crate) async fn list_hooks(State(state): State<AppState>) -> Response {
             name.to_owned(),
             json!({
                 "accepted": counters.accepted.load(Ordering::Relaxed),
+                "duplicates": counters.duplicates.load(Ordering::Relaxed),
                 "rejected": rejected,
                 "queue": queue,
             }),

@@ -19,7 +19,7 @@ pub use config::{PipelineConfig, SignatureConfig, WebhookConfig};
 
 use crate::bindings::{Message, WebhookRequest};
 use crate::observe::FlowObservers;
-use crate::queue::{Queue, QueueError};
+use crate::queue::{DeliveryOutcome, Queue, QueueError};
 use crate::sync::{SyncConfig, sync_pipeline};
 use crate::webhooks::{Rejection, SignatureScheme};
 use std::collections::BTreeMap;
@@ -49,6 +49,9 @@ pub fn pipeline_queue(name: &str) -> String {
 #[derive(Debug, Default)]
 pub struct WebhookCounters {
     pub accepted: AtomicU64,
+    /// Deliveries a sender sent again (same id, same signed material),
+    /// answered 202 and not queued twice.
+    pub duplicates: AtomicU64,
     pub rejected: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -216,15 +219,31 @@ impl Pipelines {
                 .map_or(0, |d| d.as_millis() as u64),
         };
         let window = replay_window(&hook.config.signature.scheme);
-        let fresh = self
+        let outcome = self
             .queue
-            .enqueue_delivery(&hook_queue(name), &format!("webhook:{name}"), window, event)
+            .enqueue_delivery(
+                &hook_queue(name),
+                &format!("webhook:{name}"),
+                window,
+                &verified.replay_key,
+                event,
+            )
             .await?;
-        if !fresh {
-            return Err(reject(Rejection::Replayed(verified.delivery_id)));
+        match outcome {
+            DeliveryOutcome::Queued => {
+                hook.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                self.wake.notify_waiters();
+            }
+            DeliveryOutcome::Duplicate => {
+                // The sender did not see our 202 (or retries anyway): the
+                // same answer again, nothing queued twice.
+                hook.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(target: "switchyard::webhook", webhook = name, id = %verified.delivery_id, "duplicate delivery answered as accepted");
+            }
+            DeliveryOutcome::Replayed => {
+                return Err(reject(Rejection::Replayed(verified.delivery_id)));
+            }
         }
-        hook.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        self.wake.notify_waiters();
         Ok(verified.delivery_id)
     }
 

@@ -204,6 +204,20 @@ impl Settlement {
     }
 }
 
+/// What [`Queue::enqueue_delivery`] did with a webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// New: remembered and queued.
+    Queued,
+    /// The same delivery (id and signed material) within the window: the
+    /// sender retrying one it may not have seen answered. Not queued
+    /// again; answered as success.
+    Duplicate,
+    /// Signed material already delivered under another id within the
+    /// window: a captured request replayed. Refused.
+    Replayed,
+}
+
 /// A durable, at-least-once queue of messages keyed by (queue, stream,
 /// id). Every method may wait on storage; none blocks the async caller.
 ///
@@ -215,16 +229,19 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     /// were stored.
     async fn enqueue(&self, queue: &str, messages: Vec<Message>) -> Result<usize, QueueError>;
 
-    /// Remembers delivery `id` from `source` for `window` and, if it was
-    /// not seen within it, enqueues `message`, both or neither. Returns
-    /// `false` for a replay. Returns once the delivery is durable.
+    /// Remembers webhook delivery `message.id` under `replay_key` (a
+    /// canonical digest of what its signature covers) from `source` for
+    /// `window` and, if the key is new, enqueues `message`, both or
+    /// neither; returns once that is durable. See [`DeliveryOutcome`] for
+    /// a key seen before.
     async fn enqueue_delivery(
         &self,
         queue: &str,
         source: &str,
         window: Duration,
+        replay_key: &str,
         message: Message,
-    ) -> Result<bool, QueueError>;
+    ) -> Result<DeliveryOutcome, QueueError>;
 
     /// Puts `message` straight into the dead letters of `queue` (a sync's
     /// record the sink refused).

@@ -6,7 +6,8 @@ use super::SqliteQueue;
 use crate::bindings::{ConnectorError, Message};
 use crate::cursors::CursorStore;
 use crate::queue::{
-    DeadLetter, Delivery, FailOutcome, Queue, QueueError, QueueStats, RetryPolicy, Settlement,
+    DeadLetter, Delivery, DeliveryOutcome, FailOutcome, Queue, QueueError, QueueStats, RetryPolicy,
+    Settlement,
 };
 use std::time::Duration;
 
@@ -35,10 +36,11 @@ impl Queue for SqliteQueue {
         queue: &str,
         source: &str,
         window: Duration,
+        replay_key: &str,
         message: Message,
-    ) -> Result<bool, QueueError> {
-        let (queue, source) = (queue.to_owned(), source.to_owned());
-        self.blocking(move |q| q.enqueue_delivery(&queue, &source, window, &message))
+    ) -> Result<DeliveryOutcome, QueueError> {
+        let (queue, source, key) = (queue.to_owned(), source.to_owned(), replay_key.to_owned());
+        self.blocking(move |q| q.enqueue_delivery(&queue, &source, window, &key, &message))
             .await
     }
 

@@ -4,7 +4,7 @@
 use super::SqliteQueue;
 use super::schema::{BODY_INSERT, insert_body};
 use crate::bindings::Message;
-use crate::queue::{QueueError, now_ms};
+use crate::queue::{DeliveryOutcome, QueueError, now_ms};
 use rusqlite::{Connection as Sqlite, OptionalExtension, params};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,10 +26,14 @@ impl SqliteQueue {
         })
     }
 
-    /// [`first_delivery`](SqliteQueue::first_delivery) and, if it is the first,
-    /// enqueues `message`, in one transaction: an event is either both
-    /// remembered and queued or neither, so a sender's retry after a crash
-    /// is not mistaken for a replay.
+    /// Remembers delivery `message.id` under `replay_key` (what its
+    /// signature covers, canonically) from `source` for `window` and, if
+    /// the key is new, enqueues `message`, in one transaction: an event is
+    /// either both remembered and queued or neither, so a sender's retry
+    /// after a crash is not mistaken for a replay. The same id with the
+    /// same key again is the sender retrying ([`DeliveryOutcome::Duplicate`],
+    /// nothing queued); the same key under another id is a replay of
+    /// captured material ([`DeliveryOutcome::Replayed`]).
     ///
     /// Returns once that transaction is committed (durably: the database
     /// runs with `synchronous=FULL`). Concurrent callers share commits
@@ -43,12 +47,14 @@ impl SqliteQueue {
         queue: &str,
         source: &str,
         window: Duration,
+        replay_key: &str,
         message: &Message,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<DeliveryOutcome, QueueError> {
         let mine = Arc::new(PendingDelivery {
             queue: queue.to_owned(),
             source: source.to_owned(),
             window,
+            replay_key: replay_key.to_owned(),
             message: message.clone(),
             result: Mutex::new(None),
         });
@@ -77,8 +83,9 @@ pub(super) struct PendingDelivery {
     queue: String,
     source: String,
     window: Duration,
+    replay_key: String,
     message: Message,
-    result: Mutex<Option<Result<bool, QueueError>>>,
+    result: Mutex<Option<Result<DeliveryOutcome, QueueError>>>,
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -91,7 +98,7 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn commit_deliveries(
     db: &mut Sqlite,
     batch: &[Arc<PendingDelivery>],
-) -> Vec<Result<bool, QueueError>> {
+) -> Vec<Result<DeliveryOutcome, QueueError>> {
     let now = now_ms();
     let mut results = Vec::with_capacity(batch.len());
     let committed = (|| {
@@ -121,12 +128,22 @@ fn commit_deliveries(
     }
 }
 
-/// One delivery of a group commit: `Ok(false)` if it is a replay.
-fn store_delivery(tx: &Sqlite, pending: &PendingDelivery, now: i64) -> rusqlite::Result<bool> {
+/// One delivery of a group commit.
+fn store_delivery(
+    tx: &Sqlite,
+    pending: &PendingDelivery,
+    now: i64,
+) -> rusqlite::Result<DeliveryOutcome> {
     let message = &pending.message;
-    if !remember_delivery(tx, &pending.source, &message.id, pending.window)? {
-        return Ok(false);
+    // The key with the id it came with, so a retry is told from a replay.
+    let pair = format!("{} {}", pending.replay_key, message.id);
+    if delivery_seen(tx, &pending.source, &pair, pending.window)? {
+        return Ok(DeliveryOutcome::Duplicate);
     }
+    if !remember_delivery(tx, &pending.source, &pending.replay_key, pending.window)? {
+        return Ok(DeliveryOutcome::Replayed);
+    }
+    remember_delivery(tx, &pending.source, &pair, pending.window)?;
     let seq: Option<i64> = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO messages (queue, stream, id, available_at, updated_at)
@@ -140,7 +157,16 @@ fn store_delivery(tx: &Sqlite, pending: &PendingDelivery, now: i64) -> rusqlite:
     if let Some(seq) = seq {
         insert_body(&mut tx.prepare_cached(BODY_INSERT)?, seq, message)?;
     }
-    Ok(true)
+    Ok(DeliveryOutcome::Queued)
+}
+
+/// Whether `id` from `source` was remembered within `window`.
+fn delivery_seen(db: &Sqlite, source: &str, id: &str, window: Duration) -> rusqlite::Result<bool> {
+    let oldest = now_ms() - window.as_millis() as i64;
+    db.prepare_cached("SELECT 1 FROM deliveries WHERE source = ?1 AND id = ?2 AND seen_at >= ?3")?
+        .query_row(params![source, id, oldest], |_| Ok(()))
+        .optional()
+        .map(|found| found.is_some())
 }
 
 /// The same error for every delivery of a failed group commit

@@ -227,9 +227,10 @@ fn concurrent_deliveries_share_commits_and_each_is_stored_once() {
                     } else {
                         format!("t{t}-{i}")
                     };
-                    if q.enqueue_delivery("hook:h", "webhook:h", window, &message(&id))
-                        .unwrap()
-                    {
+                    let outcome = q
+                        .enqueue_delivery("hook:h", "webhook:h", window, &id, &message(&id))
+                        .unwrap();
+                    if outcome == crate::queue::DeliveryOutcome::Queued {
                         fresh.push(id);
                     }
                 }
@@ -590,4 +591,28 @@ fn claims_and_settlements_leave_message_bodies_untouched() {
     assert_eq!(again.len(), 1);
     assert_same(&again[0].message, &message("b"));
     assert_eq!(again[0].attempt, 2);
+}
+
+#[test]
+fn a_delivery_again_is_a_duplicate_and_its_signed_material_under_a_new_id_a_replay() {
+    use crate::queue::DeliveryOutcome::{Duplicate, Queued, Replayed};
+    let q = SqliteQueue::in_memory().unwrap();
+    let window = Duration::from_secs(600);
+    let deliver = |id: &str, key: &str| {
+        q.enqueue_delivery("hook:h", "webhook:h", window, key, &message(id))
+            .unwrap()
+    };
+    assert_eq!(deliver("gh-1", "sha256:aa"), Queued);
+    assert_eq!(
+        deliver("gh-1", "sha256:aa"),
+        Duplicate,
+        "the sender's retry"
+    );
+    assert_eq!(deliver("gh-forged", "sha256:aa"), Replayed, "a new id");
+    assert_eq!(deliver("gh-2", "sha256:bb"), Queued);
+    assert_eq!(
+        q.stats("hook:h").unwrap().ready,
+        2,
+        "each event queued once"
+    );
 }
