@@ -924,6 +924,24 @@ async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
     (addr, seen)
 }
 
+/// A harness with connection `name` granted httpbin and a recording
+/// upstream, its `api-token` secret (the canary) bound to httpbin only.
+async fn with_recorder(name: &str) -> (Harness, SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let (recorder, seen) = recording_upstream().await;
+    let h = Harness::with_upstreams(Limits::default(), &[recorder]).await;
+    // SAFETY: tests in this binary read but never write this variable.
+    unsafe { std::env::set_var("SWITCHYARD_TEST_EGRESS_TOKEN", canary()) };
+    let hb = httpbin().origin();
+    h.connect(
+        name,
+        &format!(
+            r#"allow = ["{hb}", "http://{recorder}"]
+            secrets.api-token = {{ env = "SWITCHYARD_TEST_EGRESS_TOKEN", destinations = ["{hb}"] }}"#
+        ),
+    );
+    (h, recorder, seen)
+}
+
 /// The canary as a hostile guest would re-encode it to smuggle it out.
 fn smuggled_forms(secret: &str) -> Vec<String> {
     use base64::Engine as _;
@@ -950,18 +968,7 @@ fn holds_any(haystack: &[u8], forms: &[String]) -> Option<String> {
 
 #[tokio::test]
 async fn an_echoed_secret_never_reaches_the_guest_another_upstream_or_a_log() {
-    let (recorder, seen) = recording_upstream().await;
-    let h = Harness::with_upstreams(Limits::default(), &[recorder]).await;
-    // SAFETY: tests in this binary read but never write this variable.
-    unsafe { std::env::set_var("SWITCHYARD_TEST_EGRESS_TOKEN", canary()) };
-    let hb = httpbin().origin();
-    h.connect(
-        "relay",
-        &format!(
-            r#"allow = ["{hb}", "http://{recorder}"]
-            secrets.api-token = {{ env = "SWITCHYARD_TEST_EGRESS_TOKEN", destinations = ["{hb}"] }}"#
-        ),
-    );
+    let (h, recorder, seen) = with_recorder("relay").await;
     let forms = smuggled_forms(&canary());
     // httpbin echoes the request's headers (and /bearer the token itself).
     for path in ["/headers", "/anything", "/bearer"] {
@@ -991,18 +998,7 @@ async fn an_echoed_secret_never_reaches_the_guest_another_upstream_or_a_log() {
 
 #[tokio::test]
 async fn a_secret_value_is_refused_on_its_way_to_a_destination_it_is_not_bound_to() {
-    let (recorder, seen) = recording_upstream().await;
-    let h = Harness::with_upstreams(Limits::default(), &[recorder]).await;
-    // SAFETY: tests in this binary read but never write this variable.
-    unsafe { std::env::set_var("SWITCHYARD_TEST_EGRESS_TOKEN", canary()) };
-    let hb = httpbin().origin();
-    h.connect(
-        "exfil",
-        &format!(
-            r#"allow = ["{hb}", "http://{recorder}"]
-            secrets.api-token = {{ env = "SWITCHYARD_TEST_EGRESS_TOKEN", destinations = ["{hb}"] }}"#
-        ),
-    );
+    let (h, recorder, seen) = with_recorder("exfil").await;
     // A guest that got hold of the value (however) tries to send it, raw
     // or encoded, in the URL, a header or the body.
     use base64::Engine as _;

@@ -158,22 +158,12 @@ async fn everything_a_guest_says_is_redacted_at_one_point() {
     // SAFETY: only this test reads or writes this variable.
     unsafe { std::env::set_var("SWITCHYARD_TEST_REDACT_TOKEN", switchyard_tests::canary()) };
     let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("misbehave.wasm");
-    std::fs::copy(switchyard_tests::guest("guest-misbehave"), &wasm).unwrap();
-    std::fs::write(
-        dir.path().join("misbehave.manifest.toml"),
-        "secrets = [\"token\"]\n",
+    let runtime = switchyard_tests::runtime_with_a_leaky_guest(
+        dir.path(),
+        "m",
+        "SWITCHYARD_TEST_REDACT_TOKEN",
     )
-    .unwrap();
-    let runtime = switchyard_runtime::Runtime::builder().build().unwrap();
-    runtime.load_plugin("misbehave", &wasm).await.unwrap();
-    let grants: switchyard_broker::capabilities::Grants =
-        toml::from_str("secrets.token = { env = \"SWITCHYARD_TEST_REDACT_TOKEN\" }").unwrap();
-    let config =
-        std::collections::BTreeMap::from([("leak".to_owned(), switchyard_tests::canary())]);
-    runtime
-        .add_connection_with_grants("m", "misbehave", config, &grants)
-        .unwrap();
+    .await;
     let leaked = |what: &str, text: String| {
         assert!(
             !text.contains(&switchyard_tests::canary()),

@@ -710,21 +710,12 @@ async fn a_sink_error_quoting_a_secret_is_dead_lettered_redacted() {
     // SAFETY: only this test reads or writes this variable.
     unsafe { std::env::set_var("SWITCHYARD_TEST_SINK_TOKEN", &canary) };
     let dir = tempfile::tempdir().unwrap();
-    let wasm = dir.path().join("misbehave.wasm");
-    std::fs::copy(switchyard_tests::guest("guest-misbehave"), &wasm).unwrap();
-    std::fs::write(
-        dir.path().join("misbehave.manifest.toml"),
-        "secrets = [\"token\"]\n",
+    let runtime = switchyard_tests::runtime_with_a_leaky_guest(
+        dir.path(),
+        "sink",
+        "SWITCHYARD_TEST_SINK_TOKEN",
     )
-    .unwrap();
-    let runtime = Runtime::builder().build().unwrap();
-    runtime.load_plugin("misbehave", &wasm).await.unwrap();
-    let grants: switchyard_broker::capabilities::Grants =
-        toml::from_str("secrets.token = { env = \"SWITCHYARD_TEST_SINK_TOKEN\" }").unwrap();
-    let config = BTreeMap::from([("leak".to_owned(), canary.clone())]);
-    runtime
-        .add_connection_with_grants("sink", "misbehave", config, &grants)
-        .unwrap();
+    .await;
     let queue = Arc::new(SqliteQueue::open(&dir.path().join("queue.sqlite")).unwrap());
     let pipeline: PipelineConfig = toml::from_str("sink = \"sink\"").unwrap();
     let pipelines = Arc::new(

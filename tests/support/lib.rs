@@ -104,6 +104,38 @@ pub async fn runtime_from(builder: RuntimeBuilder, guests: &[(&str, &str)]) -> R
     runtime
 }
 
+/// A runtime with connection `connection` of `guest-misbehave`: granted
+/// secret `token` from environment variable `env`, and told the same value
+/// as its plain `leak` setting, so it plays a guest that learned a secret's
+/// value and says it everywhere. The component and its manifest are put in
+/// `dir`.
+pub async fn runtime_with_a_leaky_guest(dir: &Path, connection: &str, env: &str) -> Runtime {
+    use switchyard_runtime::broker::capabilities::Grants;
+    use switchyard_runtime::broker::secrets::SecretGrant;
+    let wasm = dir.join("misbehave.wasm");
+    std::fs::copy(guest("guest-misbehave"), &wasm).expect("copy the guest");
+    std::fs::write(
+        dir.join("misbehave.manifest.toml"),
+        "secrets = [\"token\"]\n",
+    )
+    .expect("write its manifest");
+    let runtime = Runtime::builder().build().expect("runtime");
+    runtime.load_plugin("misbehave", &wasm).await.expect("load");
+    let token = SecretGrant {
+        env: Some(env.to_owned()),
+        ..SecretGrant::default()
+    };
+    let grants = Grants {
+        secrets: BTreeMap::from([("token".to_owned(), token)]),
+        ..Grants::default()
+    };
+    let config = BTreeMap::from([("leak".to_owned(), canary())]);
+    runtime
+        .add_connection_with_grants(connection, "misbehave", config, &grants)
+        .expect("connection");
+    runtime
+}
+
 /// Serves `app` on 127.0.0.1 (an ephemeral port) for the rest of the
 /// test; returns its address.
 pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
