@@ -1040,3 +1040,32 @@ async fn a_secret_value_is_refused_on_its_way_to_a_destination_it_is_not_bound_t
         .await;
     assert_eq!(out["status"], 200, "{out}");
 }
+
+#[tokio::test]
+async fn other_schemes_are_refused_by_the_policy_with_a_logged_reason() {
+    let h = Harness::new(Limits::default()).await;
+    h.connect("schemes", "");
+    for url in [
+        "ftp://allowed.test/",
+        "gopher://127.0.0.1:70/",
+        "ws://allowed.test/",
+    ] {
+        let out = h.call("schemes", "fetch", json!({ "url": url })).await;
+        assert_eq!(out["code"], "HTTP-request-denied", "{url}: {out}");
+    }
+    let reasons: Vec<String> = logs_of("schemes")
+        .iter()
+        .filter(|l| l["fields"]["message"] == "outbound request refused or failed")
+        .map(|l| {
+            l["fields"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "each refusal is logged: {reasons:?}");
+    for (reason, scheme) in reasons.iter().zip(["ftp", "gopher", "ws"]) {
+        assert!(reason.contains(scheme), "{reason}");
+    }
+    assert_eq!(h.leaks(), (0, vec![]), "nothing was dialled");
+}

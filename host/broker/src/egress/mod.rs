@@ -199,6 +199,12 @@ impl Egress {
         )
     }
 
+    /// `text` (a URL, a reason) with the connection's secret values
+    /// scrubbed, for a log line.
+    pub fn redacted(&self, text: &str) -> String {
+        self.redactor.redact(text).into_owned()
+    }
+
     /// Sends `request` under the connection's policy. Denials and failures
     /// come back as a wasi:http error code; the reason goes to the log.
     pub async fn send(

@@ -61,6 +61,14 @@ type SendFuture = Box<
 >;
 
 impl WasiHttpHooks for EgressHooks {
+    /// Every scheme reaches [`Egress::send`], whose policy refuses what is
+    /// not granted (anything but `http` and `https` included) with a
+    /// logged, audited reason and `HTTP-request-denied`, instead of
+    /// wasmtime-wasi-http's silent `HTTP-protocol-error`.
+    fn is_supported_scheme(&mut self, _scheme: &http::uri::Scheme) -> bool {
+        true
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -75,7 +83,7 @@ impl WasiHttpHooks for EgressHooks {
                 tracing::warn!(
                     target: "switchyard::egress",
                     invocation,
-                    url = %request.uri(),
+                    url = %egress.redacted(&request.uri().to_string()),
                     "outbound request refused: over {max} requests in one invocation (limits.http_requests_per_invocation)"
                 );
                 return Err(HttpError::ConnectionLimitReached);
