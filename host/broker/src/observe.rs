@@ -136,6 +136,9 @@ impl ObserveCtx {
         let Some(observer) = &self.observer else {
             return;
         };
+        // A state key is the one free-form guest text an event carries:
+        // secret names and buckets are reported only once they matched a
+        // grant, so they are the operator's words.
         let clean;
         let use_ = match use_ {
             BrokerUse::StateWrite { key, op, applied } => {

@@ -130,6 +130,9 @@ struct BoundSecret {
     value: SecretValue,
     destinations: EgressPolicy,
     in_body: bool,
+    /// The value raw and encoded, computed once: every outbound request is
+    /// scanned for them.
+    forms: Vec<Zeroizing<Vec<u8>>>,
 }
 
 /// The resolved secrets of one connection.
@@ -162,6 +165,7 @@ impl ConnectionSecrets {
             secrets.insert(
                 name.clone(),
                 BoundSecret {
+                    forms: encoded_forms(value.expose()),
                     value,
                     destinations,
                     in_body: grant.in_body,
@@ -280,10 +284,9 @@ impl ConnectionSecrets {
             .iter()
             .filter(|(_, secret)| secret.destinations.check_url(&url).is_err())
             .find(|(_, secret)| {
-                let forms = encoded_forms(secret.value.expose());
                 parts
                     .iter()
-                    .any(|part| forms.iter().any(|form| contains(part, form)))
+                    .any(|part| secret.forms.iter().any(|form| contains(part, form)))
             })
             .map(|(name, _)| name.as_str())
     }
