@@ -1069,3 +1069,46 @@ async fn other_schemes_are_refused_by_the_policy_with_a_logged_reason() {
     }
     assert_eq!(h.leaks(), (0, vec![]), "nothing was dialled");
 }
+
+/// A malformed authority never becomes a request: wasi:http's
+/// `set-authority` refuses it. The host answers that call itself so the
+/// refusal is logged with its reason like every other, and the guest's
+/// error names the part refused.
+#[tokio::test]
+async fn a_malformed_authority_is_refused_with_a_logged_reason() {
+    let h = Harness::new(Limits::default()).await;
+    h.connect("authorities", "");
+    let urls = [
+        "http://exa mple.test/",
+        "http://[::1/",
+        "http://a\u{1b}[31mb.test/",
+    ];
+    for url in urls {
+        let out = h.call("authorities", "fetch", json!({ "url": url })).await;
+        let error = out["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("refused its authority"),
+            "{url}: the guest is told which part: {out}"
+        );
+    }
+    let reasons: Vec<String> = logs_of("authorities")
+        .iter()
+        .filter(|l| l["fields"]["message"] == "outbound request refused or failed")
+        .map(|l| {
+            l["fields"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        reasons.len(),
+        urls.len(),
+        "each refusal is logged: {reasons:?}"
+    );
+    for reason in &reasons {
+        assert!(reason.starts_with("malformed authority"), "{reason}");
+        assert!(!reason.contains('\u{1b}'), "quoted, escaped: {reason}");
+    }
+    assert_eq!(h.leaks(), (0, vec![]), "nothing was dialled");
+}

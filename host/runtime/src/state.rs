@@ -162,6 +162,12 @@ impl RateLimitView for InvocationState {
     }
 }
 
+impl switchyard_broker::interfaces::http::HttpView for InvocationState {
+    fn http_ctx(&mut self) -> &mut HttpCtx {
+        &mut self.http
+    }
+}
+
 impl wasmtime_wasi_http::WasiHttpView for InvocationState {
     fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
         switchyard_broker::interfaces::http::view(&mut self.http, &mut self.table)

@@ -44,15 +44,24 @@ pub(super) fn send(request: &Request, timeouts: &Timeouts) -> Result<Response, E
         "https" => Scheme::Https,
         other => Scheme::Other(other.to_owned()),
     };
-    let parts_ok = outgoing.set_method(&method_of(method)).is_ok()
-        && outgoing.set_scheme(Some(&scheme)).is_ok()
-        && outgoing.set_authority(Some(&url.authority)).is_ok()
-        && outgoing
-            .set_path_with_query(Some(&url.path_and_query))
-            .is_ok();
-    if !parts_ok {
-        return Err(Error::invalid(format!("cannot send {method} {url}")));
-    }
+    // Each part the host refuses is named, so the author sees which.
+    let refused = |part: &str| {
+        Error::invalid(format!(
+            "cannot send {method} {url}: the host refused its {part}"
+        ))
+    };
+    outgoing
+        .set_method(&method_of(method))
+        .map_err(|()| refused("method"))?;
+    outgoing
+        .set_scheme(Some(&scheme))
+        .map_err(|()| refused("scheme"))?;
+    outgoing
+        .set_authority(Some(&url.authority))
+        .map_err(|()| refused("authority (host and port) as malformed"))?;
+    outgoing
+        .set_path_with_query(Some(&url.path_and_query))
+        .map_err(|()| refused("path and query as malformed"))?;
     // The body handle must be taken before `handle` consumes the request.
     let outgoing_body = match body {
         Some(_) => Some(

@@ -40,6 +40,7 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
 mod dial;
+mod malformed;
 mod network;
 mod retry;
 

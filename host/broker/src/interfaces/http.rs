@@ -6,6 +6,8 @@
 use crate::egress::Egress;
 use std::sync::Arc;
 use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi_http::p2::bindings::http::types::Method;
+use wasmtime_wasi_http::p2::types::HostOutgoingRequest;
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks,
 };
@@ -46,6 +48,28 @@ pub(crate) struct EgressHooks {
     invocation: u64,
     started: u32,
     max_requests: u32,
+}
+
+impl EgressHooks {
+    /// Reports a request part refused before any request exists.
+    fn refuse_malformed(&self, method: &str, part: &'static str, text: &str, reason: &str) {
+        (self.egress).refuse_malformed(self.invocation, method, part, text, reason);
+    }
+}
+
+fn method_name(method: &Method) -> std::borrow::Cow<'static, str> {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => format!("{other:?}").into(),
+    }
 }
 
 type SendFuture = Box<
@@ -103,12 +127,53 @@ impl WasiHttpHooks for EgressHooks {
     }
 }
 
-/// Adds `wasi:http/outgoing-handler` and `wasi:http/types` to `linker`.
+/// A store that holds an [`HttpCtx`] beside wasmtime-wasi-http's view.
+pub trait HttpView: wasmtime_wasi_http::WasiHttpView {
+    fn http_ctx(&mut self) -> &mut HttpCtx;
+}
+
+/// The `wasi:http/types` version wasmtime-wasi-http registers (guests
+/// importing any 0.2.x resolve to it).
+const TYPES: &str = "wasi:http/types@0.2.12";
+
+/// Adds `wasi:http/outgoing-handler` and `wasi:http/types` to `linker`,
+/// with the host's own `outgoing-request.set-authority`: wasmtime-wasi-http
+/// refuses a malformed authority there, before any request reaches the
+/// egress path, silently; this one refuses it the same way (the WIT gives
+/// `set-authority` no error code) but logs and reports the refusal with
+/// its reason, like every egress refusal.
 pub fn add_to_linker<T>(linker: &mut Linker<T>) -> wasmtime::Result<()>
 where
-    T: wasmtime_wasi_http::WasiHttpView + 'static,
+    T: HttpView + 'static,
 {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    linker.allow_shadowing(true);
+    let added = linker.instance(TYPES)?.func_wrap(
+        "[method]outgoing-request.set-authority",
+        |mut store: wasmtime::StoreContextMut<'_, T>,
+         (request, authority): (
+            wasmtime::component::Resource<HostOutgoingRequest>,
+            Option<String>,
+        )| {
+            if let Some(text) = &authority
+                && let Err(e) = text.parse::<http::uri::Authority>()
+            {
+                let method = method_name(&store.data_mut().http().table.get(&request)?.method);
+                store.data_mut().http_ctx().hooks.refuse_malformed(
+                    &method,
+                    "authority",
+                    text,
+                    &e.to_string(),
+                );
+                return Ok((Err(()),));
+            }
+            let view = store.data_mut().http();
+            view.table.get_mut(&request)?.authority = authority;
+            Ok((Ok(()),))
+        },
+    );
+    linker.allow_shadowing(false);
+    added
 }
 
 /// Builds the view wasmtime-wasi-http works on from the store's parts.
