@@ -406,6 +406,11 @@ async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
         .map(|i| json!({ "_id": format!("doc-{i:05}"), "n": i, "name": format!("record {i}") }))
         .collect();
     couch.bulk_insert(&src, &docs);
+    // SAFETY: only this test reads these; set before the host starts.
+    unsafe {
+        std::env::set_var("SWITCHYARD_TEST_SYNC_KEY", "sync-key-for-copy");
+        std::env::set_var("SWITCHYARD_TEST_OTHER_KEY", "key-for-something-else");
+    }
     let h = host(
         &[couch.origin()],
         &format!(
@@ -417,6 +422,12 @@ async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
             streams = ["{src}"]
             sink = "couch-dst"
             page_size = 1000
+            [access.keys.scheduler]
+            secret = {{ env = "SWITCHYARD_TEST_SYNC_KEY" }}
+            syncs = ["copy"]
+            [access.keys.other]
+            secret = {{ env = "SWITCHYARD_TEST_OTHER_KEY" }}
+            connections = ["couch-dst"]
             "#,
             source =
                 couchdb_plugins::connection("couch-src", "couchdb-source", &couch.origin(), &src),
@@ -458,7 +469,28 @@ async fn batch_sync_copies_10000_documents_incrementally_and_exactly() {
             .map(|d| json!({ "_id": d["_id"], "_rev": d["_rev"], "_deleted": true })),
     );
     couch.bulk_insert(&src, &edits);
-    let (_, second) = h.post("/v1/syncs/copy/run").await;
+    // Running a sync takes the admin token or a key naming the sync.
+    let run_as = |key: Option<&str>| {
+        let mut request = Request::post("/v1/syncs/copy/run");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        h.send(request.body(Body::empty()).unwrap())
+    };
+    let (status, body) = run_as(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["kind"], "missing_key");
+    let (status, body) = run_as(Some("key-for-something-else")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[access.keys.other]"),
+        "{body}"
+    );
+    let (status, second) = run_as(Some("sync-key-for-copy")).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
     let report = &second["report"];
     assert_eq!(report["read"], 650, "{report}");
     assert_eq!(report["failed"], 0);

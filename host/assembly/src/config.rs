@@ -4,6 +4,7 @@
 //! [`SwitchyardConfig::default`]). Relative paths are resolved against the
 //! directory of the config file.
 
+use crate::access::AccessConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ pub struct SwitchyardConfig {
     pub syncs: BTreeMap<String, SyncConfig>,
     /// The admin API (`/admin/v1`).
     pub admin: AdminConfig,
+    /// Who may call actions and run syncs over HTTP. Default: nobody;
+    /// see [`AccessConfig`].
+    pub access: AccessConfig,
     /// `[trust]`: plugin signatures. Default: not required, no publishers.
     pub trust: switchyard_runtime::signing::TrustConfig,
     /// Volume, latency and reconciliation alerts. Default: on, with the
@@ -80,6 +84,7 @@ impl Default for SwitchyardConfig {
             pipelines: BTreeMap::new(),
             syncs: BTreeMap::new(),
             admin: AdminConfig::default(),
+            access: AccessConfig::default(),
             trust: switchyard_runtime::signing::TrustConfig::default(),
             monitoring: switchyard_ops::monitor::MonitoringConfig::default(),
             audit: switchyard_ops::audit::AuditConfig::default(),
@@ -205,6 +210,8 @@ impl SwitchyardConfig {
                 *key = base.join(&*key).display().to_string();
             }
         }
+        let syncs = config.syncs.keys().map(String::as_str).collect();
+        config.access.prepare(base, &syncs)?;
         switchyard_runtime::signing::TrustPolicy::from_config(&config.trust)?;
         config.monitoring.validate()?;
         if let Some(file) =

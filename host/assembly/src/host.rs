@@ -1,6 +1,7 @@
 //! [`Host`]: the sandbox, the flows and the operations backends, built
 //! from one [`SwitchyardConfig`] and wired together.
 
+use crate::access::Access;
 use crate::config::SwitchyardConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub struct Host {
     pub pipelines: Option<Arc<Pipelines>>,
     /// Batch syncs, alongside `pipelines`.
     pub syncs: Option<Arc<Syncs>>,
+    /// Who may call actions and run syncs over HTTP (`[access]`, keys
+    /// resolved). [`Host::without_flows`] leaves it denying everyone.
+    pub access: Arc<Access>,
 }
 
 impl Host {
@@ -56,6 +60,10 @@ impl Host {
     /// [`Host::start`].
     pub async fn from_config(config: &SwitchyardConfig) -> Result<Host, HostError> {
         let mut host = Host::without_flows(config).await?;
+        host.access = Arc::new(
+            Access::resolve(&config.access, host.runtime.secret_provider())
+                .map_err(|e| HostError::Load(LoadError::Config(e)))?,
+        );
         let mut observers: Vec<Arc<dyn FlowObserver>> = vec![host.metrics.clone()];
         if let Some(monitor) = &host.monitor {
             observers.push(Arc::new(monitor.clone()));
@@ -116,6 +124,7 @@ impl Host {
             monitor,
             pipelines: None,
             syncs: None,
+            access: Arc::new(Access::default()),
         })
     }
 

@@ -17,8 +17,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod config;
 mod host;
 
+pub use access::Access;
 pub use config::{ConfigError, SwitchyardConfig};
 pub use host::{Host, HostError};

@@ -87,5 +87,8 @@ fn audit_records_are_listed_filtered_and_printed_as_json() {
     let (ok, text) = audit(dir.path(), &["--since", "yesterday"]);
     assert!(!ok && text.contains("--since"), "{text}");
     let (ok, text) = audit(dir.path(), &["--kind", "nope"]);
-    assert!(!ok && text.contains("egress, secret or state"), "{text}");
+    assert!(
+        !ok && text.contains("egress, secret, state or access"),
+        "{text}"
+    );
 }

@@ -170,13 +170,15 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
         probe.local_addr().unwrap().port()
     };
     let config = format!(
-        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n\n[connections.echo-fr]\nplugin = \"echo\"\nconfig = {{ greeting = \"Bonjour\" }}\n"
+        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n\n[connections.echo-fr]\nplugin = \"echo\"\nconfig = {{ greeting = \"Bonjour\" }}\n\
+         [access.keys.tester]\nsecret = {{ env = \"SWITCHYARD_TEST_CALLER_KEY\" }}\nconnections = [\"echo-fr\"]\n"
     );
     std::fs::write(dir.path().join("switchyard.toml"), config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .arg("serve")
         .current_dir(dir.path())
         .env("SWITCHYARD_LOG", "warn")
+        .env("SWITCHYARD_TEST_CALLER_KEY", "caller-key-1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -199,13 +201,12 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
         health.ends_with(r#"{"connections":1,"status":"ok"}"#),
         "{health}"
     );
-    let response = http(
-        port,
-        "POST",
-        "/v1/connectors/echo-fr/actions/greet",
-        r#"{"name":"Ada"}"#,
-    )
-    .unwrap();
+    // Default-deny: no key, no call.
+    let path = "/v1/connectors/echo-fr/actions/greet";
+    let response = http(port, "POST", path, r#"{"name":"Ada"}"#).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    assert!(response.contains("missing_key"), "{response}");
+    let response = http_with_key(port, path, "caller-key-1", r#"{"name":"Ada"}"#).unwrap();
     assert!(
         response.ends_with(r#"{"message":"Bonjour, Ada!"}"#),
         "{response}"
@@ -232,6 +233,20 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
 }
 
 /// One HTTP/1.1 request on a fresh connection; `None` if nothing listens.
+/// A POST of `body` to `path` with `key` as the bearer token.
+fn http_with_key(port: u16, path: &str, key: &str, body: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(

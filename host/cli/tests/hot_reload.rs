@@ -51,7 +51,8 @@ impl Host {
             .port();
         let config = format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n\
-             [admin]\ntoken = {{ env = \"SWITCHYARD_TEST_ADMIN_TOKEN\" }}\n{extra}"
+             [admin]\ntoken = {{ env = \"SWITCHYARD_TEST_ADMIN_TOKEN\" }}\n\
+             [access]\npublic = [\"greeter\"]\n{extra}"
         );
         std::fs::write(dir.path().join("switchyard.toml"), config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))

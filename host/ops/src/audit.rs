@@ -27,7 +27,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 use switchyard_broker::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
-use switchyard_runtime::observe::Observer;
+use switchyard_runtime::observe::{InvocationEvent, Observer};
 
 /// `[audit]`: the persisted audit trail of egress, secret uses and state
 /// writes (see [`AuditLog`]).
@@ -75,15 +75,18 @@ pub enum AuditKind {
     Egress,
     Secret,
     State,
+    /// A call through the HTTP API: who asked, and whether it was allowed.
+    Access,
 }
 
 impl AuditKind {
-    /// `egress`, `secret` or `state`.
+    /// `egress`, `secret`, `state` or `access`.
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::Egress => "egress",
             AuditKind::Secret => "secret",
             AuditKind::State => "state",
+            AuditKind::Access => "access",
         }
     }
 
@@ -92,6 +95,7 @@ impl AuditKind {
             "egress" => Some(AuditKind::Egress),
             "secret" => Some(AuditKind::Secret),
             "state" => Some(AuditKind::State),
+            "access" => Some(AuditKind::Access),
             _ => None,
         }
     }
@@ -100,7 +104,8 @@ impl AuditKind {
 impl std::str::FromStr for AuditKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        AuditKind::parse(s).ok_or_else(|| format!("`{s}`: expected egress, secret or state"))
+        AuditKind::parse(s)
+            .ok_or_else(|| format!("`{s}`: expected egress, secret, state or access"))
     }
 }
 
@@ -146,6 +151,14 @@ pub struct AuditRecord {
     pub op: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied: Option<bool>,
+    /// Access: the caller (a key id, `public`, `admin` or `anonymous`),
+    /// `allowed` or why not (`missing_key`, `unknown_key`,
+    /// `out_of_scope`); `purpose` is `action` or `sync`, `name` the action
+    /// or sync, `error` the failed call's error kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
 }
 
 impl AuditRecord {
@@ -171,8 +184,25 @@ impl AuditRecord {
             key: None,
             op: None,
             applied: None,
+            caller: None,
+            decision: None,
         }
     }
+}
+
+/// One decision of the HTTP API's access check, for [`AuditLog::access`].
+#[derive(Debug, Clone, Copy)]
+pub struct AccessEvent<'a> {
+    /// The key id, `public`, `admin` or `anonymous`.
+    pub caller: &'a str,
+    /// `allowed`, or the refusal's kind.
+    pub decision: &'a str,
+    /// `action` or `sync`.
+    pub target: &'static str,
+    /// The connection called (empty for syncs).
+    pub connection: &'a str,
+    /// The action or sync.
+    pub name: &'a str,
 }
 
 enum Msg {
@@ -214,11 +244,13 @@ impl AuditLog {
                 method TEXT, destination TEXT, status INTEGER,
                 bytes_out INTEGER, bytes_in INTEGER, error TEXT,
                 name TEXT, purpose TEXT,
-                key TEXT, op TEXT, applied INTEGER
+                key TEXT, op TEXT, applied INTEGER,
+                caller TEXT, decision TEXT
             );
             CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
             CREATE INDEX IF NOT EXISTS audit_connection ON audit (connection, at_ms);",
         )?;
+        add_access_columns(&db)?;
         prune(&db, retention)?;
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
         let writer = std::thread::Builder::new()
@@ -257,6 +289,18 @@ impl AuditLog {
         query(&self.path, filter)
     }
 
+    /// Records an access decision not followed by an invocation: a
+    /// refusal, or a sync run. (Allowed action calls are recorded from
+    /// their [`InvocationEvent`], with its invocation id.)
+    pub fn access(&self, e: &AccessEvent<'_>) {
+        let mut r = AuditRecord::new(AuditKind::Access, "", "", e.connection, 0);
+        r.caller = Some(e.caller.to_owned());
+        r.decision = Some(e.decision.to_owned());
+        r.purpose = Some(e.target.to_owned());
+        r.name = Some(e.name.to_owned());
+        self.push(r);
+    }
+
     fn push(&self, record: AuditRecord) {
         match self.tx.try_send(Msg::Record(Box::new(record))) {
             Ok(()) => {}
@@ -280,7 +324,25 @@ impl Drop for AuditLog {
     }
 }
 
-impl Observer for AuditLog {}
+impl Observer for AuditLog {
+    /// An action called on behalf of an API caller.
+    fn invocation(&self, e: &InvocationEvent<'_>) {
+        let Some(caller) = e.caller else { return };
+        let mut r = AuditRecord::new(
+            AuditKind::Access,
+            e.plugin,
+            e.version,
+            e.connection,
+            e.invocation,
+        );
+        r.caller = Some(caller.to_owned());
+        r.decision = Some("allowed".to_owned());
+        r.purpose = Some(e.pattern.to_owned());
+        r.name = e.action.map(str::to_owned);
+        r.error = e.error.map(|err| err.kind().to_owned());
+        self.push(r);
+    }
+}
 
 impl BrokerObserver for AuditLog {
     fn egress(&self, e: &EgressEvent<'_>) {
@@ -373,8 +435,10 @@ fn insert(db: &mut Sqlite, batch: &[Box<AuditRecord>]) -> rusqlite::Result<()> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit (at_ms, kind, plugin, version, connection, invocation, method,
-                destination, status, bytes_out, bytes_in, error, name, purpose, key, op, applied)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                destination, status, bytes_out, bytes_in, error, name, purpose, key, op, applied,
+                caller, decision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18, ?19)",
         )?;
         for r in batch {
             stmt.execute(params![
@@ -395,10 +459,27 @@ fn insert(db: &mut Sqlite, batch: &[Box<AuditRecord>]) -> rusqlite::Result<()> {
                 r.key,
                 r.op,
                 r.applied,
+                r.caller,
+                r.decision,
             ])?;
         }
     }
     tx.commit()
+}
+
+/// Trails written before access records existed lack their columns.
+fn add_access_columns(db: &Sqlite) -> rusqlite::Result<()> {
+    let has_caller: bool = db.query_row(
+        "SELECT count(*) FROM pragma_table_info('audit') WHERE name = 'caller'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_caller {
+        db.execute_batch(
+            "ALTER TABLE audit ADD COLUMN caller TEXT; ALTER TABLE audit ADD COLUMN decision TEXT;",
+        )?;
+    }
+    Ok(())
 }
 
 fn prune(db: &Sqlite, retention: Duration) -> rusqlite::Result<usize> {

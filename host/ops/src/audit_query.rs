@@ -29,7 +29,8 @@ pub fn query(path: &Path, filter: &AuditFilter) -> Result<Vec<AuditRecord>, Audi
     let limit = filter.limit.unwrap_or(100).min(10_000) as i64;
     let mut stmt = db.prepare(
         "SELECT id, at_ms, kind, plugin, version, connection, invocation, method, destination,
-                status, bytes_out, bytes_in, error, name, purpose, key, op, applied
+                status, bytes_out, bytes_in, error, name, purpose, key, op, applied,
+                caller, decision
          FROM audit
          WHERE (?1 IS NULL OR connection = ?1) AND (?2 IS NULL OR plugin = ?2)
            AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR at_ms >= ?4)
@@ -69,6 +70,8 @@ pub fn query(path: &Path, filter: &AuditFilter) -> Result<Vec<AuditRecord>, Audi
                 key: row.get(15)?,
                 op: row.get(16)?,
                 applied: row.get(17)?,
+                caller: row.get(18)?,
+                decision: row.get(19)?,
             })
         },
     )?;

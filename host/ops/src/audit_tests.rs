@@ -195,3 +195,48 @@ fn times_parse_as_durations_or_rfc3339() {
     assert_eq!("state".parse::<AuditKind>(), Ok(AuditKind::State));
     assert!("nope".parse::<AuditKind>().is_err());
 }
+
+#[test]
+fn a_trail_from_before_access_records_gains_their_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(
+        "CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL,
+            kind TEXT NOT NULL, plugin TEXT NOT NULL, version TEXT NOT NULL,
+            connection TEXT NOT NULL, invocation INTEGER NOT NULL,
+            method TEXT, destination TEXT, status INTEGER,
+            bytes_out INTEGER, bytes_in INTEGER, error TEXT,
+            name TEXT, purpose TEXT, key TEXT, op TEXT, applied INTEGER
+        );",
+    )
+    .unwrap();
+    drop(old);
+    let log = AuditLog::open(&path, Duration::from_secs(86_400)).unwrap();
+    log.egress(&egress("a", Some(200)));
+    log.access(&AccessEvent {
+        caller: "ci-bot",
+        decision: "out_of_scope",
+        target: "action",
+        connection: "crm",
+        name: "create",
+    });
+    log.flush();
+    let filter = AuditFilter {
+        kind: Some(AuditKind::Access),
+        ..AuditFilter::default()
+    };
+    let records = log.query(&filter).unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (
+            r.caller.as_deref(),
+            r.decision.as_deref(),
+            r.name.as_deref()
+        ),
+        (Some("ci-bot"), Some("out_of_scope"), Some("create"))
+    );
+    assert_eq!(log.query(&AuditFilter::default()).unwrap().len(), 2);
+}

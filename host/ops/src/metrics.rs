@@ -15,6 +15,7 @@
 //! | `switchyard_sync_runs_total` | sync, outcome (`ok`, `error`) |
 //! | `switchyard_queue_depth`, `switchyard_dlq_size` (gauges, read at scrape) | queue |
 //! | `switchyard_plugins_loaded` (gauge, read at scrape) | plugin, version |
+//! | `switchyard_api_requests_total` | caller (key id, `public`, `admin`, `anonymous`), target (`action`, `sync`), name (connection or sync; `unknown` for names not configured), decision (`allowed`, `missing_key`, `unknown_key`, `out_of_scope`) |
 //!
 //! A destination the policy refused is counted as `refused`, so a guest
 //! cannot mint label values. Per event the cost is a few short label
@@ -102,6 +103,14 @@ struct QueueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    caller: String,
+    target: &'static str,
+    name: String,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LoadedLabels {
     plugin: String,
     version: String,
@@ -132,6 +141,7 @@ pub struct Metrics {
     queue_depth: Family<QueueLabels, Gauge>,
     dlq_size: Family<QueueLabels, Gauge>,
     plugins: Family<LoadedLabels, Gauge>,
+    api_requests: Counters<ApiLabels>,
     /// One scrape at a time: gauges are rebuilt then encoded.
     scrape: Mutex<()>,
 }
@@ -168,6 +178,7 @@ impl Metrics {
             queue_depth: Family::default(),
             dlq_size: Family::default(),
             plugins: Family::default(),
+            api_requests: Family::default(),
             scrape: Mutex::new(()),
         };
         let r = &mut m.registry;
@@ -240,11 +251,38 @@ impl Metrics {
         );
         r.register("dlq_size", "Dead letters", m.dlq_size.clone());
         r.register(
+            "api_requests",
+            "Action calls and sync runs through the HTTP API, by caller key id and access decision",
+            m.api_requests.clone(),
+        );
+        r.register(
             "plugins_loaded",
             "Plugins loaded, by version",
             m.plugins.clone(),
         );
         m
+    }
+
+    /// Counts one access decision of the HTTP API: `caller` is a key id,
+    /// `public`, `admin` or `anonymous`; `target` is `action` or `sync`;
+    /// `name` the connection or sync, which the caller must pass as
+    /// `unknown` when no such one exists (labels stay bounded by the
+    /// config, whatever a stranger asks for); `decision` is `allowed` or
+    /// the refusal's kind.
+    pub fn api_request(
+        &self,
+        caller: &str,
+        target: &'static str,
+        name: &str,
+        decision: &'static str,
+    ) {
+        let labels = ApiLabels {
+            caller: caller.to_owned(),
+            target,
+            name: name.to_owned(),
+            decision,
+        };
+        self.api_requests.get_or_create(&labels).inc();
     }
 
     /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]),

@@ -13,6 +13,7 @@ fn invocation<'a>(error: Option<&'a InvokeError>) -> InvocationEvent<'a> {
         connection: "c",
         pattern: "action",
         action: Some("fetch"),
+        caller: None,
         invocation: 1,
         elapsed: Duration::from_millis(3),
         error,

@@ -28,6 +28,10 @@ pub struct InvocationEvent<'a> {
     pub pattern: &'static str,
     /// The action name, for `action` calls.
     pub action: Option<&'a str>,
+    /// Who asked for the call, when the embedder said
+    /// ([`Runtime::call_action_as`](crate::Runtime::call_action_as)): the
+    /// server passes the caller's key id.
+    pub caller: Option<&'a str>,
     pub invocation: u64,
     pub elapsed: Duration,
     /// `None` on success.

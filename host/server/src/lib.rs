@@ -4,11 +4,13 @@
 //! |---|---|
 //! | `GET /healthz` | liveness: `{"status":"ok","connections":N}` |
 //! | `GET /v1/connectors` | every connection with its plugin, version and actions |
-//! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out |
+//! | `POST /v1/connectors/{name}/actions/{action}` | JSON in, JSON out; a caller key unless the connection is public (see [`Access`]) |
 //! | `GET /metrics` | Prometheus / OpenMetrics text, public like most exporters |
 //! | `GET /status` | the status page, over the admin API (`status.rs`) |
 //!
-//! plus `POST /v1/hooks/{name}` (signature-checked webhooks), the operator
+//! plus `POST /v1/hooks/{name}` (signature-checked webhooks), `POST
+//! /v1/syncs/{name}/run` (a caller key naming the sync, or the admin
+//! token), the operator
 //! routes of [`pipelines`] (webhook counters, pipelines, dead letters,
 //! syncs) and the [`admin`] API, both behind the admin bearer token.
 //! `openapi.json` beside this crate describes every route.
@@ -19,7 +21,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -27,13 +29,14 @@ use std::sync::Arc;
 use switchyard_broker::secrets::SecretValue;
 use switchyard_flows::pipelines::Pipelines;
 use switchyard_flows::sync::Syncs;
-use switchyard_host::Host;
+use switchyard_host::{Access, Host};
 use switchyard_ops::audit::AuditLog;
 use switchyard_ops::metrics::Metrics;
 use switchyard_ops::monitor::Monitor;
 use switchyard_runtime::error::guest_error_message;
 use switchyard_runtime::{ConnectorError, InvokeError, Role, Runtime};
 
+mod access;
 pub mod admin;
 pub mod pipelines;
 mod status;
@@ -48,6 +51,7 @@ pub(crate) struct AppState {
     audit: Option<Arc<AuditLog>>,
     monitor: Option<Monitor>,
     admin: admin::AdminState,
+    access: Arc<Access>,
 }
 
 /// Everything the server fronts. Only `runtime` is required.
@@ -70,6 +74,9 @@ pub struct Services {
     /// Where plugin uploads are written (the watched plugin dir). Default:
     /// none, and uploads are refused.
     pub plugin_dir: Option<std::path::PathBuf>,
+    /// Who may call actions and run syncs. Default: nobody (no connection
+    /// public, no keys).
+    pub access: Arc<Access>,
 }
 
 impl Services {
@@ -85,6 +92,7 @@ impl Services {
             monitor: None,
             admin_token: None,
             plugin_dir: None,
+            access: Arc::new(Access::default()),
         }
     }
 
@@ -96,6 +104,7 @@ impl Services {
             metrics: Some(host.metrics.clone()),
             audit: host.audit.clone(),
             monitor: host.monitor.clone(),
+            access: host.access.clone(),
             ..Services::new(host.runtime.clone())
         }
     }
@@ -110,13 +119,16 @@ impl FromRef<AppState> for Runtime {
 /// Largest request body accepted. Default: 4 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 << 20;
 
-/// The router, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
+/// The router with every connection public ([`Access::open`]): for tests,
+/// and for embedding behind authentication of your own. `serve` uses
+/// [`app`] with the config's `[access]`.
 pub fn router(runtime: Runtime) -> Router {
     router_with(runtime, None, None)
 }
 
-/// The router with webhook, dead-letter and sync routes over `pipelines`
-/// and `syncs`.
+/// [`router`] with webhook, dead-letter and sync routes over `pipelines`
+/// and `syncs`; every connection public, syncs run with the admin token
+/// only (there is none).
 pub fn router_with(
     runtime: Runtime,
     pipelines: Option<Arc<Pipelines>>,
@@ -125,6 +137,7 @@ pub fn router_with(
     app(Services {
         pipelines,
         syncs,
+        access: Arc::new(Access::open()),
         ..Services::new(runtime)
     })
 }
@@ -141,6 +154,7 @@ pub fn app(services: Services) -> Router {
         metrics: services.metrics,
         audit: services.audit,
         monitor: services.monitor,
+        access: services.access,
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -149,6 +163,7 @@ pub fn app(services: Services) -> Router {
         .route("/v1/connectors", get(list_connectors))
         .route("/v1/connectors/{name}/actions/{action}", post(call_action))
         .route("/v1/hooks/{name}", post(p::receive_hook))
+        .route("/v1/syncs/{name}/run", post(p::run_sync))
         .merge(admin::protect(operator_routes(), state.clone()))
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
         .merge(admin::router(state.clone()))
@@ -168,7 +183,6 @@ fn operator_routes() -> Router<AppState> {
         .route("/v1/dlq/{seq}", get(p::show_dead_letter))
         .route("/v1/dlq/{seq}/replay", post(p::replay_one))
         .route("/v1/syncs", get(p::list_syncs))
-        .route("/v1/syncs/{name}/run", post(p::run_sync))
 }
 
 /// Serves [`router_with`] on `listener` until `shutdown` resolves, then
@@ -247,10 +261,22 @@ async fn list_connectors(State(runtime): State<Runtime>) -> Response {
 }
 
 async fn call_action(
-    State(runtime): State<Runtime>,
+    State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Decided before anything else, so a stranger learns nothing about
+    // which connections and actions exist.
+    let target = access::Target::Action {
+        connection: name.split_once('@').map_or(name.as_str(), |(c, _)| c),
+        action: &action,
+    };
+    let caller = match access::check(&state, &headers, &target) {
+        Ok(caller) => caller,
+        Err(refused) => return *refused,
+    };
+    let runtime = &state.runtime;
     let Some(connection) = runtime.connection(&name) else {
         return error_response(&InvokeError::UnknownConnection(name));
     };
@@ -272,7 +298,10 @@ async fn call_action(
         let message = format!("request body is not JSON: {e}");
         return error_body(StatusCode::BAD_REQUEST, "invalid_input", &message);
     }
-    match runtime.call_action(&name, &action, input).await {
+    match runtime
+        .call_action_as(&name, &action, input, caller.id())
+        .await
+    {
         Ok(output) => {
             let content_type = if serde_json::from_slice::<serde::de::IgnoredAny>(&output).is_ok() {
                 "application/json"

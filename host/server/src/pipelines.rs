@@ -228,7 +228,16 @@ pub(crate) async fn list_syncs(State(state): State<AppState>) -> Response {
     axum::Json(json!({ "syncs": all })).into_response()
 }
 
-pub(crate) async fn run_sync(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+pub(crate) async fn run_sync(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) =
+        crate::access::check(&state, &headers, &crate::access::Target::Sync(&name))
+    {
+        return *refused;
+    }
     let Some(syncs) = &state.syncs else {
         return error_body(
             StatusCode::NOT_FOUND,

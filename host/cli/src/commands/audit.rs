@@ -20,7 +20,7 @@ pub struct Args {
     /// Only this plugin.
     #[arg(long)]
     plugin: Option<String>,
-    /// Only egress, secret or state records.
+    /// Only egress, secret, state or access records.
     #[arg(long)]
     kind: Option<AuditKind>,
     /// At or after: a duration back from now (1h, 30m, 7d) or an RFC 3339 time.
@@ -112,5 +112,18 @@ fn what(r: &AuditRecord) -> String {
                 ""
             }
         ),
+        AuditKind::Access => {
+            let mut line = format!(
+                "{} {} {} by {}",
+                or(&r.decision),
+                or(&r.purpose),
+                or(&r.name),
+                or(&r.caller)
+            );
+            if let Some(error) = &r.error {
+                line.push_str(&format!(" error: {error}"));
+            }
+            line
+        }
     }
 }

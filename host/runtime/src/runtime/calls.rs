@@ -25,6 +25,25 @@ impl Runtime {
         self.call(connection, call).await?.into_action()
     }
 
+    /// [`Runtime::call_action`] on behalf of `caller` (an API key id, say),
+    /// which observers see in [`InvocationEvent::caller`].
+    pub async fn call_action_as(
+        &self,
+        connection: &str,
+        action: &str,
+        input: &[u8],
+        caller: &str,
+    ) -> Result<Vec<u8>, InvokeError> {
+        let call = Call::Action {
+            action: action.to_owned(),
+            input: input.to_vec(),
+        };
+        let connection = self.lookup(connection)?;
+        self.run_as(&connection, call, Some(caller))
+            .await?
+            .into_action()
+    }
+
     /// Hands an inbound webhook to the connection.
     pub async fn handle_webhook(
         &self,
@@ -90,6 +109,15 @@ impl Runtime {
         connection: &Connection,
         call: Call,
     ) -> Result<Output, InvokeError> {
+        self.run_as(connection, call, None).await
+    }
+
+    async fn run_as(
+        &self,
+        connection: &Connection,
+        call: Call,
+        caller: Option<&str>,
+    ) -> Result<Output, InvokeError> {
         let id = self.inner.next_invocation.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
         let pattern = call_kind(&call);
@@ -105,7 +133,11 @@ impl Runtime {
             connection = connection.name(),
             pattern,
             invocation = id,
+            caller = tracing::field::Empty,
         );
+        if let Some(caller) = caller {
+            span.record("caller", caller);
+        }
         let result = invoke(self.engine(), &self.inner.limits, connection, id, call)
             .instrument(span.clone())
             .await;
@@ -127,6 +159,7 @@ impl Runtime {
             connection: connection.name(),
             pattern,
             action: action.as_deref(),
+            caller,
             invocation: id,
             elapsed,
             error: result.as_ref().err(),

@@ -39,6 +39,17 @@ impl AdminState {
     }
 }
 
+impl AdminState {
+    /// Whether `token` is the admin token (a digest compared in constant
+    /// time).
+    pub(crate) fn is_admin_token(&self, token: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.token_sha256.as_ref().is_some_and(|expected| {
+            bool::from(Sha256::digest(token).as_slice().ct_eq(&expected[..]))
+        })
+    }
+}
+
 /// `routes` behind the bearer-token check.
 pub(crate) fn protect(routes: Router<AppState>, state: AppState) -> Router<AppState> {
     routes.route_layer(axum::middleware::from_fn_with_state(state, require_token))
@@ -54,22 +65,20 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(expected) = &state.admin.token_sha256 else {
+    if state.admin.token_sha256.is_none() {
         return error_body(
             StatusCode::FORBIDDEN,
             "admin_disabled",
             "the admin API is off: set [admin] token = { env = \"VAR\" } (or { file = \"path\" }) in switchyard.toml",
         );
-    };
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match presented {
-        Some(token) if Sha256::digest(token.as_bytes()).as_slice() == expected.as_slice() => {
-            next.run(request).await
-        }
+        Some(token) if state.admin.is_admin_token(token.as_bytes()) => next.run(request).await,
         Some(_) => error_body(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
