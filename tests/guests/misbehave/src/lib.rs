@@ -33,6 +33,10 @@ impl Connector for Misbehave {
             .action("count", "calls seen by this instance")
             .action("leak", "logs its input and fails with it")
             .action("panic-with", "panics with its input")
+            .action(
+                "tally",
+                "answers {\"count\": <the `tally` setting>} and the `leak` setting beside it",
+            )
             .role(Role::Transform)
             .role(Role::Source)
             .role(Role::Sink)
@@ -49,6 +53,11 @@ impl Connector for Misbehave {
                     &[("copy", &text)],
                 );
                 Err(Error::permanent(format!("leaked {text}")))
+            }
+            "tally" => {
+                let count: u64 = config::get_or("tally", "0").parse().unwrap_or(0);
+                let note = config::get_or("leak", "nothing");
+                Ok(format!("{{\"count\":{count},\"note\":\"{note}\"}}").into_bytes())
             }
             "count" => {
                 let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -141,14 +150,13 @@ impl Connector for Misbehave {
         })
     }
 
-    /// Refuses every message, naming the `leak` setting in the error and
-    /// the outcome's id.
+    /// Refuses every message, naming the `leak` setting in the error.
     fn write(messages: Vec<Message>) -> Result<Vec<WriteOutcome>, Error> {
         let leak = config::get_or("leak", "nothing");
         Ok(messages
             .into_iter()
             .map(|m| WriteOutcome {
-                id: format!("{}{leak}", m.id),
+                id: m.id.clone(),
                 outcome: Err(Error::permanent(format!("refused {} with {leak}", m.id))),
             })
             .collect())
