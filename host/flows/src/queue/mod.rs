@@ -12,8 +12,18 @@
 //! claimed; their lease runs out and they are delivered again.
 //!
 //! Every message is keyed by (queue, stream, id): enqueueing a key that is
-//! still pending stores it once, and the key travels to the sink as the
-//! `idempotency-key` header so a sink can drop duplicates of a redelivery.
+//! still waiting or in flight stores it once, and the key travels to the
+//! sink as the `idempotency-key` header so a sink can drop duplicates of a
+//! redelivery. A key that was delivered, or dead-lettered, comes again as
+//! a new message: a later version of a record the sink refused is not
+//! swallowed by the dead letter, which it supersedes (the dead letter's
+//! row is reused, so the old payload is gone from the DLQ; its failure was
+//! logged when it was dead-lettered).
+//!
+//! Settlements are fenced: each claim carries a token ([`Delivery::token`])
+//! and a settlement changes the row only while it is still leased under
+//! that token. A consumer that outlived its lease cannot ack or fail a
+//! message another consumer has since claimed.
 
 //!
 //! The contract is the same on every backend: the [`Settlement`] rules
@@ -84,6 +94,9 @@ impl RetryPolicy {
 pub struct Delivery {
     /// The row, for `ack` and `fail`.
     pub seq: i64,
+    /// The claim's fencing token: a settlement counts only while the row
+    /// is still leased under it (see [`FailOutcome::LeaseLost`]).
+    pub token: i64,
     /// This delivery's number, 1 for the first.
     pub attempt: u32,
     pub message: Message,
@@ -96,6 +109,10 @@ pub enum FailOutcome {
     RetryIn(Duration),
     /// Moved to the dead-letter queue.
     DeadLettered,
+    /// Nothing: the claim's lease had run out and the message was claimed
+    /// again (or replayed), so this late settlement, ack or failure,
+    /// changed nothing. The newer claim settles it.
+    LeaseLost,
 }
 
 /// A message in the dead-letter queue.
@@ -225,8 +242,8 @@ pub enum DeliveryOutcome {
 #[async_trait::async_trait]
 pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     /// Stores `messages` on `queue`; a message whose (stream, id) is still
-    /// pending (waiting, in flight or dead) is skipped. Returns how many
-    /// were stored.
+    /// waiting or in flight is skipped (a delivered or dead-lettered one
+    /// comes again). Returns how many were stored.
     async fn enqueue(&self, queue: &str, messages: Vec<Message>) -> Result<usize, QueueError>;
 
     /// Remembers webhook delivery `message.id` under `replay_key` (a
@@ -244,7 +261,9 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<DeliveryOutcome, QueueError>;
 
     /// Puts `message` straight into the dead letters of `queue` (a sync's
-    /// record the sink refused).
+    /// record the sink refused), in one step: no consumer can claim it on
+    /// the way. One still waiting or in flight under its key is left
+    /// alone (it will be delivered), and so is nothing else.
     async fn enqueue_dead(
         &self,
         queue: &str,
@@ -268,7 +287,8 @@ pub trait Queue: Send + Sync + std::fmt::Debug + 'static {
 
     /// Acks, retries or dead-letters each delivery by its outcome (see
     /// [`Settlement`]), all or nothing; one result per delivery, in order:
-    /// `None` when delivered.
+    /// `None` when delivered, [`FailOutcome::LeaseLost`] when the claim was
+    /// no longer the row's (nothing changed for it).
     async fn settle(
         &self,
         batch: &[Delivery],

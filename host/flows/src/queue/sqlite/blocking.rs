@@ -78,14 +78,19 @@ impl Queue for SqliteQueue {
         policy: &RetryPolicy,
     ) -> Result<Vec<Option<FailOutcome>>, QueueError> {
         // Planned here (backoff jitter included), written on the pool.
-        let plans: Vec<(i64, Settlement)> = batch
+        let plans: Vec<(i64, i64, Settlement)> = batch
             .iter()
             .zip(outcomes)
-            .map(|(delivery, outcome)| (delivery.seq, Settlement::plan(delivery, outcome, policy)))
+            .map(|(delivery, outcome)| {
+                let plan = Settlement::plan(delivery, outcome, policy);
+                (delivery.seq, delivery.token, plan)
+            })
             .collect();
-        let results = plans.iter().map(|(_, plan)| plan.outcome()).collect();
-        self.blocking(move |q| q.apply_plans(&plans)).await?;
-        Ok(results)
+        self.blocking(move |q| {
+            let applied = q.apply_plans(&plans)?;
+            Ok(super::outcomes_of(&plans, &applied))
+        })
+        .await
     }
 
     async fn dead_letters(
@@ -149,9 +154,15 @@ impl CursorStore for SqliteQueue {
         self.blocking(move |q| q.reset_cursor(&sync, &stream)).await
     }
 
-    async fn record_run(&self, sync: &str, report: &str) -> Result<(), QueueError> {
+    async fn record_run(
+        &self,
+        sync: &str,
+        started_at_ms: u64,
+        report: &str,
+    ) -> Result<(), QueueError> {
         let (sync, report) = (sync.to_owned(), report.to_owned());
-        self.blocking(move |q| q.record_run(&sync, &report)).await
+        self.blocking(move |q| q.record_run(&sync, started_at_ms, &report))
+            .await
     }
 
     async fn runs(&self, sync: &str, limit: usize) -> Result<Vec<String>, QueueError> {

@@ -43,12 +43,19 @@ impl SqliteQueue {
         Ok(())
     }
 
-    /// Records a finished sync run (its report as JSON).
-    pub fn record_run(&self, sync: &str, report: &str) -> Result<(), QueueError> {
+    /// Records a sync run's report (JSON) over what the same run recorded
+    /// before.
+    pub fn record_run(
+        &self,
+        sync: &str,
+        started_at_ms: u64,
+        report: &str,
+    ) -> Result<(), QueueError> {
         self.with(|db| {
             db.execute(
-                "INSERT INTO sync_runs (sync, report) VALUES (?1, ?2)",
-                params![sync, report],
+                "INSERT INTO sync_runs (sync, started_at, report) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sync, started_at) DO UPDATE SET report = excluded.report",
+                params![sync, started_at_ms as i64, report],
             )
         })?;
         Ok(())

@@ -70,42 +70,55 @@ impl SqliteQueue {
     }
 
     /// Stores `messages` on `queue` in one transaction; a message whose
-    /// (stream, id) is still pending (waiting, in flight or dead) is
-    /// skipped. Returns how many were stored.
+    /// (stream, id) is still waiting or in flight is skipped, one that was
+    /// delivered or dead-lettered comes again (see the module docs).
+    /// Returns how many were stored.
     pub fn enqueue(&self, queue: &str, messages: &[Message]) -> Result<usize, QueueError> {
         let now = now_ms();
         self.with(|db| {
             let tx = db.transaction()?;
-            let mut added = 0;
-            {
-                let mut insert = tx.prepare_cached(
-                    // A key still waiting, in flight or dead is a duplicate
-                    // (no row comes back); a key already delivered comes
-                    // again as a new message in its old row.
-                    "INSERT INTO messages (queue, stream, id, available_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?4)
-                     ON CONFLICT (queue, stream, id) DO UPDATE SET
-                       state = 'ready', attempts = 0, available_at = excluded.available_at,
-                       reason = NULL, last_error = NULL, updated_at = excluded.updated_at
-                     WHERE messages.state = 'done'
-                     RETURNING seq",
-                )?;
-                let mut body = tx.prepare_cached(BODY_INSERT)?;
-                for m in messages {
-                    let seq: Option<i64> = insert
-                        .query_row(params![queue, m.stream, m.id, now], |row| row.get(0))
-                        .optional()?;
-                    if let Some(seq) = seq {
-                        insert_body(&mut body, seq, m)?;
-                        added += 1;
-                    }
-                }
-            }
+            let added = enqueue_in(&tx, queue, messages, "ready", now)?;
             tx.commit()?;
             Ok(added)
         })
     }
+}
 
+/// Inserts `messages` as `state` rows inside `tx`; how many were stored.
+fn enqueue_in(
+    tx: &rusqlite::Transaction<'_>,
+    queue: &str,
+    messages: &[Message],
+    state: &str,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    let mut added = 0;
+    let mut insert = tx.prepare_cached(
+        // A key still waiting or in flight is a duplicate (no row comes
+        // back); a key delivered or dead-lettered comes again as a new
+        // message in its old row.
+        "INSERT INTO messages (queue, stream, id, state, available_at, updated_at)
+         VALUES (?1, ?2, ?3, ?5, ?4, ?4)
+         ON CONFLICT (queue, stream, id) DO UPDATE SET
+           state = excluded.state, attempts = 0, available_at = excluded.available_at,
+           reason = NULL, last_error = NULL, updated_at = excluded.updated_at, claim_token = 0
+         WHERE messages.state IN ('done', 'dead')
+         RETURNING seq",
+    )?;
+    let mut body = tx.prepare_cached(BODY_INSERT)?;
+    for m in messages {
+        let seq: Option<i64> = insert
+            .query_row(params![queue, m.stream, m.id, now, state], |row| row.get(0))
+            .optional()?;
+        if let Some(seq) = seq {
+            insert_body(&mut body, seq, m)?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+impl SqliteQueue {
     /// Leases up to `max` due messages of `queue` for `lease`, oldest
     /// first. Messages claimed earlier whose lease ran out (a consumer
     /// died) are due again.
@@ -117,6 +130,8 @@ impl SqliteQueue {
     ) -> Result<Vec<Delivery>, QueueError> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
+        // Any other claim's token differs, so its settlements miss.
+        let token = fastrand::i64(1..);
         self.with(|db| {
             let tx = db.transaction()?;
             let claimed = {
@@ -135,6 +150,7 @@ impl SqliteQueue {
                     let attempts: u32 = row.get(7)?;
                     Ok(Delivery {
                         seq: row.get(0)?,
+                        token,
                         attempt: attempts + 1,
                         message: Message {
                             stream: row.get(1)?,
@@ -151,10 +167,10 @@ impl SqliteQueue {
             {
                 let mut lease_row = tx.prepare_cached(
                     "UPDATE messages SET state = 'in-flight', attempts = attempts + 1,
-                     available_at = ?2, updated_at = ?3 WHERE seq = ?1",
+                     available_at = ?2, updated_at = ?3, claim_token = ?4 WHERE seq = ?1",
                 )?;
                 for d in &claimed {
-                    lease_row.execute(params![d.seq, until, now])?;
+                    lease_row.execute(params![d.seq, until, now, token])?;
                 }
             }
             tx.commit()?;
@@ -177,16 +193,13 @@ impl SqliteQueue {
         })
     }
 
-    /// Marks deliveries done, in one transaction.
-    pub fn ack(&self, seqs: &[i64]) -> Result<(), QueueError> {
-        let now = now_ms();
-        self.with(|db| {
-            let tx = db.transaction()?;
-            for seq in seqs {
-                apply(&tx, *seq, &Settlement::Done, now)?;
-            }
-            tx.commit()
-        })
+    /// Marks deliveries done, in one transaction; `false` for each whose
+    /// claim had lost its lease (see [`FailOutcome::LeaseLost`]).
+    pub fn ack(&self, deliveries: &[Delivery]) -> Result<Vec<bool>, QueueError> {
+        let plans: Vec<(i64, i64, Settlement)> = (deliveries.iter())
+            .map(|d| (d.seq, d.token, Settlement::Done))
+            .collect();
+        self.apply_plans(&plans)
     }
 
     /// Records a failed delivery and schedules what the error calls for.
@@ -216,23 +229,32 @@ impl SqliteQueue {
         outcomes: impl IntoIterator<Item = (&'a Delivery, &'a Result<(), ConnectorError>)>,
         policy: &RetryPolicy,
     ) -> Result<Vec<Option<FailOutcome>>, QueueError> {
-        let plans: Vec<(i64, Settlement)> = outcomes
+        let plans: Vec<(i64, i64, Settlement)> = outcomes
             .into_iter()
-            .map(|(delivery, outcome)| (delivery.seq, Settlement::plan(delivery, outcome, policy)))
+            .map(|(delivery, outcome)| {
+                let plan = Settlement::plan(delivery, outcome, policy);
+                (delivery.seq, delivery.token, plan)
+            })
             .collect();
-        self.apply_plans(&plans)?;
-        Ok(plans.iter().map(|(_, plan)| plan.outcome()).collect())
+        let applied = self.apply_plans(&plans)?;
+        Ok(outcomes_of(&plans, &applied))
     }
 
-    /// Writes settlement plans in one transaction.
-    pub(super) fn apply_plans(&self, plans: &[(i64, Settlement)]) -> Result<(), QueueError> {
+    /// Writes settlement plans (seq, claim token, plan) in one
+    /// transaction; whether each still held its lease.
+    pub(super) fn apply_plans(
+        &self,
+        plans: &[(i64, i64, Settlement)],
+    ) -> Result<Vec<bool>, QueueError> {
         let now = now_ms();
         self.with(|db| {
             let tx = db.transaction()?;
-            for (seq, plan) in plans {
-                apply(&tx, *seq, plan, now)?;
+            let mut applied = Vec::with_capacity(plans.len());
+            for (seq, token, plan) in plans {
+                applied.push(apply(&tx, *seq, *token, plan, now)?);
             }
-            tx.commit()
+            tx.commit()?;
+            Ok(applied)
         })
     }
 
@@ -291,7 +313,7 @@ impl SqliteQueue {
         self.with(|db| {
             db.execute(
                 "UPDATE messages SET state = 'ready', attempts = 0, available_at = ?3,
-                 reason = NULL, updated_at = ?3
+                 reason = NULL, updated_at = ?3, claim_token = 0
                  WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR seq = ?2)",
                 params![queue, seq, now],
             )
@@ -371,7 +393,9 @@ impl SqliteQueue {
     }
 
     /// Puts `message` straight into the dead-letter queue of `queue`
-    /// (a sync's record the sink refused).
+    /// (a sync's record the sink refused), in one transaction: the row is
+    /// born dead, so no consumer can claim it on the way. A message of the
+    /// same key still waiting or in flight is left as it is.
     pub fn enqueue_dead(
         &self,
         queue: &str,
@@ -379,23 +403,38 @@ impl SqliteQueue {
         reason: &str,
         last_error: &str,
     ) -> Result<(), QueueError> {
-        self.enqueue(queue, std::slice::from_ref(message))?;
+        let now = now_ms();
         self.with(|db| {
-            db.execute(
-                "UPDATE messages SET state = 'dead', reason = ?4, last_error = ?5, attempts = 1,
-                 updated_at = ?6 WHERE queue = ?1 AND stream = ?2 AND id = ?3",
-                params![
-                    queue,
-                    message.stream,
-                    message.id,
-                    reason,
-                    last_error,
-                    now_ms()
-                ],
-            )
+            let tx = db.transaction()?;
+            if enqueue_in(&tx, queue, std::slice::from_ref(message), "dead", now)? == 1 {
+                tx.execute(
+                    "UPDATE messages SET reason = ?4, last_error = ?5, attempts = 1
+                     WHERE queue = ?1 AND stream = ?2 AND id = ?3",
+                    params![queue, message.stream, message.id, reason, last_error],
+                )?;
+            }
+            tx.commit()
         })?;
         Ok(())
     }
+}
+
+/// What each plan did, given whether it still held its lease.
+pub(super) fn outcomes_of(
+    plans: &[(i64, i64, Settlement)],
+    applied: &[bool],
+) -> Vec<Option<FailOutcome>> {
+    plans
+        .iter()
+        .zip(applied)
+        .map(|((_, _, plan), applied)| {
+            if *applied {
+                plan.outcome()
+            } else {
+                Some(FailOutcome::LeaseLost)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,8 +8,11 @@ use rusqlite::{Connection as Sqlite, params};
 /// The schema version `init` brings a database to (`PRAGMA user_version`).
 /// 0: `messages` held each message's body inline (before this version);
 /// 1: bodies live in `message_bodies`, written once, so that claims and
-/// settlements rewrite only a small row of state.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+/// settlements rewrite only a small row of state;
+/// 2: `messages.claim_token` fences settlements to the claim that leased
+/// the row, and `sync_runs.started_at` lets a run's report be rewritten
+/// page by page.
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// The tables and indexes of [`SCHEMA_VERSION`]; idempotent.
 pub(super) const SCHEMA: &str = "
@@ -24,6 +27,7 @@ pub(super) const SCHEMA: &str = "
         reason TEXT,
         last_error TEXT,
         updated_at INTEGER NOT NULL,
+        claim_token INTEGER NOT NULL DEFAULT 0,
         UNIQUE (queue, stream, id)
     );
     -- What a message carries, keyed by its row in `messages`: written when
@@ -51,7 +55,8 @@ pub(super) const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS sync_runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         sync TEXT NOT NULL,
-        report TEXT NOT NULL
+        report TEXT NOT NULL,
+        started_at INTEGER
     );
     CREATE TABLE IF NOT EXISTS deliveries (
         source TEXT NOT NULL,
@@ -96,6 +101,12 @@ pub(super) fn migrate(db: &mut Sqlite) -> rusqlite::Result<()> {
         )?;
     }
     tx.execute_batch(SCHEMA)?;
+    // Version 1 tables, which `CREATE TABLE IF NOT EXISTS` left as they were.
+    add_column(&tx, "messages", "claim_token", "INTEGER NOT NULL DEFAULT 0")?;
+    add_column(&tx, "sync_runs", "started_at", "INTEGER")?;
+    tx.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS sync_runs_started ON sync_runs (sync, started_at);",
+    )?;
     if inline_bodies {
         tx.execute_batch(
             "INSERT INTO messages (seq, queue, stream, id, state, attempts, available_at,
@@ -112,6 +123,25 @@ pub(super) fn migrate(db: &mut Sqlite) -> rusqlite::Result<()> {
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
+}
+
+fn add_column(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    column: &str,
+    declaration: &str,
+) -> rusqlite::Result<()> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+        params![table, column],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        tx.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {declaration};"
+        ))?;
+    }
+    Ok(())
 }
 
 /// Stores a message's body for its row `seq` (replacing the body of a
@@ -150,38 +180,40 @@ pub(super) fn dead_letter_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadL
     })
 }
 
-/// Writes one settlement inside a transaction.
+/// Writes one settlement inside a transaction, if the row is still leased
+/// under `token` (the claim the settlement is for). Returns whether it
+/// was: a claim whose lease ran out and whose row was claimed again (or
+/// replayed, or dead-lettered) settles nothing.
 pub(super) fn apply(
     tx: &rusqlite::Transaction<'_>,
     seq: i64,
+    token: i64,
     plan: &Settlement,
     now: i64,
-) -> rusqlite::Result<()> {
-    match plan {
-        Settlement::Done => {
-            tx.prepare_cached(
-                "UPDATE messages SET state = 'done', updated_at = ?2, last_error = NULL
-                 WHERE seq = ?1",
-            )?
-            .execute(params![seq, now])?;
-        }
+) -> rusqlite::Result<bool> {
+    const LEASED: &str = "seq = ?1 AND state = 'in-flight' AND claim_token = ?2";
+    let changed = match plan {
+        Settlement::Done => tx
+            .prepare_cached(&format!(
+                "UPDATE messages SET state = 'done', updated_at = ?3, last_error = NULL
+                 WHERE {LEASED}"
+            ))?
+            .execute(params![seq, token, now])?,
         Settlement::Retry {
             wait_ms,
             last_error,
-        } => {
-            tx.prepare_cached(
-                "UPDATE messages SET state = 'ready', available_at = ?2, last_error = ?3,
-                 updated_at = ?4 WHERE seq = ?1",
-            )?
-            .execute(params![seq, now + *wait_ms as i64, last_error, now])?;
-        }
-        Settlement::Dead { reason, last_error } => {
-            tx.prepare_cached(
-                "UPDATE messages SET state = 'dead', reason = ?2, last_error = ?3, updated_at = ?4
-                 WHERE seq = ?1",
-            )?
-            .execute(params![seq, reason, last_error, now])?;
-        }
-    }
-    Ok(())
+        } => tx
+            .prepare_cached(&format!(
+                "UPDATE messages SET state = 'ready', available_at = ?3, last_error = ?4,
+                 updated_at = ?5 WHERE {LEASED}"
+            ))?
+            .execute(params![seq, token, now + *wait_ms as i64, last_error, now])?,
+        Settlement::Dead { reason, last_error } => tx
+            .prepare_cached(&format!(
+                "UPDATE messages SET state = 'dead', reason = ?3, last_error = ?4, updated_at = ?5
+                 WHERE {LEASED}"
+            ))?
+            .execute(params![seq, token, reason, last_error, now])?,
+    };
+    Ok(changed == 1)
 }

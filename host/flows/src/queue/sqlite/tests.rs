@@ -60,7 +60,7 @@ fn pending_duplicates_are_stored_once_and_delivered_keys_come_again() {
     assert_eq!(batch.len(), 2);
     assert_same(&batch[0].message, &message("a"));
     assert_eq!(batch[0].attempt, 1);
-    q.ack(&[batch[0].seq]).unwrap();
+    q.ack(&batch[..1]).unwrap();
     assert_eq!(
         q.enqueue("p", &[message("a")]).unwrap(),
         1,
@@ -149,7 +149,7 @@ fn max_attempts_dead_letter_and_replay_starts_afresh() {
     assert_eq!(q.replay(Some("p"), None).unwrap(), 1);
     let batch = q.claim("p", 1, LEASE).unwrap();
     assert_eq!(batch[0].attempt, 1);
-    q.ack(&[batch[0].seq]).unwrap();
+    q.ack(&batch[..1]).unwrap();
     assert_eq!(
         q.stats("p").unwrap(),
         QueueStats {
@@ -311,8 +311,7 @@ fn claims_skip_delivered_rows_and_take_the_oldest_due_first() {
     let first: Vec<Message> = (0..300).map(|i| message(&format!("old-{i}"))).collect();
     q.enqueue("p", &first).unwrap();
     let batch = q.claim("p", 300, LEASE).unwrap();
-    q.ack(&batch.iter().map(|d| d.seq).collect::<Vec<_>>())
-        .unwrap();
+    q.ack(&batch).unwrap();
     let next: Vec<Message> = (0..10).map(|i| message(&format!("new-{i}"))).collect();
     q.enqueue("p", &next).unwrap();
     q.enqueue("other", &[message("elsewhere")]).unwrap();
@@ -517,7 +516,7 @@ fn a_database_of_the_inline_body_schema_is_migrated_on_open() {
     // Pending keys are still deduplicated; a delivered key comes again in
     // its old row; a new key takes a seq past the old counter.
     assert_eq!(
-        q.enqueue("p", &[message("ready"), message("leased"), message("dead")])
+        q.enqueue("p", &[message("ready"), message("leased")])
             .unwrap(),
         0
     );
@@ -614,5 +613,104 @@ fn a_delivery_again_is_a_duplicate_and_its_signed_material_under_a_new_id_a_repl
         q.stats("hook:h").unwrap().ready,
         2,
         "each event queued once"
+    );
+}
+
+/// Issue 14: a consumer that outlived its lease cannot settle a message
+/// another consumer has claimed since.
+#[test]
+fn a_late_settlement_after_the_lease_ran_out_changes_nothing() {
+    let q = SqliteQueue::in_memory().unwrap();
+    q.enqueue("p", &[message("a"), message("b")]).unwrap();
+    let slow = q.claim("p", 10, Duration::from_millis(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let fresh = q.claim("p", 10, LEASE).unwrap();
+    assert_eq!(fresh.len(), 2, "the lease ran out, so both are due again");
+    assert_ne!(slow[0].token, fresh[0].token);
+    // The slow consumer's ack and failure both come too late.
+    assert_eq!(q.ack(&slow[..1]).unwrap(), [false]);
+    let late = q
+        .fail(
+            &slow[1],
+            &ConnectorError::Permanent("late".into()),
+            &no_wait(),
+        )
+        .unwrap();
+    assert_eq!(late, FailOutcome::LeaseLost);
+    assert_eq!(
+        q.stats("p").unwrap(),
+        QueueStats {
+            in_flight: 2,
+            ..QueueStats::default()
+        },
+        "nothing was marked done or dead"
+    );
+    // The current claim settles them.
+    let outcomes = [Ok(()), Err(ConnectorError::Permanent("bad".into()))];
+    let settled = q.settle(fresh.iter().zip(&outcomes), &no_wait()).unwrap();
+    assert_eq!(settled, [None, Some(FailOutcome::DeadLettered)]);
+    // A replayed dead letter is a new claim too: the old token is spent.
+    q.replay(Some("p"), None).unwrap();
+    let again = q.claim("p", 10, LEASE).unwrap();
+    let stale = q.settle([(&fresh[1], &Ok(()))], &no_wait()).unwrap();
+    assert_eq!(stale, [Some(FailOutcome::LeaseLost)]);
+    assert_eq!(q.ack(&again).unwrap(), [true]);
+}
+
+/// Issue 14: the rule for a key that was dead-lettered. A later message
+/// with the same (stream, id) is queued (a newer version of a record the
+/// sink refused must not vanish) and supersedes the dead letter; the
+/// receiver counts only what was stored.
+#[test]
+fn a_later_message_with_a_dead_letters_key_is_queued_and_supersedes_it() {
+    let q = SqliteQueue::in_memory().unwrap();
+    q.enqueue("p", &[message("a")]).unwrap();
+    let batch = q.claim("p", 1, LEASE).unwrap();
+    q.fail(
+        &batch[0],
+        &ConnectorError::Permanent("v1".into()),
+        &no_wait(),
+    )
+    .unwrap();
+    assert_eq!(q.stats("p").unwrap().dead, 1);
+    let mut newer = message("a");
+    newer.payload = b"{\"v\":2}".to_vec();
+    assert_eq!(q.enqueue("p", &[newer.clone()]).unwrap(), 1, "stored");
+    assert!(q.dead_letters(Some("p"), 10).unwrap().is_empty());
+    let batch = q.claim("p", 1, LEASE).unwrap();
+    assert_same(&batch[0].message, &newer);
+    assert_eq!(batch[0].attempt, 1, "a fresh round of attempts");
+    // While it is in flight, the same key is still a duplicate.
+    assert_eq!(q.enqueue("p", &[message("a")]).unwrap(), 0);
+}
+
+/// Issue 14: a record dead-lettered straight away (a sync's refused
+/// record) is never claimable, and a pending message of its key is left
+/// alone.
+#[test]
+fn enqueue_dead_is_one_step_and_leaves_a_pending_key_alone() {
+    let q = SqliteQueue::in_memory().unwrap();
+    q.enqueue_dead("p", &message("a"), "refused by the sink", "permanent: no")
+        .unwrap();
+    assert!(q.claim("p", 10, LEASE).unwrap().is_empty());
+    let letters = q.dead_letters(Some("p"), 10).unwrap();
+    assert_eq!(
+        (
+            letters[0].id.as_str(),
+            letters[0].reason.as_str(),
+            letters[0].attempts
+        ),
+        ("a", "refused by the sink", 1)
+    );
+    q.enqueue("p", &[message("b")]).unwrap();
+    q.enqueue_dead("p", &message("b"), "refused by the sink", "x")
+        .unwrap();
+    assert_eq!(
+        q.stats("p").unwrap(),
+        QueueStats {
+            ready: 1,
+            dead: 1,
+            ..QueueStats::default()
+        }
     );
 }
