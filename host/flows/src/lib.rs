@@ -17,6 +17,7 @@
 //! [`observe::FlowObserver`]s; they know no HTTP server and no metrics
 //! backend.
 
+mod batch;
 pub mod cursors;
 pub mod observe;
 pub mod pipelines;

@@ -30,8 +30,21 @@ use switchyard_broker::secrets::{SecretProvider, SecretValue};
 use switchyard_runtime::Runtime;
 use tokio::sync::Notify;
 
-/// How long a claimed batch is leased before it is delivered again.
-pub(super) const LEASE: Duration = Duration::from_secs(60);
+/// Added to every lease: time on the queue and in the host around the
+/// calls themselves.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a claimed batch is leased before another consumer may take
+/// it: what `calls` connector invocations in a row may take at most, each
+/// waiting for a slot (`limits.queue_timeout_ms`) and then running to its
+/// deadline (`limits.deadline_ms`), plus [`LEASE_MARGIN`]. A batch whose
+/// poison record is isolated runs longer and may outlive its lease; its
+/// late settlement then changes nothing (settlements are fenced) and the
+/// batch is delivered again.
+pub(super) fn lease_for(limits: &switchyard_runtime::limits::Limits, calls: usize) -> Duration {
+    let per_call = Duration::from_millis(limits.deadline_ms + limits.queue_timeout_ms);
+    per_call * calls.max(1) as u32 + LEASE_MARGIN
+}
 /// Longest a worker sleeps without looking at its queue.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 

@@ -2,8 +2,9 @@
 //! Each claims a batch, does its step and settles only what the next
 //! stage accepted.
 
-use super::{LEASE, PipelineConfig, Pipelines, hook_queue, pipeline_queue};
-use crate::bindings::{ConnectorError, Message, WebhookRequest, WriteOutcome};
+use super::{PipelineConfig, Pipelines, hook_queue, lease_for, pipeline_queue};
+use crate::batch;
+use crate::bindings::{ConnectorError, Message, WebhookRequest};
 use crate::observe::{FlowObserver, RecordsEvent};
 use crate::queue::{Delivery, FailOutcome, QueueError, RetryPolicy};
 use std::collections::BTreeMap;
@@ -14,8 +15,10 @@ impl Pipelines {
     pub(super) async fn run_receiver(&self, name: &str) {
         let hook = &self.webhooks[name];
         let queue = hook_queue(name);
+        // Events are handled one after another: 16 receiver calls.
+        let lease = lease_for(self.runtime.limits(), 16);
         loop {
-            let claim = self.queue.claim(&queue, 16, LEASE).await;
+            let claim = self.queue.claim(&queue, 16, lease).await;
             let claimed = match claim {
                 Ok(claimed) => claimed,
                 Err(e) => {
@@ -41,12 +44,13 @@ impl Pipelines {
                     .await
                 {
                     Ok(messages) => {
+                        // Counted as stored: a duplicate of a message still
+                        // waiting or in flight is not queued twice.
                         let target = pipeline_queue(&hook.config.pipeline);
-                        let count = messages.len() as u64;
                         self.queue
                             .enqueue(&target, messages)
                             .await
-                            .map(|_| count)
+                            .map(|stored| stored as u64)
                             .map_err(|e| ConnectorError::Retryable(e.to_string()))
                     }
                     Err(e) => Err(connector_error(&e)),
@@ -80,8 +84,14 @@ impl Pipelines {
     pub(super) async fn run_pipeline(&self, name: &str) {
         let pipeline = &self.pipelines[name];
         let queue = pipeline_queue(name);
+        // Connector transforms and the sink, one call each per batch.
+        let calls = 1
+            + (pipeline.transforms.iter())
+                .filter(|t| matches!(t, crate::transform::Transform::Connection { .. }))
+                .count();
+        let lease = lease_for(self.runtime.limits(), calls);
         loop {
-            let claim = self.queue.claim(&queue, pipeline.batch_size, LEASE).await;
+            let claim = self.queue.claim(&queue, pipeline.batch_size, lease).await;
             let mut batch = match claim {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -106,7 +116,7 @@ impl Pipelines {
                 match settled {
                     Settled::Delivered => entry.1 += 1,
                     Settled::Dead => entry.2 += 1,
-                    Settled::Retrying => {}
+                    Settled::Retrying | Settled::LeaseLost => {}
                 }
             }
             for (stream, (records_in, records_out, failed)) in counts {
@@ -123,14 +133,16 @@ impl Pipelines {
     }
 
     /// Runs one batch through the transforms and the sink; one outcome per
-    /// delivery, in order. The payloads and headers move out of `batch`
-    /// (settling needs only the rest).
+    /// delivery, in order. A record a transform fails on alone carries
+    /// that error and the rest go on; a record the sink named no outcome
+    /// for is retried, never counted delivered. The payloads and headers
+    /// move out of `batch` (settling needs only the rest).
     async fn deliver(
         &self,
         pipeline: &PipelineConfig,
         batch: &mut [Delivery],
     ) -> Vec<Result<(), ConnectorError>> {
-        let mut messages: Vec<Message> = batch
+        let inputs: Vec<Message> = batch
             .iter_mut()
             .map(|d| {
                 with_idempotency_key(Message {
@@ -143,37 +155,34 @@ impl Pipelines {
                 })
             })
             .collect();
-        for step in &pipeline.transforms {
-            messages = match step.apply(&self.runtime, messages).await {
-                Ok(out) => out,
-                Err(e) => return vec![Err(e); batch.len()],
-            };
-        }
+        let transformed =
+            crate::batch::transform(&self.runtime, &pipeline.transforms, inputs).await;
+        let batch::Transformed {
+            messages,
+            owners,
+            failed,
+            ..
+        } = transformed;
         if messages.is_empty() {
-            return vec![Ok(()); batch.len()];
+            return crate::batch::per_input(failed, &owners, &[]);
         }
-        let written = self.runtime.write(&pipeline.sink, messages).await;
-        let outcomes: Vec<WriteOutcome> = match written {
-            Ok(outcomes) => outcomes,
-            Err(e) => return vec![Err(connector_error(&e)); batch.len()],
+        let ids: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+        let results = match self.runtime.write(&pipeline.sink, messages).await {
+            Ok(outcomes) => {
+                let (results, unknown) = crate::batch::match_outcomes(&ids, outcomes);
+                if !unknown.is_empty() {
+                    tracing::warn!(
+                        target: "switchyard::pipeline",
+                        sink = %pipeline.sink,
+                        unknown = unknown.len(),
+                        "the sink answered for messages it was not given; ignored"
+                    );
+                }
+                results
+            }
+            Err(e) => vec![Err(connector_error(&e)); ids.len()],
         };
-        // Outcomes name message ids; a delivery whose id the transforms
-        // dropped or renamed succeeds only if the whole batch did. The
-        // first outcome for an id counts.
-        let mut by_id: std::collections::HashMap<&str, &Result<(), ConnectorError>> =
-            std::collections::HashMap::with_capacity(outcomes.len());
-        for o in &outcomes {
-            by_id.entry(o.id.as_str()).or_insert(&o.outcome);
-        }
-        let first_error = outcomes.iter().find_map(|o| o.outcome.clone().err());
-        batch
-            .iter()
-            .map(|d| match (by_id.get(d.message.id.as_str()), &first_error) {
-                (Some(outcome), _) => (*outcome).clone(),
-                (None, None) => Ok(()),
-                (None, Some(e)) => Err(e.clone()),
-            })
-            .collect()
+        crate::batch::per_input(failed, &owners, &results)
     }
 
     /// Acks, retries or dead-letters each delivery of a batch by its
@@ -214,6 +223,16 @@ fn settled(
         .zip(next)
         .map(|((delivery, outcome), next)| match next {
             None => Settled::Delivered,
+            Some(FailOutcome::LeaseLost) => {
+                tracing::warn!(
+                    target: "switchyard::pipeline",
+                    queue,
+                    id = %delivery.message.id,
+                    attempt = delivery.attempt,
+                    "settlement ignored: the lease ran out and the message was claimed again"
+                );
+                Settled::LeaseLost
+            }
             Some(next) => {
                 tracing::warn!(
                     target: "switchyard::pipeline",
@@ -240,6 +259,8 @@ enum Settled {
     Delivered,
     Retrying,
     Dead,
+    /// Another claim owns it now; this attempt counts for nothing.
+    LeaseLost,
 }
 
 /// Invocation failures in the connector's own error terms: a guest's
