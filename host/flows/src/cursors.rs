@@ -20,8 +20,15 @@ pub trait CursorStore: Send + Sync + std::fmt::Debug + 'static {
     /// Forgets a sync stream's cursor (a full refresh starts over).
     async fn reset_cursor(&self, sync: &str, stream: &str) -> Result<(), QueueError>;
 
-    /// Records a finished sync run (its report as JSON).
-    async fn record_run(&self, sync: &str, report: &str) -> Result<(), QueueError>;
+    /// Records a sync run's report (JSON), replacing what the same run
+    /// (`sync`, `started_at_ms`) recorded before: runs record progress
+    /// after every committed page, then their final report.
+    async fn record_run(
+        &self,
+        sync: &str,
+        started_at_ms: u64,
+        report: &str,
+    ) -> Result<(), QueueError>;
 
     /// The latest `limit` run reports of a sync, newest first.
     async fn runs(&self, sync: &str, limit: usize) -> Result<Vec<String>, QueueError>;

@@ -8,18 +8,17 @@
 //! dead-letter queue of the sync's pipeline (`pipeline:sync.NAME`), from
 //! where `dlq replay` sends them to the sink again.
 
-use crate::bindings::{ConnectorError, Message, ReadRequest};
 use crate::cursors::CursorStore;
-use crate::observe::{FlowObserver, FlowObservers, RecordsEvent, SyncRunEvent};
+use crate::observe::{FlowObserver, FlowObservers, SyncRunEvent};
 use crate::queue::{Queue, RetryPolicy};
 use crate::transform::Transform;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
-use switchyard_runtime::error::guest_error_message;
-use switchyard_runtime::{InvokeError, Runtime};
+use switchyard_runtime::Runtime;
+
+mod page;
 
 /// `[syncs.NAME]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +107,8 @@ pub enum SyncMode {
 pub struct RunReport {
     pub sync: String,
     pub started_at_ms: u64,
+    /// 0 while the run goes on, and in the last progress report of a
+    /// run that was killed.
     pub finished_at_ms: u64,
     /// Records read from the source.
     pub read: u64,
@@ -174,7 +175,9 @@ pub struct Syncs {
     cursors: Arc<dyn CursorStore>,
     observers: FlowObservers,
     syncs: BTreeMap<String, SyncConfig>,
-    running: tokio::sync::Mutex<()>,
+    /// One lock per sync: runs of one sync never overlap, runs of
+    /// different syncs do not wait for each other.
+    running: BTreeMap<String, tokio::sync::Mutex<()>>,
 }
 
 impl Syncs {
@@ -209,7 +212,9 @@ impl Syncs {
             cursors,
             observers: FlowObservers::default(),
             syncs: syncs.clone(),
-            running: tokio::sync::Mutex::new(()),
+            running: (syncs.keys())
+                .map(|name| (name.clone(), tokio::sync::Mutex::new(())))
+                .collect(),
         })
     }
 
@@ -229,45 +234,26 @@ impl Syncs {
         &self.syncs
     }
 
-    /// Runs sync `name` once, now, and records the report. Runs of one
-    /// host never overlap.
+    /// Runs sync `name` once, now, and records the report: after every
+    /// committed page (so a run killed midway leaves its progress, with
+    /// `finished_at_ms` 0) and when it ends. Runs of one sync never
+    /// overlap; different syncs run side by side.
     pub async fn run(&self, name: &str) -> Result<RunReport, String> {
         let sync = self
             .syncs
             .get(name)
             .ok_or_else(|| format!("no sync `{name}` is configured"))?;
-        let _one_at_a_time = self.running.lock().await;
+        let _one_at_a_time = self.running[name].lock().await;
         let mut report = RunReport {
             sync: name.to_owned(),
             started_at_ms: now_ms(),
             ..RunReport::default()
         };
         for stream in &sync.streams {
-            let before = (
-                report.read,
-                report.written,
-                report.failed,
-                report.filtered,
-                report.added,
-            );
-            let result = self.run_stream(name, sync, stream, &mut report).await;
-            let counts = StreamCounts {
-                read: report.read - before.0,
-                written: report.written - before.1,
-                failed: report.failed - before.2,
-                filtered: report.filtered - before.3,
-                added: report.added - before.4,
-            };
-            report.streams.insert(stream.clone(), counts);
-            self.observers.records(&RecordsEvent {
-                flow: "sync",
-                name,
-                stream,
-                records_in: counts.read,
-                records_out: counts.written,
-                failed: counts.failed,
-            });
-            if let Err(e) = result {
+            report
+                .streams
+                .insert(stream.clone(), StreamCounts::default());
+            if let Err(e) = self.run_stream(name, sync, stream, &mut report).await {
                 report.error = Some(format!("stream `{stream}`: {e}"));
                 break;
             }
@@ -276,11 +262,7 @@ impl Syncs {
             report.reconcile = Some(self.reconcile(sync, reconcile).await);
         }
         report.finished_at_ms = now_ms();
-        let json = serde_json::to_string(&report).expect("reports serialize");
-        self.cursors
-            .record_run(name, &json)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.record(&report).await?;
         tracing::info!(
             target: "switchyard::sync",
             sync = name,
@@ -294,89 +276,13 @@ impl Syncs {
         Ok(report)
     }
 
-    async fn run_stream(
-        &self,
-        name: &str,
-        sync: &SyncConfig,
-        stream: &str,
-        report: &mut RunReport,
-    ) -> Result<(), String> {
-        let db = |e: crate::queue::QueueError| e.to_string();
-        let mut cursor = match sync.mode {
-            SyncMode::Incremental => self.cursors.cursor(name, stream).await.map_err(db)?,
-            SyncMode::FullRefresh => None,
-        };
-        loop {
-            let request = ReadRequest {
-                stream: stream.to_owned(),
-                cursor: cursor.clone(),
-                max_messages: sync.page_size,
-            };
-            let page = retrying(&sync.retry, || {
-                self.runtime.read(&sync.source, request.clone())
-            })
+    /// Writes `report` over the run's earlier progress.
+    async fn record(&self, report: &RunReport) -> Result<(), String> {
+        let json = serde_json::to_string(report).expect("reports serialize");
+        (self.cursors)
+            .record_run(&report.sync, report.started_at_ms, &json)
             .await
-            .map_err(|e| format!("read: {e}"))?;
-            report.read += page.messages.len() as u64;
-            let mut messages = page.messages;
-            let read = messages.len() as u64;
-            for step in &sync.transforms {
-                messages = step
-                    .apply(&self.runtime, messages)
-                    .await
-                    .map_err(|e| format!("transform: {}", guest_error_message(&e)))?;
-            }
-            let out = messages.len() as u64;
-            report.filtered += read.saturating_sub(out);
-            report.added += out.saturating_sub(read);
-            if !messages.is_empty() {
-                self.write(name, sync, messages, report).await?;
-            }
-            // Everything read so far is acknowledged or dead-lettered.
-            if let Some(next) = page.next_cursor {
-                self.cursors
-                    .commit_cursor(name, stream, &next)
-                    .await
-                    .map_err(db)?;
-                cursor = Some(next);
-            }
-            if !page.has_more {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn write(
-        &self,
-        name: &str,
-        sync: &SyncConfig,
-        messages: Vec<Message>,
-        report: &mut RunReport,
-    ) -> Result<(), String> {
-        let outcomes = retrying(&sync.retry, || {
-            self.runtime.write(&sync.sink, messages.clone())
-        })
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-        let dlq = crate::pipelines::pipeline_queue(&sync_pipeline(name));
-        for message in &messages {
-            match outcomes
-                .iter()
-                .find(|o| o.id == message.id)
-                .map(|o| &o.outcome)
-            {
-                Some(Err(e)) => {
-                    let error = guest_error_message(e);
-                    self.queue
-                        .enqueue_dead(&dlq, message.clone(), "refused by the sink", error)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    report.failed += 1;
-                }
-                _ => report.written += 1,
-            }
-        }
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 
     /// Asks the source and the sink for their counts.
@@ -426,37 +332,5 @@ impl Syncs {
             }));
         }
         tasks
-    }
-}
-
-/// Calls `call` until it succeeds, retrying what the error says may
-/// succeed later (retryable, rate-limited, timeouts, crashes, busy) with
-/// the policy's backoff, up to its attempts.
-async fn retrying<T, F, Fut>(policy: &RetryPolicy, mut call: F) -> Result<T, InvokeError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, InvokeError>>,
-{
-    let mut attempt = 1;
-    loop {
-        let error = match call().await {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        let wait = match &error {
-            InvokeError::Guest(ConnectorError::Permanent(_) | ConnectorError::InvalidInput(_)) => {
-                return Err(error);
-            }
-            InvokeError::Guest(ConnectorError::RateLimited(r)) => {
-                Duration::from_millis(r.retry_after_ms.unwrap_or(policy.base_delay_ms))
-            }
-            _ => Duration::from_millis(policy.backoff_ms(attempt)),
-        };
-        if attempt >= policy.max_attempts {
-            return Err(error);
-        }
-        tracing::warn!(target: "switchyard::sync", attempt, "retrying after: {error}");
-        tokio::time::sleep(wait).await;
-        attempt += 1;
     }
 }
