@@ -29,6 +29,53 @@ pub enum HostError {
     /// their queue; the text names the section.
     #[error("{0}")]
     Flows(String),
+    /// Another host holds the data dir.
+    #[error(
+        "{dir} is in use by another switchyard host ({holder}): two hosts on one data_dir would deliver every message twice; give this one its own data_dir, or stop the other"
+    )]
+    DataDirInUse { dir: PathBuf, holder: String },
+}
+
+/// The lock file's name under `data_dir`.
+pub const DATA_DIR_LOCK: &str = "switchyard.lock";
+
+/// Locks `dir` for this process, writing its pid into the lock file.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, HostError> {
+    use std::io::{Read, Seek, Write};
+    let io = |source| {
+        HostError::Load(LoadError::Read {
+            path: dir.join(DATA_DIR_LOCK),
+            source,
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(DATA_DIR_LOCK))
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => "pid unknown".to_owned(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(HostError::DataDirInUse {
+                dir: dir.to_owned(),
+                holder,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 /// A whole host: what `switchyard serve` runs. Cheap to clone.
@@ -50,6 +97,9 @@ pub struct Host {
     /// Who may call actions and run syncs over HTTP (`[access]`, keys
     /// resolved). [`Host::without_flows`] leaves it denying everyone.
     pub access: Arc<Access>,
+    /// The exclusive lock on `<data_dir>/switchyard.lock`, held while any
+    /// clone of the host lives (see [`Host::from_config`]).
+    data_dir_lock: Option<Arc<std::fs::File>>,
 }
 
 impl Host {
@@ -58,8 +108,16 @@ impl Host {
     /// connection created) and, when configured, the flows on the queue at
     /// `<data_dir>/queue.sqlite`. Starts monitoring; the flows wait for
     /// [`Host::start`].
+    ///
+    /// Takes an exclusive lock on `<data_dir>/switchyard.lock` first: a
+    /// second host on the same data dir would claim and deliver the same
+    /// messages and run the same syncs, so it is refused with
+    /// [`HostError::DataDirInUse`]. The lock is the operating system's
+    /// (`flock`): a killed host releases it.
     pub async fn from_config(config: &SwitchyardConfig) -> Result<Host, HostError> {
+        let lock = lock_data_dir(&config.data_dir)?;
         let mut host = Host::without_flows(config).await?;
+        host.data_dir_lock = Some(Arc::new(lock));
         host.access = Arc::new(
             Access::resolve(&config.access, host.runtime.secret_provider())
                 .map_err(|e| HostError::Load(LoadError::Config(e)))?,
@@ -125,6 +183,7 @@ impl Host {
             pipelines: None,
             syncs: None,
             access: Arc::new(Access::default()),
+            data_dir_lock: None,
         })
     }
 
@@ -231,4 +290,31 @@ async fn load_plugins(runtime: &Runtime, config: &SwitchyardConfig) -> Result<()
         runtime.add_connection(name, name, BTreeMap::new())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: two hosts on one data dir would double-deliver.
+    #[tokio::test]
+    async fn a_second_host_on_one_data_dir_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            SwitchyardConfig::parse("data_dir = \"d\"\nplugin_dir = \"none\"", dir.path()).unwrap();
+        let first = Host::from_config(&config).await.unwrap();
+        let err = Host::from_config(&config).await.unwrap_err();
+        assert!(matches!(err, HostError::DataDirInUse { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())) && text.contains("data_dir"),
+            "{text}"
+        );
+        // A clone keeps it; the last one gone releases it.
+        let clone = first.clone();
+        drop(first);
+        assert!(Host::from_config(&config).await.is_err());
+        drop(clone);
+        Host::from_config(&config).await.unwrap();
+    }
 }
