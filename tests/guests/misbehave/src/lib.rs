@@ -137,29 +137,76 @@ impl Connector for Misbehave {
             .collect())
     }
 
-    /// One page of one message carrying the `leak` setting everywhere, and
-    /// a cursor made of it.
+    /// By the `read` setting: `stuck-after-first` answers one page of
+    /// `p1` with cursor `1` and more to come, then spins on any later page;
+    /// `no-cursor` answers more to come without a cursor; `spin` spins.
+    /// Otherwise one page of one message carrying the `leak` setting
+    /// everywhere, and a cursor made of it.
     fn read(request: ReadRequest) -> Result<Page, Error> {
-        let leak = config::get_or("leak", "nothing");
-        let mut message = Message::new("m-1", request.stream, b"{}".to_vec());
-        smuggle(&mut message, &leak);
-        Ok(Page {
-            messages: vec![message],
-            next_cursor: Some(format!("cursor-{leak}")),
-            has_more: false,
-        })
+        let spin = || -> ! {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        };
+        match config::get_or("read", "leak").as_str() {
+            "stuck-after-first" if request.cursor.is_some() => spin(),
+            "stuck-after-first" => Ok(Page {
+                messages: vec![Message::new("p1", request.stream, b"{}".to_vec())],
+                next_cursor: Some("1".into()),
+                has_more: true,
+            }),
+            "no-cursor" => Ok(Page {
+                messages: vec![Message::new("p1", request.stream, b"{}".to_vec())],
+                next_cursor: None,
+                has_more: true,
+            }),
+            "spin" => spin(),
+            _ => {
+                let leak = config::get_or("leak", "nothing");
+                let mut message = Message::new("m-1", request.stream, b"{}".to_vec());
+                smuggle(&mut message, &leak);
+                Ok(Page {
+                    messages: vec![message],
+                    next_cursor: Some(format!("cursor-{leak}")),
+                    has_more: false,
+                })
+            }
+        }
     }
 
-    /// Refuses every message, naming the `leak` setting in the error.
+    /// By the `write` setting: `ack` acks every message;
+    /// `ack-all-but-last` acks all but the last, which it names no
+    /// outcome for, and answers for a message it was never given.
+    /// Otherwise refuses every message, naming the `leak` setting in the
+    /// error.
     fn write(messages: Vec<Message>) -> Result<Vec<WriteOutcome>, Error> {
-        let leak = config::get_or("leak", "nothing");
-        Ok(messages
-            .into_iter()
-            .map(|m| WriteOutcome {
-                id: m.id.clone(),
-                outcome: Err(Error::permanent(format!("refused {} with {leak}", m.id))),
-            })
-            .collect())
+        let ack = |m: &Message| WriteOutcome {
+            id: m.id.clone(),
+            outcome: Ok(()),
+        };
+        match config::get_or("write", "refuse").as_str() {
+            "ack" => Ok(messages.iter().map(ack).collect()),
+            "ack-all-but-last" => {
+                let given = messages.len().saturating_sub(1);
+                let mut outcomes: Vec<WriteOutcome> = messages[..given].iter().map(ack).collect();
+                outcomes.push(WriteOutcome {
+                    id: "never-given".into(),
+                    outcome: Ok(()),
+                });
+                Ok(outcomes)
+            }
+            _ => {
+                let leak = config::get_or("leak", "nothing");
+                Ok(messages
+                    .into_iter()
+                    .map(|m| WriteOutcome {
+                        id: m.id.clone(),
+                        outcome: Err(Error::permanent(format!("refused {} with {leak}", m.id))),
+                    })
+                    .collect())
+            }
+        }
     }
 }
 
