@@ -46,7 +46,10 @@ impl Transform {
                     switchyard_runtime::InvokeError::Guest(e) => e,
                     other => ConnectorError::Retryable(other.to_string()),
                 }),
-            Transform::Jq { jq } => apply_jq(jq, messages),
+            Transform::Jq { jq } => {
+                let deadline = std::time::Duration::from_millis(runtime.limits().deadline_ms);
+                apply_jq_bounded(jq, messages, deadline).await
+            }
         }
     }
 }
@@ -74,23 +77,92 @@ fn compile(code: &str) -> Result<Filter, String> {
         })
 }
 
-/// Runs `code` on every payload. A payload that is not JSON, or a filter
-/// error, is `invalid-input` for the batch: retrying cannot help.
+/// Most outputs a jq filter may give for one record.
+pub const JQ_MAX_OUTPUTS_PER_RECORD: usize = 10_000;
+/// Most bytes of output a jq filter may give for one batch.
+pub const JQ_MAX_OUTPUT_BYTES: usize = 64 << 20;
+/// Most jq filters past their deadline whose threads may still run.
+pub const JQ_MAX_OVERRUNNING: usize = 4;
+
+/// jq filters still running past their deadline.
+static OVERRUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// [`apply_jq`] on a thread of its own, so a slow filter never holds an
+/// async worker, bounded by `deadline` (the invocation deadline,
+/// `limits.deadline_ms`): past it the batch fails `invalid-input` (a
+/// single record then goes to the dead letters) and the thread is left to
+/// finish. jaq cannot be interrupted mid-filter, so a filter that never
+/// ends keeps its thread: at most [`JQ_MAX_OVERRUNNING`] may, beyond
+/// which jq steps fail `retryable` until one ends.
+pub async fn apply_jq_bounded(
+    code: &str,
+    messages: Vec<Message>,
+    deadline: std::time::Duration,
+) -> Result<Vec<Message>, ConnectorError> {
+    use std::sync::atomic::Ordering;
+    if OVERRUNNING.load(Ordering::Relaxed) >= JQ_MAX_OVERRUNNING {
+        return Err(ConnectorError::Retryable(format!(
+            "{JQ_MAX_OVERRUNNING} jq filters are still running past their deadline; retrying later"
+        )));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let code = code.to_owned();
+    let overran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = overran.clone();
+    let spawned = std::thread::Builder::new()
+        .name("switchyard-jq".into())
+        .spawn(move || {
+            let _ = tx.send(apply_jq(&code, messages));
+            if flag.load(Ordering::Acquire) {
+                OVERRUNNING.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+    if let Err(e) = spawned {
+        return Err(ConnectorError::Retryable(format!("jq: no thread: {e}")));
+    }
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ConnectorError::Retryable(
+            "jq: the filter's thread died".into(),
+        )),
+        Err(_) => {
+            // Counted until the thread ends (it checks the flag after).
+            OVERRUNNING.fetch_add(1, Ordering::Relaxed);
+            overran.store(true, Ordering::Release);
+            Err(ConnectorError::InvalidInput(format!(
+                "jq filter ran past {} ms (limits.deadline_ms)",
+                deadline.as_millis()
+            )))
+        }
+    }
+}
+
+/// Runs `code` on every payload. A payload that is not JSON, a filter
+/// error, or output past [`JQ_MAX_OUTPUTS_PER_RECORD`] or
+/// [`JQ_MAX_OUTPUT_BYTES`] is `invalid-input` for the batch: retrying
+/// cannot help.
 pub fn apply_jq(code: &str, messages: Vec<Message>) -> Result<Vec<Message>, ConnectorError> {
     let filter = compile(code).map_err(ConnectorError::Permanent)?;
     let mut out = Vec::with_capacity(messages.len());
+    let mut bytes = 0;
     for message in messages {
         let input: serde_json::Value = serde_json::from_slice(&message.payload).map_err(|e| {
             ConnectorError::InvalidInput(format!("message `{}` is not JSON: {e}", message.id))
         })?;
         let inputs = RcIter::new(core::iter::empty());
-        let results: Vec<serde_json::Value> = filter
-            .run((Ctx::new([], &inputs), Val::from(input)))
-            .map(|r| r.map(serde_json::Value::from))
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
+        let mut results: Vec<serde_json::Value> = Vec::new();
+        for result in filter.run((Ctx::new([], &inputs), Val::from(input))) {
+            let value = result.map_err(|e| {
                 ConnectorError::InvalidInput(format!("jq on message `{}`: {e}", message.id))
             })?;
+            if results.len() == JQ_MAX_OUTPUTS_PER_RECORD {
+                return Err(ConnectorError::InvalidInput(format!(
+                    "jq on message `{}`: more than {JQ_MAX_OUTPUTS_PER_RECORD} outputs",
+                    message.id
+                )));
+            }
+            results.push(serde_json::Value::from(value));
+        }
         let split = results.len() > 1;
         for (i, value) in results.into_iter().enumerate() {
             let mut next = message.clone();
@@ -98,6 +170,13 @@ pub fn apply_jq(code: &str, messages: Vec<Message>) -> Result<Vec<Message>, Conn
                 next.id = format!("{}#{}", message.id, i + 1);
             }
             next.payload = serde_json::to_vec(&value).expect("JSON values serialize");
+            bytes += next.payload.len();
+            if bytes > JQ_MAX_OUTPUT_BYTES {
+                return Err(ConnectorError::InvalidInput(format!(
+                    "jq on message `{}`: the batch's output passed {JQ_MAX_OUTPUT_BYTES} bytes",
+                    message.id
+                )));
+            }
             out.push(next);
         }
     }
@@ -161,6 +240,37 @@ mod tests {
         assert!(
             matches!(&err, ConnectorError::InvalidInput(m) if m.contains("jq on message `m2`"))
         );
+    }
+
+    #[test]
+    fn runaway_output_is_refused() {
+        let err = apply_jq("range(20000)", vec![message("m", "{}")]).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("more than 10000 outputs"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_filter_past_its_deadline_fails_without_holding_the_caller() {
+        let started = std::time::Instant::now();
+        let err = apply_jq_bounded(
+            "last(range(1e12))",
+            vec![message("m", "{}")],
+            std::time::Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(format!("{err:?}").contains("ran past 200 ms"), "{err:?}");
+        let ok = apply_jq_bounded(
+            ".",
+            vec![message("m", "{}")],
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.len(), 1);
     }
 
     #[test]
