@@ -6,7 +6,9 @@
 //! that hands each record to a background writer thread over a bounded
 //! channel (capacity [`CHANNEL_CAPACITY`]); the writer inserts whatever has
 //! queued up in one transaction. When the channel is full a record is
-//! dropped and counted ([`AuditLog::dropped`]), never waited for.
+//! dropped, never waited for, and never silently: each drop is counted
+//! ([`AuditLog::dropped`], served as `switchyard_audit_records_dropped_total`)
+//! and a warning says so at most once a second.
 //! Dropping the log writes what is queued and stops the writer.
 //!
 //! **What a crash loses.** Committed batches survive `kill -9` (WAL with
@@ -219,6 +221,7 @@ pub struct AuditLog {
     tx: SyncSender<Msg>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     dropped: AtomicU64,
+    last_drop_warning_ms: AtomicU64,
 }
 
 impl AuditLog {
@@ -262,6 +265,7 @@ impl AuditLog {
             tx,
             writer: Mutex::new(Some(writer)),
             dropped: AtomicU64::new(0),
+            last_drop_warning_ms: AtomicU64::new(0),
         })
     }
 
@@ -305,9 +309,20 @@ impl AuditLog {
         match self.tx.try_send(Msg::Record(Box::new(record))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                // Counted every time (`switchyard_audit_records_dropped_total`),
+                // warned about at most once a second.
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n.is_power_of_two() {
-                    tracing::warn!(dropped = n, "audit writer behind; records dropped");
+                let now = now_ms() as u64;
+                let last = self.last_drop_warning_ms.load(Ordering::Relaxed);
+                if now >= last + 1_000
+                    && (self.last_drop_warning_ms)
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        dropped_total = n,
+                        "audit writer behind: records dropped (the trail has gaps; see switchyard_audit_records_dropped_total)"
+                    );
                 }
             }
         }

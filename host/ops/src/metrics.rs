@@ -15,6 +15,7 @@
 //! | `switchyard_sync_runs_total` | sync, outcome (`ok`, `error`) |
 //! | `switchyard_queue_depth`, `switchyard_dlq_size` (gauges, read at scrape) | queue |
 //! | `switchyard_plugins_loaded` (gauge, read at scrape) | plugin, version |
+//! | `switchyard_audit_records_dropped_total` (read at scrape) | |
 //! | `switchyard_api_requests_total` | caller (key id, `public`, `admin`, `anonymous`), target (`action`, `sync`), name (connection or sync; `unknown` for names not configured), decision (`allowed`, `missing_key`, `unknown_key`, `out_of_scope`) |
 //!
 //! A destination the policy refused is counted as `refused`, so a guest
@@ -142,6 +143,9 @@ pub struct Metrics {
     dlq_size: Family<QueueLabels, Gauge>,
     plugins: Family<LoadedLabels, Gauge>,
     api_requests: Counters<ApiLabels>,
+    audit_dropped: Counter,
+    /// The audit log's drop count already added to `audit_dropped`.
+    audit_dropped_seen: std::sync::atomic::AtomicU64,
     /// One scrape at a time: gauges are rebuilt then encoded.
     scrape: Mutex<()>,
 }
@@ -179,6 +183,8 @@ impl Metrics {
             dlq_size: Family::default(),
             plugins: Family::default(),
             api_requests: Family::default(),
+            audit_dropped: Counter::default(),
+            audit_dropped_seen: std::sync::atomic::AtomicU64::new(0),
             scrape: Mutex::new(()),
         };
         let r = &mut m.registry;
@@ -256,6 +262,11 @@ impl Metrics {
             m.api_requests.clone(),
         );
         r.register(
+            "audit_records_dropped",
+            "Audit records dropped because the writer fell behind",
+            m.audit_dropped.clone(),
+        );
+        r.register(
             "plugins_loaded",
             "Plugins loaded, by version",
             m.plugins.clone(),
@@ -283,6 +294,18 @@ impl Metrics {
             decision,
         };
         self.api_requests.get_or_create(&labels).inc();
+    }
+
+    /// Brings `switchyard_audit_records_dropped_total` up to `total`, the
+    /// audit log's own count ([`AuditLog::dropped`](crate::audit::AuditLog::dropped)); call before
+    /// [`encode`](Self::encode).
+    pub fn observe_audit_drops(&self, total: u64) {
+        let seen = self
+            .audit_dropped_seen
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+        if total > seen {
+            self.audit_dropped.inc_by(total - seen);
+        }
     }
 
     /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]),

@@ -120,3 +120,16 @@ fn queue_gauges_are_read_at_scrape() {
         "{text}"
     );
 }
+
+#[test]
+fn audit_drops_are_counted_from_the_logs_total() {
+    let metrics = Metrics::new();
+    metrics.observe_audit_drops(3);
+    metrics.observe_audit_drops(3);
+    metrics.observe_audit_drops(5);
+    let text = metrics.encode([], None);
+    assert!(
+        text.contains("switchyard_audit_records_dropped_total 5"),
+        "{text}"
+    );
+}

@@ -230,6 +230,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Some(p) => Some(p.queue().all_stats().await),
         None => None,
     };
+    if let Some(audit) = &state.audit {
+        metrics.observe_audit_drops(audit.dropped());
+    }
     let text = metrics.encode(plugins, queue_stats);
     (
         [(header::CONTENT_TYPE, switchyard_ops::metrics::CONTENT_TYPE)],
