@@ -404,3 +404,31 @@ fn message(id: &str, payload: &[u8]) -> Message {
         timestamp_ms: 0,
     }
 }
+
+/// Issue 14: a CPU budget beside the wall clock. A spinning guest under a
+/// long deadline is stopped by its fuel, as a resource limit naming the
+/// key, and the plugin keeps serving.
+#[tokio::test]
+async fn a_spinning_guest_spends_its_cpu_budget_before_a_long_deadline() {
+    let limits = Limits {
+        deadline_ms: 60_000,
+        fuel: 50_000_000,
+        ..Limits::default()
+    };
+    let runtime = runtime_with(limits, &["guest-misbehave"]).await;
+    let started = std::time::Instant::now();
+    let err = runtime
+        .call_action("guest-misbehave", "loop", b"")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, InvokeError::ResourceLimit(m) if m.contains("limits.fuel")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let echoed = runtime
+        .call_action("guest-misbehave", "echo", b"still here")
+        .await
+        .unwrap();
+    assert_eq!(echoed, b"still here");
+}

@@ -61,6 +61,7 @@ impl SharedEngine {
         let mut config = Config::new();
         config
             .epoch_interruption(epochs)
+            .consume_fuel(limits.fuel > 0)
             .wasm_component_model(true)
             .max_wasm_stack(limits.wasm_stack_bytes)
             // The async fiber stack must hold the wasm stack plus host frames.

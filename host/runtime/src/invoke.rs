@@ -248,6 +248,11 @@ pub(crate) fn new_store(
 pub(crate) fn arm_deadline(store: &mut Store<InvocationState>, limits: &Limits) {
     store.data_mut().deadline_at = Instant::now() + limits.deadline();
     store.set_epoch_deadline(1);
+    if limits.fuel > 0 {
+        store
+            .set_fuel(limits.fuel)
+            .expect("the engine consumes fuel when limits.fuel is set");
+    }
 }
 
 pub(crate) async fn dispatch(
@@ -337,6 +342,10 @@ fn classify_trap(
         Some(Trap::Interrupt) => InvokeError::Timeout {
             deadline_ms: limits.deadline_ms,
         },
+        Some(Trap::OutOfFuel) => InvokeError::ResourceLimit(format!(
+            "CPU budget spent: {} fuel units (limits.fuel)",
+            limits.fuel
+        )),
         Some(Trap::StackOverflow) => InvokeError::Trap {
             message: format!(
                 "wasm stack overflow (limits.wasm_stack_bytes = {}); unbounded recursion?",

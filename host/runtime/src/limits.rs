@@ -64,6 +64,15 @@ pub struct Limits {
     /// How long an outbound request or `rate-limit.acquire` waits for a
     /// permit before the guest is told it is rate limited. Default: 1000 ms.
     pub rate_limit_wait_ms: u64,
+    /// CPU budget of one invocation in wasmtime fuel (about one unit per
+    /// wasm instruction), beside the wall-clock deadline: time a guest
+    /// spends waiting (on HTTP, for a slot) costs none, so this bounds the
+    /// compute one call may burn however the host is loaded. Default:
+    /// 50 000 000 000: a tight loop spends 10 000 000 000 in under 2 s on
+    /// the 2-core test machine, so the default sits above the default
+    /// deadline and an idle host still stops a spinner by its deadline;
+    /// 0 turns fuel off, which saves its small per-instruction cost.
+    pub fuel: u64,
 }
 
 impl Default for Limits {
@@ -90,6 +99,7 @@ impl Default for Limits {
             http_requests_per_invocation: 32,
             http_destination_per_second: 100,
             rate_limit_wait_ms: 1_000,
+            fuel: 50_000_000_000,
         }
     }
 }
