@@ -25,14 +25,44 @@ pub enum StateError {
     ValueTooLarge(usize),
     #[error("state key must not be empty")]
     EmptyKey,
+    /// The connection's state would pass its quota.
+    #[error(
+        "state quota: the write would give this connection {wanted} {what}; the limit is {limit} ({key})"
+    )]
+    Quota {
+        what: &'static str,
+        wanted: u64,
+        limit: u64,
+        key: &'static str,
+    },
     #[error("state database: {0}")]
     Database(#[from] rusqlite::Error),
+}
+
+/// How much state one connection may keep. Defaults: 100 000 keys,
+/// 256 MiB of keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateQuota {
+    /// `limits.state_keys_per_connection`.
+    pub max_keys: u64,
+    /// `limits.state_bytes_per_connection` (key plus value bytes).
+    pub max_bytes: u64,
+}
+
+impl Default for StateQuota {
+    fn default() -> Self {
+        StateQuota {
+            max_keys: 100_000,
+            max_bytes: 256 << 20,
+        }
+    }
 }
 
 /// The host's state database.
 #[derive(Debug)]
 pub struct StateStore {
     db: Mutex<Sqlite>,
+    quota: StateQuota,
 }
 
 impl StateStore {
@@ -62,7 +92,40 @@ impl StateStore {
                 PRIMARY KEY (ns, key)
             ) WITHOUT ROWID;",
         )?;
-        Ok(Arc::new(StateStore { db: Mutex::new(db) }))
+        // Each connection's usage, kept with every write so a quota check
+        // costs a lookup, not a scan. A file from before it is counted once.
+        let counted: bool = db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'kv_usage')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !counted {
+            db.execute_batch(
+                "BEGIN;
+                 CREATE TABLE kv_usage (
+                     ns TEXT PRIMARY KEY, keys INTEGER NOT NULL, bytes INTEGER NOT NULL
+                 ) WITHOUT ROWID;
+                 INSERT INTO kv_usage SELECT ns, COUNT(*), SUM(LENGTH(key) + LENGTH(value))
+                   FROM kv GROUP BY ns;
+                 COMMIT;",
+            )?;
+        }
+        Ok(Arc::new(StateStore {
+            db: Mutex::new(db),
+            quota: StateQuota::default(),
+        }))
+    }
+
+    /// The same store with `quota` per connection. Default:
+    /// [`StateQuota::default`].
+    pub fn with_quota(self: Arc<Self>, quota: StateQuota) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut store) => {
+                store.quota = quota;
+                Arc::new(store)
+            }
+            Err(shared) => shared,
+        }
     }
 
     /// The namespace of one connection.
@@ -71,6 +134,68 @@ impl StateStore {
             store: self.clone(),
             ns: connection.to_owned(),
         }
+    }
+
+    /// Runs `write` (which leaves `key` of `ns` at `new`, or deletes it
+    /// for `None`, when it changes anything) in one transaction with the
+    /// quota check and the usage bookkeeping. `write` returns the rows it
+    /// changed; nothing is counted when it changed none.
+    fn write(
+        &self,
+        ns: &str,
+        key: &str,
+        new: Option<&[u8]>,
+        write: impl FnOnce(&Sqlite) -> rusqlite::Result<usize>,
+    ) -> Result<usize, StateError> {
+        let db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = db.unchecked_transaction()?;
+        let old: Option<i64> = tx
+            .query_row(
+                "SELECT LENGTH(value) FROM kv WHERE ns = ?1 AND key = ?2",
+                params![ns, key],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let (keys, bytes): (i64, i64) = tx
+            .query_row(
+                "SELECT keys, bytes FROM kv_usage WHERE ns = ?1",
+                params![ns],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
+        let entry = |len: i64| key.len() as i64 + len;
+        let keys_after = keys - i64::from(old.is_some()) + i64::from(new.is_some());
+        let bytes_after = bytes - old.map_or(0, entry) + new.map_or(0, |v| entry(v.len() as i64));
+        // Writes that shrink are always allowed, so a connection over a
+        // lowered quota can clean up.
+        let quota = self.quota;
+        if keys_after > keys && keys_after as u64 > quota.max_keys {
+            return Err(StateError::Quota {
+                what: "keys",
+                wanted: keys_after as u64,
+                limit: quota.max_keys,
+                key: "limits.state_keys_per_connection",
+            });
+        }
+        if bytes_after > bytes && bytes_after as u64 > quota.max_bytes {
+            return Err(StateError::Quota {
+                what: "bytes",
+                wanted: bytes_after as u64,
+                limit: quota.max_bytes,
+                key: "limits.state_bytes_per_connection",
+            });
+        }
+        let changed = write(&tx)?;
+        if changed > 0 {
+            tx.execute(
+                "INSERT INTO kv_usage (ns, keys, bytes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (ns) DO UPDATE SET keys = excluded.keys, bytes = excluded.bytes",
+                params![ns, keys_after, bytes_after],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed)
     }
 
     fn with<T>(&self, f: impl FnOnce(&Sqlite) -> rusqlite::Result<T>) -> Result<T, StateError> {
@@ -124,30 +249,30 @@ impl StateNamespace {
         })
     }
 
-    /// Sets `key` to `value`.
+    /// Sets `key` to `value`, within the connection's [`StateQuota`].
     pub fn set(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
         check_key(key)?;
         check_value(value)?;
-        self.store.with(|db| {
+        self.store.write(&self.ns, key, Some(value), |db| {
             db.execute(
                 "INSERT INTO kv (ns, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
                 params![self.ns, key, value, now_ms()],
             )
-            .map(|_| ())
-        })
+        })?;
+        Ok(())
     }
 
     /// Deletes `key`; `true` if it existed.
     pub fn delete(&self, key: &str) -> Result<bool, StateError> {
         check_key(key)?;
-        self.store.with(|db| {
+        let deleted = self.store.write(&self.ns, key, None, |db| {
             db.execute(
                 "DELETE FROM kv WHERE ns = ?1 AND key = ?2",
                 params![self.ns, key],
             )
-            .map(|n| n > 0)
-        })
+        })?;
+        Ok(deleted > 0)
     }
 
     /// Atomically replaces `key`'s value when it is currently `expected`
@@ -162,9 +287,8 @@ impl StateNamespace {
         if let Some(value) = new {
             check_value(value)?;
         }
-        self.store.with(|db| {
-            // One statement per case keeps each swap atomic without a
-            // transaction held across calls.
+        self.store.write(&self.ns, key, new, |db| {
+            // One statement per case, inside the write's transaction.
             let changed = match (expected, new) {
                 (None, Some(value)) => db.execute(
                     "INSERT INTO kv (ns, key, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
@@ -190,8 +314,9 @@ impl StateNamespace {
                     usize::from(exists.is_none())
                 }
             };
-            Ok(changed > 0)
+            Ok(changed)
         })
+        .map(|changed| changed > 0)
     }
 
     /// Keys starting with `prefix`, sorted, at most `limit`.

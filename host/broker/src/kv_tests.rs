@@ -141,3 +141,39 @@ fn sizes_are_capped() {
         )
     );
 }
+
+/// Issue 14: a per-connection quota, in keys and in bytes, with an error
+/// naming the limit; shrinking writes always pass; other connections and
+/// a reopened file keep their own counts.
+#[test]
+fn each_connection_stays_within_its_state_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    let quota = StateQuota {
+        max_keys: 3,
+        max_bytes: 100,
+    };
+    let store = StateStore::open(&path).unwrap().with_quota(quota);
+    let a = store.namespace("a");
+    for key in ["k1", "k2", "k3"] {
+        a.set(key, b"v").unwrap();
+    }
+    let err = a.set("k4", b"v").unwrap_err().to_string();
+    assert!(
+        err.contains("4 keys") && err.contains("limits.state_keys_per_connection"),
+        "{err}"
+    );
+    a.set("k1", b"replaced").unwrap();
+    let err = a.set("k2", &[b'x'; 100]).unwrap_err().to_string();
+    assert!(err.contains("limits.state_bytes_per_connection"), "{err}");
+    assert!(!a.compare_and_swap("k4", None, Some(b"v")).unwrap_or(false));
+    // Another connection has its own quota.
+    store.namespace("b").set("k1", b"v").unwrap();
+    // Deleting frees room.
+    assert!(a.delete("k3").unwrap());
+    a.set("k4", b"v").unwrap();
+    drop((a, store));
+    let reopened = StateStore::open(&path).unwrap().with_quota(quota);
+    let err = reopened.namespace("a").set("k5", b"v").unwrap_err();
+    assert!(err.to_string().contains("4 keys"), "{err}");
+}

@@ -73,6 +73,11 @@ pub struct Limits {
     /// deadline and an idle host still stops a spinner by its deadline;
     /// 0 turns fuel off, which saves its small per-instruction cost.
     pub fuel: u64,
+    /// Keys one connection may keep in `state`. Default: 100 000.
+    pub state_keys_per_connection: u64,
+    /// Bytes (keys plus values) one connection may keep in `state`.
+    /// Default: 256 MiB.
+    pub state_bytes_per_connection: u64,
 }
 
 impl Default for Limits {
@@ -100,6 +105,8 @@ impl Default for Limits {
             http_destination_per_second: 100,
             rate_limit_wait_ms: 1_000,
             fuel: 50_000_000_000,
+            state_keys_per_connection: 100_000,
+            state_bytes_per_connection: 256 << 20,
         }
     }
 }

@@ -120,7 +120,11 @@ impl RuntimeBuilder {
             Some(path) => StateStore::open(path),
             None => StateStore::in_memory(),
         }
-        .map_err(|e| LoadError::Config(format!("cannot open the state store: {e}")))?;
+        .map_err(|e| LoadError::Config(format!("cannot open the state store: {e}")))?
+        .with_quota(switchyard_broker::kv::StateQuota {
+            max_keys: self.limits.state_keys_per_connection,
+            max_bytes: self.limits.state_bytes_per_connection,
+        });
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
