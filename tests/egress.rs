@@ -1112,3 +1112,41 @@ async fn a_malformed_authority_is_refused_with_a_logged_reason() {
     }
     assert_eq!(h.leaks(), (0, vec![]), "nothing was dialled");
 }
+
+/// Issue 14: a per-invocation egress byte budget. httpbin's
+/// `/bytes/600` answers 600 bytes: the first two requests spend 1,200 of
+/// a 1,000-byte budget (the exchange that spends it completes), the rest
+/// are refused with a logged reason; the next invocation starts afresh.
+#[tokio::test]
+async fn an_invocation_moves_at_most_its_egress_byte_budget() {
+    let limits = Limits {
+        http_bytes_per_invocation: 1_000,
+        ..Limits::default()
+    };
+    let h = Harness::new(limits).await;
+    h.connect("bytes", &httpbin_grant());
+    let url = httpbin().url("/bytes/600");
+    let out = h
+        .call("bytes", "fetch_many", json!({ "url": url, "count": 4 }))
+        .await;
+    let statuses = out["statuses"].as_array().unwrap();
+    assert_eq!(&statuses[..2], &[json!(200), json!(200)], "{out}");
+    for refused in &statuses[2..] {
+        assert!(
+            refused.as_str().unwrap().contains("HTTP-request-denied"),
+            "{out}"
+        );
+    }
+    let reasons: Vec<String> = logs_of("bytes")
+        .iter()
+        .filter_map(|l| l["fields"]["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("limits.http_bytes_per_invocation")),
+        "{reasons:?}"
+    );
+    let out = h.call("bytes", "fetch", json!({ "url": url })).await;
+    assert_eq!(out["status"], 200, "a new invocation, a new budget");
+}

@@ -57,6 +57,11 @@ pub struct Limits {
     pub http_response_bytes: usize,
     /// Outbound requests one invocation may start. Default: 32.
     pub http_requests_per_invocation: u32,
+    /// Request and response body bytes one invocation may move over
+    /// HTTP, all its requests together; once spent, further requests are
+    /// refused (`HTTP-request-denied`, logged and audited). Default: 64 MiB;
+    /// 0 = unbounded.
+    pub http_bytes_per_invocation: u64,
     /// Requests per second (and burst) one plugin may send to one
     /// destination, across all its connections; an upstream's
     /// `Retry-After` pauses the same bucket. Default: 100.
@@ -102,6 +107,7 @@ impl Default for Limits {
             http_request_bytes: 4 << 20,
             http_response_bytes: 8 << 20,
             http_requests_per_invocation: 32,
+            http_bytes_per_invocation: 64 << 20,
             http_destination_per_second: 100,
             rate_limit_wait_ms: 1_000,
             fuel: 50_000_000_000,
@@ -173,6 +179,7 @@ impl From<&Limits> for switchyard_broker::egress::EgressLimits {
             response_bytes: l.http_response_bytes,
             rate_wait: Duration::from_millis(l.rate_limit_wait_ms),
             destination_per_second: l.http_destination_per_second,
+            invocation_bytes: l.http_bytes_per_invocation,
         }
     }
 }

@@ -71,6 +71,12 @@ pub struct EgressLimits {
     pub rate_wait: Duration,
     /// Requests per second to any one destination (0: unpaced).
     pub destination_per_second: u32,
+    /// Request and response body bytes one invocation may move, all its
+    /// requests together (0: unbounded). Once spent, further requests
+    /// are refused; the exchange that spends it completes, so one
+    /// invocation moves at most this plus one request's and response's
+    /// caps.
+    pub invocation_bytes: u64,
 }
 
 /// One connection's way out.
@@ -206,13 +212,16 @@ impl Egress {
         self.redactor.redact(text).into_owned()
     }
 
-    /// Sends `request` under the connection's policy. Denials and failures
-    /// come back as a wasi:http error code; the reason goes to the log.
+    /// Sends `request` under the connection's policy, adding the body
+    /// bytes it moved to `spent`, the invocation's running total (see
+    /// [`EgressLimits::invocation_bytes`]). Denials and failures come back
+    /// as a wasi:http error code; the reason goes to the log.
     pub async fn send(
         &self,
         request: Request<WasiBody>,
         options: Option<RequestOptions>,
         invocation: u64,
+        spent: &AtomicU64,
     ) -> Result<Response<WasiBody>, HttpError> {
         let started = Instant::now();
         let method = request.method().clone();
@@ -222,18 +231,36 @@ impl Egress {
             .redact(&request.uri().to_string())
             .into_owned();
         let progress = Progress::default();
-        let exchange = self.exchange(request, options, invocation, &progress);
-        let outcome = tokio::time::timeout(self.limits.total, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Failure::new(
-                    HttpError::HttpResponseTimeout,
-                    format!(
-                        "no complete answer within {} ms (limits.http_total_timeout_ms)",
-                        self.limits.total.as_millis()
-                    ),
-                ))
-            });
+        let budget = self.limits.invocation_bytes;
+        let outcome = if budget > 0 && spent.load(Ordering::Relaxed) >= budget {
+            Err(Failure::new(
+                HttpError::HttpRequestDenied,
+                format!(
+                    "this invocation already moved its {budget} body bytes (limits.http_bytes_per_invocation)"
+                ),
+            ))
+        } else {
+            let exchange = self.exchange(request, options, invocation, &progress);
+            tokio::time::timeout(self.limits.total, exchange)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        HttpError::HttpResponseTimeout,
+                        format!(
+                            "no complete answer within {} ms (limits.http_total_timeout_ms)",
+                            self.limits.total.as_millis()
+                        ),
+                    ))
+                })
+        };
+        let moved_in = match &outcome {
+            Ok(response) => hyper::body::Body::size_hint(response.body()).lower(),
+            Err(_) => 0,
+        };
+        spent.fetch_add(
+            progress.bytes_out.load(Ordering::Relaxed) + moved_in,
+            Ordering::Relaxed,
+        );
         let elapsed = started.elapsed();
         let elapsed_ms = elapsed.as_millis() as u64;
         if let Some(observer) = &self.observer {

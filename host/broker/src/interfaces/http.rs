@@ -37,6 +37,7 @@ impl HttpCtx {
                 invocation,
                 started: 0,
                 max_requests,
+                spent: Arc::default(),
             },
         }
     }
@@ -48,6 +49,8 @@ pub(crate) struct EgressHooks {
     invocation: u64,
     started: u32,
     max_requests: u32,
+    /// Body bytes this invocation's requests moved so far.
+    spent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl EgressHooks {
@@ -102,6 +105,7 @@ impl WasiHttpHooks for EgressHooks {
         self.started += 1;
         let over_cap = self.started > self.max_requests;
         let (egress, invocation, max) = (self.egress.clone(), self.invocation, self.max_requests);
+        let spent = self.spent.clone();
         let future = async move {
             if over_cap {
                 tracing::warn!(
@@ -112,7 +116,7 @@ impl WasiHttpHooks for EgressHooks {
                 );
                 return Err(HttpError::ConnectionLimitReached);
             }
-            let response = egress.send(request, options, invocation).await?;
+            let response = egress.send(request, options, invocation, &spent).await?;
             // The body is already read in full, so nothing can fail later.
             let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                 Box::new(async { Ok(()) });
