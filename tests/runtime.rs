@@ -432,3 +432,49 @@ async fn a_spinning_guest_spends_its_cpu_budget_before_a_long_deadline() {
         .unwrap();
     assert_eq!(echoed, b"still here");
 }
+
+/// Issue 14: a busy connection leaves slots to its plugin's other
+/// connections. A holds its whole share (2 of 3 slots); its next call is
+/// busy, while B's call runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_cannot_take_every_slot_of_its_plugin() {
+    let limits = Limits {
+        deadline_ms: 2_000,
+        max_concurrent: 3,
+        max_concurrent_per_connection: 2,
+        max_queued: 0,
+        ..Limits::default()
+    };
+    let runtime = Runtime::builder().limits(limits).build().unwrap();
+    runtime
+        .load_plugin("m", &guest("guest-misbehave"))
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        runtime.add_connection(name, "m", BTreeMap::new()).unwrap();
+    }
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let runtime = runtime.clone();
+            tokio::spawn(async move { runtime.call_action("a", "loop", b"").await })
+        })
+        .collect();
+    let plugin = runtime.plugin("m").unwrap();
+    for _ in 0..400 {
+        if plugin.in_flight() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(plugin.in_flight(), 2, "both spinners run");
+    let err = runtime.call_action("a", "echo", b"x").await.unwrap_err();
+    assert!(matches!(err, InvokeError::Busy { .. }), "{err:?}");
+    let out = runtime.call_action("b", "echo", b"b runs").await.unwrap();
+    assert_eq!(out, b"b runs");
+    for spinner in spinners {
+        assert!(matches!(
+            spinner.await.unwrap(),
+            Err(InvokeError::Timeout { .. })
+        ));
+    }
+}

@@ -107,7 +107,7 @@ pub enum InvokeError {
     /// The plugin is at its concurrency cap and its queue is full or the
     /// wait timed out.
     #[error(
-        "connection `{connection}` is busy: {running} invocations running and the queue is full; retry later or raise limits.max_concurrent / limits.max_queued"
+        "connection `{connection}` is busy: {running} invocations running and the queue is full; retry later or raise limits.max_concurrent / limits.max_concurrent_per_connection / limits.max_queued"
     )]
     Busy { connection: String, running: usize },
     /// The invocation ran past its deadline and was stopped.

@@ -127,8 +127,9 @@ impl Output {
     }
 }
 
-/// Bounds the invocations of one plugin: `max_concurrent` run, up to
-/// `max_queued` wait up to `queue_timeout`, the rest are refused as busy.
+/// Bounds the invocations of one plugin: `max_concurrent` run, at most
+/// `max_concurrent_per_connection` of one connection, up to `max_queued`
+/// wait up to `queue_timeout`, the rest are refused as busy.
 #[derive(Debug)]
 pub(crate) struct Gate {
     permits: Arc<Semaphore>,
@@ -150,9 +151,17 @@ impl Gate {
         self.limits.max_concurrent - self.permits.available_permits()
     }
 
-    async fn enter(&self) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-            return Some(permit);
+    /// A slot of the connection's `share` and then of the plugin, waiting
+    /// (as one of `max_queued`) up to `queue_timeout` in all; `None` when
+    /// busy.
+    async fn enter(
+        &self,
+        share: &Arc<Semaphore>,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        if let Ok(own) = share.clone().try_acquire_owned()
+            && let Ok(permit) = self.permits.clone().try_acquire_owned()
+        {
+            return Some((own, permit));
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.max_queued {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -166,11 +175,15 @@ impl Gate {
             }
         }
         let _waiting = Waiting(&self.waiting);
-        let acquire = self.permits.clone().acquire_owned();
-        match tokio::time::timeout(self.limits.queue_timeout(), acquire).await {
-            Ok(Ok(permit)) => Some(permit),
-            _ => None,
-        }
+        let both = async {
+            let own = share.clone().acquire_owned().await.ok()?;
+            let permit = self.permits.clone().acquire_owned().await.ok()?;
+            Some((own, permit))
+        };
+        tokio::time::timeout(self.limits.queue_timeout(), both)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -183,7 +196,7 @@ pub(crate) async fn invoke(
     call: Call,
 ) -> Result<Output, InvokeError> {
     let plugin = connection.plugin();
-    let Some(_permit) = plugin.gate.enter().await else {
+    let Some(_permits) = plugin.gate.enter(&connection.share).await else {
         return Err(InvokeError::Busy {
             connection: connection.name().to_owned(),
             running: plugin.gate.running(),

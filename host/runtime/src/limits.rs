@@ -29,6 +29,12 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Invocations of one plugin running at once. Default: 32.
     pub max_concurrent: usize,
+    /// Of those, the most one connection may hold, so a busy connection
+    /// leaves slots to the other connections of its plugin (its further
+    /// calls wait for one of its own, like any queued call). Default: 24
+    /// (three quarters of the default `max_concurrent`); never more than
+    /// `max_concurrent`.
+    pub max_concurrent_per_connection: usize,
     /// Invocations waiting for a slot before new ones are refused as busy.
     /// Default: 256.
     pub max_queued: usize,
@@ -97,6 +103,7 @@ impl Default for Limits {
             memories: 4,
             output_bytes: 4 << 20,
             max_concurrent: 32,
+            max_concurrent_per_connection: 24,
             max_queued: 256,
             queue_timeout_ms: 2_000,
             stdio_bytes: 64 << 10,
@@ -123,6 +130,12 @@ impl Limits {
         Duration::from_millis(self.deadline_ms)
     }
 
+    /// Slots one connection may hold: `max_concurrent_per_connection`,
+    /// at most `max_concurrent`.
+    pub fn connection_share(&self) -> usize {
+        self.max_concurrent_per_connection.min(self.max_concurrent)
+    }
+
     /// The queue wait bound as a [`Duration`].
     pub fn queue_timeout(&self) -> Duration {
         Duration::from_millis(self.queue_timeout_ms)
@@ -138,6 +151,10 @@ impl Limits {
             ("memories", self.memories),
             ("output_bytes", self.output_bytes),
             ("max_concurrent", self.max_concurrent),
+            (
+                "max_concurrent_per_connection",
+                self.max_concurrent_per_connection,
+            ),
             ("pool_instances", self.pool_instances as usize),
             (
                 "http_connect_timeout_ms",

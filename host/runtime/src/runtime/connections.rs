@@ -117,6 +117,10 @@ impl Runtime {
             rights,
             broker,
             log_rate: previous.map(|p| p.log_rate.clone()).unwrap_or_default(),
+            share: previous.map_or_else(
+                || Arc::new(tokio::sync::Semaphore::new(inner.limits.connection_share())),
+                |p| p.share.clone(),
+            ),
         })
     }
 

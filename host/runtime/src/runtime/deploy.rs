@@ -206,6 +206,9 @@ impl Runtime {
             plugin: Arc::new(plugin),
             rights: EffectiveRights::default(),
             log_rate: Arc::default(),
+            share: Arc::new(tokio::sync::Semaphore::new(
+                self.inner.limits.connection_share(),
+            )),
         };
         let info = match self.run(&probe, Call::Describe).await {
             Ok(Output::Describe(info)) => info,

@@ -148,6 +148,9 @@ pub struct Connection {
     rights: EffectiveRights,
     broker: BrokerCtx,
     log_rate: Arc<LogRate>,
+    /// The connection's share of its plugin's slots
+    /// (`limits.max_concurrent_per_connection`), shared by its variants.
+    pub(crate) share: Arc<tokio::sync::Semaphore>,
 }
 
 impl Connection {
