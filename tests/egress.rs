@@ -1150,3 +1150,32 @@ async fn an_invocation_moves_at_most_its_egress_byte_budget() {
     let out = h.call("bytes", "fetch", json!({ "url": url })).await;
     assert_eq!(out["status"], 200, "a new invocation, a new budget");
 }
+
+/// Issue 14: a connection's share of its plugin's pace to a destination.
+/// A spends its 3 permits and is paced (the host's 429) while the
+/// plugin's own bucket still has room, which B then uses.
+#[tokio::test]
+async fn one_connection_cannot_spend_its_plugins_whole_pace() {
+    let limits = Limits {
+        http_destination_per_second: 10,
+        http_destination_per_second_per_connection: 3,
+        rate_limit_wait_ms: 0,
+        ..Limits::default()
+    };
+    let h = Harness::new(limits).await;
+    h.connect("share-a", &httpbin_grant());
+    h.connect("share-b", &httpbin_grant());
+    let url = httpbin().url("/status/204");
+    let out = h
+        .call("share-a", "fetch_many", json!({ "url": url, "count": 6 }))
+        .await;
+    let statuses = out["statuses"].as_array().unwrap();
+    assert_eq!(
+        &statuses[..3],
+        &[json!(204), json!(204), json!(204)],
+        "{out}"
+    );
+    assert!(statuses[3..].iter().all(|s| s == 429), "{out}");
+    let out = h.call("share-b", "fetch", json!({ "url": url })).await;
+    assert_eq!(out["status"], 204, "B still has the plugin's pace: {out}");
+}

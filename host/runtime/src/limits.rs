@@ -72,6 +72,11 @@ pub struct Limits {
     /// destination, across all its connections; an upstream's
     /// `Retry-After` pauses the same bucket. Default: 100.
     pub http_destination_per_second: u32,
+    /// Of those, the requests per second one connection may send to one
+    /// destination, so a busy connection leaves pace to its siblings.
+    /// Default: 75; at or above `http_destination_per_second` (or 0) it
+    /// has no effect.
+    pub http_destination_per_second_per_connection: u32,
     /// How long an outbound request or `rate-limit.acquire` waits for a
     /// permit before the guest is told it is rate limited. Default: 1000 ms.
     pub rate_limit_wait_ms: u64,
@@ -116,6 +121,7 @@ impl Default for Limits {
             http_requests_per_invocation: 32,
             http_bytes_per_invocation: 64 << 20,
             http_destination_per_second: 100,
+            http_destination_per_second_per_connection: 75,
             rate_limit_wait_ms: 1_000,
             fuel: 50_000_000_000,
             state_keys_per_connection: 100_000,
@@ -197,6 +203,7 @@ impl From<&Limits> for switchyard_broker::egress::EgressLimits {
             rate_wait: Duration::from_millis(l.rate_limit_wait_ms),
             destination_per_second: l.http_destination_per_second,
             invocation_bytes: l.http_bytes_per_invocation,
+            connection_destination_per_second: l.http_destination_per_second_per_connection,
         }
     }
 }

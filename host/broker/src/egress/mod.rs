@@ -77,6 +77,9 @@ pub struct EgressLimits {
     /// invocation moves at most this plus one request's and response's
     /// caps.
     pub invocation_bytes: u64,
+    /// Requests per second one connection may send to one destination,
+    /// within the plugin's `destination_per_second` (0: no share).
+    pub connection_destination_per_second: u32,
 }
 
 /// One connection's way out.
@@ -488,11 +491,17 @@ impl Egress {
     /// Waits for the buckets pacing `dest` and any upstream pause; a
     /// synthesized 429 when that would take longer than the wait bound.
     async fn pace(&self, dest: &Destination, invocation: u64) -> Option<Response<Full<Bytes>>> {
+        let destinations = &self.network.destinations;
         let per_destination =
-            self.network
-                .destinations
-                .get(&self.plugin, dest, self.limits.destination_per_second);
-        let buckets = std::iter::once(&per_destination).chain(self.rate_limits.pacing(dest));
+            destinations.get(&self.plugin, dest, self.limits.destination_per_second);
+        // The connection's share first: a connection past it waits on its
+        // own bucket without spending its siblings' permits.
+        let share = self.limits.connection_destination_per_second;
+        let share = (share > 0 && share < self.limits.destination_per_second)
+            .then(|| destinations.share(&self.plugin, &self.connection, dest, share));
+        let buckets = (share.iter())
+            .chain(std::iter::once(&per_destination))
+            .chain(self.rate_limits.pacing(dest));
         for bucket in buckets {
             let started = Instant::now();
             let result = bucket.acquire(self.limits.rate_wait).await;

@@ -122,30 +122,60 @@ impl Network {
 /// the plugin: it paces the plugin's traffic to one upstream at
 /// `limits.http_destination_per_second`, and an upstream's `Retry-After`
 /// pauses it for all of them.
+/// Beside it, one bucket per (plugin, connection, destination) at
+/// `limits.http_destination_per_second_per_connection`: a connection's
+/// share, so one busy connection cannot spend the whole plugin's pace.
 #[derive(Debug, Default)]
 pub(super) struct DestinationBuckets {
     buckets: Mutex<HashMap<PluginDestination, Arc<RateLimiter>>>,
 }
 
-/// (plugin name, `scheme://host:port`).
-type PluginDestination = (Arc<str>, String);
+/// (plugin name, connection name or "" for the plugin's own bucket,
+/// `scheme://host:port`).
+type PluginDestination = (Arc<str>, Arc<str>, String);
 
 impl DestinationBuckets {
+    /// The plugin's bucket for `dest`.
     pub(super) fn get(
         &self,
         plugin: &Arc<str>,
         dest: &Destination,
         per_second: u32,
     ) -> Arc<RateLimiter> {
+        self.bucket(plugin, &Arc::from(""), dest, per_second)
+    }
+
+    /// `connection`'s share of the plugin's pace to `dest`.
+    pub(super) fn share(
+        &self,
+        plugin: &Arc<str>,
+        connection: &Arc<str>,
+        dest: &Destination,
+        per_second: u32,
+    ) -> Arc<RateLimiter> {
+        self.bucket(plugin, connection, dest, per_second)
+    }
+
+    fn bucket(
+        &self,
+        plugin: &Arc<str>,
+        connection: &Arc<str>,
+        dest: &Destination,
+        per_second: u32,
+    ) -> Arc<RateLimiter> {
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry((plugin.clone(), dest.to_string()))
+        map.entry((plugin.clone(), connection.clone(), dest.to_string()))
             .or_insert_with(|| {
                 let grant = RateLimitGrant {
                     per_second: f64::from(per_second),
                     burst: per_second,
                     destinations: Vec::new(),
                 };
-                let name = format!("{plugin} → {dest}");
+                let name = if connection.is_empty() {
+                    format!("{plugin} → {dest}")
+                } else {
+                    format!("{plugin}/{connection} → {dest}")
+                };
                 Arc::new(RateLimiter::new(&name, &grant).expect("validated limits"))
             })
             .clone()
