@@ -170,21 +170,31 @@ impl StateStore {
         // Writes that shrink are always allowed, so a connection over a
         // lowered quota can clean up.
         let quota = self.quota;
-        if keys_after > keys && keys_after as u64 > quota.max_keys {
-            return Err(StateError::Quota {
-                what: "keys",
-                wanted: keys_after as u64,
-                limit: quota.max_keys,
-                key: "limits.state_keys_per_connection",
-            });
-        }
-        if bytes_after > bytes && bytes_after as u64 > quota.max_bytes {
-            return Err(StateError::Quota {
-                what: "bytes",
-                wanted: bytes_after as u64,
-                limit: quota.max_bytes,
-                key: "limits.state_bytes_per_connection",
-            });
+        let over = |what, before: i64, after: i64, limit: u64, key| {
+            // Only growth is refused.
+            (after > before && after as u64 > limit).then_some(StateError::Quota {
+                what,
+                wanted: after as u64,
+                limit,
+                key,
+            })
+        };
+        let keys_over = over(
+            "keys",
+            keys,
+            keys_after,
+            quota.max_keys,
+            "limits.state_keys_per_connection",
+        );
+        let bytes_over = over(
+            "bytes",
+            bytes,
+            bytes_after,
+            quota.max_bytes,
+            "limits.state_bytes_per_connection",
+        );
+        if let Some(error) = keys_over.or(bytes_over) {
+            return Err(error);
         }
         let changed = write(&tx)?;
         if changed > 0 {

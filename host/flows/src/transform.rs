@@ -87,7 +87,7 @@ pub const JQ_MAX_OVERRUNNING: usize = 4;
 /// jq filters still running past their deadline.
 static OVERRUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// [`apply_jq`] on a thread of its own, so a slow filter never holds an
+/// [`apply_jq`] on tokio's blocking pool, so a slow filter never holds an
 /// async worker, bounded by `deadline` (the invocation deadline,
 /// `limits.deadline_ms`): past it the batch fails `invalid-input` (a
 /// single record then goes to the dead letters) and the thread is left to
@@ -107,28 +107,33 @@ pub async fn apply_jq_bounded(
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let code = code.to_owned();
-    let overran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = overran.clone();
-    let spawned = std::thread::Builder::new()
-        .name("switchyard-jq".into())
-        .spawn(move || {
-            let _ = tx.send(apply_jq(&code, messages));
-            if flag.load(Ordering::Acquire) {
-                OVERRUNNING.fetch_sub(1, Ordering::Relaxed);
-            }
-        });
-    if let Err(e) = spawned {
-        return Err(ConnectorError::Retryable(format!("jq: no thread: {e}")));
-    }
+    // 0 running, 1 finished, 2 overran: whoever changes it second settles
+    // the count, so a filter that ends as its deadline fires is counted
+    // neither forever nor below zero.
+    let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let finished = state.clone();
+    // The blocking pool reuses its threads: no thread is started per batch.
+    drop(tokio::task::spawn_blocking(move || {
+        let _ = tx.send(apply_jq(&code, messages));
+        if finished.swap(1, Ordering::AcqRel) == 2 {
+            OVERRUNNING.fetch_sub(1, Ordering::AcqRel);
+        }
+    }));
     match tokio::time::timeout(deadline, rx).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(ConnectorError::Retryable(
             "jq: the filter's thread died".into(),
         )),
         Err(_) => {
-            // Counted until the thread ends (it checks the flag after).
-            OVERRUNNING.fetch_add(1, Ordering::Relaxed);
-            overran.store(true, Ordering::Release);
+            // Counted before it is marked, so the thread's decrement
+            // always follows this increment.
+            OVERRUNNING.fetch_add(1, Ordering::AcqRel);
+            if state
+                .compare_exchange(0, 2, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                OVERRUNNING.fetch_sub(1, Ordering::AcqRel);
+            }
             Err(ConnectorError::InvalidInput(format!(
                 "jq filter ran past {} ms (limits.deadline_ms)",
                 deadline.as_millis()

@@ -498,7 +498,7 @@ impl Egress {
         // own bucket without spending its siblings' permits.
         let share = self.limits.connection_destination_per_second;
         let share = (share > 0 && share < self.limits.destination_per_second)
-            .then(|| destinations.share(&self.plugin, &self.connection, dest, share));
+            .then(|| destinations.bucket(&self.plugin, &self.connection, dest, share));
         let buckets = (share.iter())
             .chain(std::iter::once(&per_destination))
             .chain(self.rate_limits.pacing(dest));

@@ -145,18 +145,9 @@ impl DestinationBuckets {
         self.bucket(plugin, &Arc::from(""), dest, per_second)
     }
 
-    /// `connection`'s share of the plugin's pace to `dest`.
-    pub(super) fn share(
-        &self,
-        plugin: &Arc<str>,
-        connection: &Arc<str>,
-        dest: &Destination,
-        per_second: u32,
-    ) -> Arc<RateLimiter> {
-        self.bucket(plugin, connection, dest, per_second)
-    }
-
-    fn bucket(
+    /// The bucket pacing `plugin` to `dest` (`connection` empty), or
+    /// `connection`'s share of it.
+    pub(super) fn bucket(
         &self,
         plugin: &Arc<str>,
         connection: &Arc<str>,

@@ -148,6 +148,15 @@ pub struct StreamCounts {
 }
 
 impl StreamCounts {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: StreamCounts) {
+        self.read += other.read;
+        self.written += other.written;
+        self.failed += other.failed;
+        self.filtered += other.filtered;
+        self.added += other.added;
+    }
+
     /// Records read but neither written, refused, nor dropped by a
     /// transform (`read + added - written - failed - filtered`); zero for
     /// a completed run. Negative when more came out than went in.

@@ -129,12 +129,11 @@ impl Syncs {
         report.failed += counts.failed;
         report.filtered += counts.filtered;
         report.added += counts.added;
-        let total = report.streams.entry(stream.to_owned()).or_default();
-        total.read += counts.read;
-        total.written += counts.written;
-        total.failed += counts.failed;
-        total.filtered += counts.filtered;
-        total.added += counts.added;
+        report
+            .streams
+            .entry(stream.to_owned())
+            .or_default()
+            .add(counts);
         self.observers.records(&RecordsEvent {
             flow: "sync",
             name: &report.sync,
