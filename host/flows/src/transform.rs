@@ -87,7 +87,7 @@ pub const JQ_MAX_OVERRUNNING: usize = 4;
 /// jq filters still running past their deadline.
 static OVERRUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// [`apply_jq`] on tokio's blocking pool, so a slow filter never holds an
+/// [`apply_jq`] on a thread of its own, so a slow filter never holds an
 /// async worker, bounded by `deadline` (the invocation deadline,
 /// `limits.deadline_ms`): past it the batch fails `invalid-input` (a
 /// single record then goes to the dead letters) and the thread is left to
@@ -112,13 +112,20 @@ pub async fn apply_jq_bounded(
     // neither forever nor below zero.
     let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
     let finished = state.clone();
-    // The blocking pool reuses its threads: no thread is started per batch.
-    drop(tokio::task::spawn_blocking(move || {
-        let _ = tx.send(apply_jq(&code, messages));
-        if finished.swap(1, Ordering::AcqRel) == 2 {
-            OVERRUNNING.fetch_sub(1, Ordering::AcqRel);
-        }
-    }));
+    // A thread of its own, not tokio's blocking pool: a runtime waits for
+    // its blocking tasks when it shuts down, so a filter that never ends
+    // would hold the host's exit (and a test's runtime) forever.
+    let spawned = std::thread::Builder::new()
+        .name("switchyard-jq".into())
+        .spawn(move || {
+            let _ = tx.send(apply_jq(&code, messages));
+            if finished.swap(1, Ordering::AcqRel) == 2 {
+                OVERRUNNING.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+    if let Err(e) = spawned {
+        return Err(ConnectorError::Retryable(format!("jq: no thread: {e}")));
+    }
     match tokio::time::timeout(deadline, rx).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(ConnectorError::Retryable(
