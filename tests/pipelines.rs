@@ -658,7 +658,16 @@ async fn several_workers_deliver_every_record_once_and_settle_each_by_its_outcom
             ..QueueStats::default()
         }
     );
-    // Acked once each: no batch was settled twice across workers.
+    // Acked once each: no batch was settled twice across workers. The
+    // observers hear of a settlement after it commits, so the last one
+    // may still be on its way when the queue reads drained.
+    let settled = Instant::now();
+    while tally.delivered.load(Ordering::SeqCst) + tally.dead.load(Ordering::SeqCst) < 300
+        && settled.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(tally.delivered.load(Ordering::SeqCst), 240);
     assert_eq!(tally.dead.load(Ordering::SeqCst), 60);
     let letters = queue.dead_letters(Some("pipeline:p"), 100).unwrap();
