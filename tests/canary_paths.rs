@@ -15,30 +15,16 @@ use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard_broker::secrets::SecretValue;
 use switchyard_host::SwitchyardConfig;
+use switchyard_tests::logs::Captured;
 use switchyard_tests::{canary, guest};
 use tower::ServiceExt;
 
 const ADMIN_TOKEN: &str = "canary-paths-admin-token";
-
-/// Log output of every thread, as JSON lines.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Alert deliveries, as received.
 #[derive(Clone, Default)]
@@ -262,7 +248,7 @@ async fn a_canary_reaches_no_log_store_api_page_or_alert() {
             String::from_utf8_lossy(body)
         );
     }
-    let logs = logs.0.lock().unwrap().clone();
+    let logs = logs.bytes();
     let text = String::from_utf8_lossy(&logs);
     assert!(
         text.contains("leaky-sink"),

@@ -1,29 +1,9 @@
 //! Guest logs and stdio reach `tracing` with the invocation's identity,
 //! escaped and within budget.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use switchyard_runtime::Limits;
+use switchyard_tests::logs::Captured;
 use switchyard_tests::runtime_with;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Sends every event on this (current-thread) test to a JSON buffer
 /// until the guard drops.

@@ -17,6 +17,8 @@ mod epoch;
 mod load;
 #[path = "suite/memory.rs"]
 mod memory;
+#[path = "suite/neighbours.rs"]
+mod neighbours;
 #[path = "suite/pipeline.rs"]
 mod pipeline;
 #[path = "suite/stats.rs"]
@@ -50,7 +52,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline`
+    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline,neighbours`
     // runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
@@ -129,6 +131,7 @@ fn main() {
         rows
     });
     step("pipeline", &mut || pipeline::throughput(&b));
+    step("neighbours", &mut || neighbours::spinning_neighbours(&b));
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."

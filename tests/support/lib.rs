@@ -3,6 +3,7 @@
 
 pub mod couchdb_plugins;
 pub mod httpbin;
+pub mod logs;
 pub mod pouchdb;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "guest-extra-import",
     "guest-missing-export",
     "guest-wasi-probe",
+    "guest-forged-describe",
     "guest-http-probe",
     "guest-v010-compat",
     "guest-greeter-v1",

@@ -32,6 +32,12 @@ pub struct SwitchyardConfig {
     /// Load plugins that appear in or change in `plugin_dir` while the
     /// host runs, and retire those removed from it. Default: true.
     pub watch_plugin_dir: bool,
+    /// Refuse to start when a plugin file fails to load. Default: false:
+    /// as when hot loading, the file is logged and listed under the load
+    /// failures (admin API, status page), its connections wait for it, and
+    /// every other plugin serves, so a bad file cannot keep a restarted
+    /// host down.
+    pub strict_plugins: bool,
     /// Invocation limits. Default: see [`Limits`].
     pub limits: Limits,
     /// Plugins by name, in addition to those found in `plugin_dir`.
@@ -77,6 +83,7 @@ impl Default for SwitchyardConfig {
             data_dir: PathBuf::from(".switchyard"),
             plugin_dir: None,
             watch_plugin_dir: true,
+            strict_plugins: false,
             limits: Limits::default(),
             plugins: BTreeMap::new(),
             connections: BTreeMap::new(),

@@ -257,13 +257,27 @@ async fn load_plugins(runtime: &Runtime, config: &SwitchyardConfig) -> Result<()
             files.push((name.clone(), plugin.path.clone()));
         }
     }
+    // As hot loading does: a file that fails is logged and listed under
+    // the load failures, and the rest serve; unless `strict_plugins`.
+    let mut failed = BTreeSet::new();
     for (name, path) in &files {
-        runtime.load_plugin(name, path).await?;
+        if let Err(e) = runtime.load_plugin(name, path).await {
+            if config.strict_plugins {
+                return Err(e);
+            }
+            failed.insert(name.as_str());
+        }
     }
     for (name, connection) in &config.connections {
         let values = connection
             .values()
             .map_err(|e| LoadError::Config(format!("connections.{name}.config: {e}")))?;
+        if failed.contains(connection.plugin.as_str())
+            && runtime.plugin(&connection.plugin).is_none()
+        {
+            runtime.add_waiting_connection(name, &connection.plugin, values, &connection.grants)?;
+            continue;
+        }
         runtime.add_connection_with_grants(name, &connection.plugin, values, &connection.grants)?;
     }
     let named: Vec<String> = config
@@ -274,7 +288,9 @@ async fn load_plugins(runtime: &Runtime, config: &SwitchyardConfig) -> Result<()
     let names: BTreeSet<&String> = files.iter().map(|(name, _)| name).collect();
     for name in names {
         let has_connection = named.contains(name) || config.connections.contains_key(name);
-        let plugin = runtime.plugin(name).expect("loaded above");
+        let Some(plugin) = runtime.plugin(name) else {
+            continue;
+        };
         if has_connection {
             continue;
         }

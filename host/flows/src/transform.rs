@@ -25,8 +25,8 @@ impl Transform {
     pub fn check(&self, runtime: &Runtime) -> Result<(), String> {
         match self {
             Transform::Connection { connection } => runtime
-                .connection(connection)
-                .map(|_| ())
+                .has_connection(connection)
+                .then_some(())
                 .ok_or_else(|| format!("connection `{connection}` does not exist")),
             Transform::Jq { jq } => compile(jq).map(|_| ()),
         }

@@ -60,6 +60,17 @@ pub enum LoadError {
         import: String,
         hint: String,
     },
+    /// Compiling the file could cost more than the host allows (see
+    /// [`crate::admission`]); refused before any compiler ran.
+    #[error(
+        "{path}: refused before compiling: {what}, over limits.{key} = {limit}; shrink the connector or raise limits.{key} in switchyard.toml"
+    )]
+    TooCostly {
+        path: PathBuf,
+        what: String,
+        key: String,
+        limit: u64,
+    },
     /// The bytes claim to be a component but do not validate or compile.
     #[error("{path}: invalid component: {reason}")]
     Invalid { path: PathBuf, reason: String },

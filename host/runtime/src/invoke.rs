@@ -40,22 +40,29 @@ pub(crate) enum Output {
 
 impl Output {
     /// The output with the connection's secret values scrubbed from every
-    /// string and byte the guest chose: payloads, ids, streams, keys,
-    /// headers, cursors and per-message errors. Everything a guest says
-    /// leaves the sandbox through here (or [`redact_error`]), so the logs,
-    /// queues, dead letters, audit trail and APIs downstream only ever see
-    /// redacted text.
+    /// string and byte the guest chose (payloads, ids, streams, keys,
+    /// headers, cursors and per-message errors) and control characters
+    /// escaped in the short strings that reach logs (all but payloads and
+    /// cursors, which are data handed back verbatim). Everything a guest
+    /// says leaves the sandbox through here (or [`redact_error`]), so the
+    /// logs, queues, dead letters, audit trail and APIs downstream only
+    /// ever see clean text.
     fn redacted(self, redactor: &Redactor) -> Output {
-        if redactor.is_empty() {
-            return self;
-        }
-        let text = |s: &mut String| {
-            if let std::borrow::Cow::Owned(clean) = redactor.redact(s) {
+        let redact = |s: &mut String| {
+            if !redactor.is_empty()
+                && let std::borrow::Cow::Owned(clean) = redactor.redact(s)
+            {
                 *s = clean;
             }
         };
+        let text = |s: &mut String| {
+            redact(s);
+            escape(s);
+        };
         let message = |mut m: Message| {
-            m.payload = redactor.redact_bytes(&m.payload);
+            if !redactor.is_empty() {
+                m.payload = redactor.redact_bytes(&m.payload);
+            }
             text(&mut m.id);
             text(&mut m.stream);
             if let Some(key) = m.key.as_mut() {
@@ -68,12 +75,13 @@ impl Output {
             m
         };
         match self {
+            Output::Action(bytes) if redactor.is_empty() => Output::Action(bytes),
             Output::Action(bytes) => Output::Action(redactor.redact_bytes(&bytes)),
             Output::Messages(ms) => Output::Messages(ms.into_iter().map(message).collect()),
             Output::Page(mut page) => {
                 page.messages = page.messages.into_iter().map(message).collect();
                 if let Some(cursor) = page.next_cursor.as_mut() {
-                    text(cursor);
+                    redact(cursor);
                 }
                 Output::Page(page)
             }
@@ -134,6 +142,9 @@ impl Output {
 pub(crate) struct Gate {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// Calls of the plugin that may run on past an epoch tick at once
+    /// (`limits.cpu_bound_per_plugin`): see [`new_store`].
+    hot: Arc<Semaphore>,
     limits: Limits,
 }
 
@@ -142,6 +153,7 @@ impl Gate {
         Gate {
             permits: Arc::new(Semaphore::new(limits.max_concurrent)),
             waiting: AtomicUsize::new(0),
+            hot: Arc::new(Semaphore::new(limits.cpu_bound_calls())),
             limits: limits.clone(),
         }
     }
@@ -242,12 +254,38 @@ pub(crate) fn new_store(
     let state = InvocationState::new(log, connection.broker(), limits);
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
-    store.epoch_deadline_callback(|ctx| {
-        Ok(if Instant::now() >= ctx.data().deadline_at {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Yield(1)
-        })
+    // Every epoch tick a running call checks its deadline and yields. From
+    // its second tick on it is CPU-bound, and it runs on only while it
+    // holds one of its plugin's few hot slots (`cpu_bound_per_plugin`),
+    // given up at every tick and taken again in turn: one plugin's
+    // spinning calls then hold that many executor threads at most, and
+    // wait off the run queue instead of ahead of other plugins' calls.
+    let hot = plugin.gate.hot.clone();
+    let held: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
+    let mut ticks: u32 = 0;
+    store.epoch_deadline_callback(move |ctx| {
+        let deadline = ctx.data().deadline_at;
+        if Instant::now() >= deadline {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        ticks = ticks.saturating_add(1);
+        if ticks < 2 {
+            return Ok(UpdateDeadline::Yield(1));
+        }
+        let (hot, held) = (hot.clone(), held.clone());
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                drop(held.lock().unwrap().take());
+                tokio::task::yield_now().await;
+                // Past the deadline it runs on without a slot, for at most
+                // one more tick, and is then interrupted.
+                let until = tokio::time::Instant::from_std(deadline);
+                if let Ok(Ok(permit)) = tokio::time::timeout_at(until, hot.acquire_owned()).await {
+                    *held.lock().unwrap() = Some(permit);
+                }
+            }),
+        ))
     });
     arm_deadline(&mut store, limits);
     store
@@ -326,18 +364,33 @@ pub(crate) fn finish(
 /// A trap's text can quote the guest (its panic message) and a host
 /// error can quote what the guest passed: both are scrubbed.
 fn redact_failure(mut err: InvokeError, redactor: &Redactor) -> InvokeError {
-    if let InvokeError::Trap { message } | InvokeError::Host(message) = &mut err
-        && let std::borrow::Cow::Owned(clean) = redactor.redact(message)
+    if let InvokeError::Trap { message }
+    | InvokeError::Host(message)
+    | InvokeError::ResourceLimit(message) = &mut err
     {
-        *message = clean;
+        if let std::borrow::Cow::Owned(clean) = redactor.redact(message) {
+            *message = clean;
+        }
+        escape(message);
     }
     err
 }
 
 fn redact_error(mut err: ConnectorError, redactor: &Redactor) -> ConnectorError {
     let message = crate::error::guest_error_message_mut(&mut err);
-    *message = redactor.redact(message).into_owned();
+    if let std::borrow::Cow::Owned(clean) = redactor.redact(message) {
+        *message = clean;
+    }
+    escape(message);
     err
+}
+
+/// Escapes control characters in place (see
+/// [`switchyard_broker::interfaces::escape_controls`]).
+fn escape(text: &mut String) {
+    if let std::borrow::Cow::Owned(clean) = switchyard_broker::interfaces::escape_controls(text) {
+        *text = clean;
+    }
 }
 
 fn classify_trap(
@@ -377,9 +430,47 @@ fn classify_trap(
         None if err.is::<wasmtime::PoolConcurrencyLimitError>() => InvokeError::ResourceLimit(
             format!("instance pool exhausted ({err}); raise limits.pool_instances"),
         ),
-        None => InvokeError::Host(format!("{err:#}")),
+        None => guest_overreach(&err, limits)
+            .map(InvokeError::ResourceLimit)
+            .unwrap_or_else(|| InvokeError::Host(format!("{err:#}"))),
     }
 }
+
+/// The limit a host call refused because the guest asked too much of it
+/// (its fault, not the host's), named for the caller; `None` for a real
+/// host failure.
+fn guest_overreach(err: &wasmtime::Error, limits: &Limits) -> Option<String> {
+    use wasmtime::component::ResourceTableError;
+    use wasmtime_wasi_http::FieldMapError;
+    for cause in err.chain() {
+        if let Some(ResourceTableError::Full) = cause.downcast_ref::<ResourceTableError>() {
+            return Some(format!(
+                "more than {} resource handles held at once (limits.resource_handles); drop requests, bodies and streams when done",
+                limits.resource_handles
+            ));
+        }
+        if let Some(e @ (FieldMapError::TooManyFields | FieldMapError::TotalSizeTooBig)) =
+            cause.downcast_ref::<FieldMapError>()
+        {
+            return Some(format!(
+                "HTTP header fields: {e} (wasi:http allows {} bytes of fields per map)",
+                DEFAULT_FIELD_BYTES
+            ));
+        }
+        // wasmtime-wasi refuses with text only.
+        let text = cause.to_string();
+        if text.starts_with("requested len") && text.contains("exceeds limit") {
+            return Some(format!(
+                "wasi:random: {text} (at most {} bytes per call)",
+                crate::state::MAX_RANDOM_BYTES
+            ));
+        }
+    }
+    None
+}
+
+/// wasmtime-wasi-http's bound on the bytes of one header map.
+const DEFAULT_FIELD_BYTES: usize = 128 * 1024;
 
 /// A long-lived instance for callers that trade isolation for speed: state
 /// left by one call is visible to the next. Each call still has the

@@ -48,6 +48,7 @@
 //! The `switchyard-host` crate reads `switchyard.toml` and assembles a
 //! whole host (this runtime, the flows and the operations backends) from it.
 
+pub mod admission;
 pub mod bindings;
 pub mod cache;
 pub mod engine;

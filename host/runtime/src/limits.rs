@@ -94,6 +94,32 @@ pub struct Limits {
     /// Bytes (keys plus values) one connection may keep in `state`.
     /// Default: 256 MiB.
     pub state_bytes_per_connection: u64,
+    /// Largest component file the host reads, checked on the file's
+    /// length before it is read; uploads are bounded by it too.
+    /// Default: 64 MiB (Python and JavaScript connectors are 15–40 MB).
+    pub component_bytes: u64,
+    /// Most functions a component's core modules may hold together before
+    /// it is refused uncompiled (see [`crate::admission`]). Default: 100 000.
+    pub compile_functions: usize,
+    /// Largest function body a component may hold, in bytes. Default:
+    /// 1 MiB.
+    pub compile_function_bytes: usize,
+    /// Deepest nesting of blocks, loops and ifs in one function. Default:
+    /// 1 000.
+    pub compile_nesting_depth: usize,
+    /// Compiles running at once; further loads wait their turn. Default: 1.
+    pub compiles_in_flight: usize,
+    /// Resource handles (HTTP requests, bodies, streams, header maps, …)
+    /// one invocation may hold at once: each costs host memory, so a guest
+    /// that leaks them ends as a resource limit instead. Default: 10 000
+    /// (wasmtime's own cap is 1 000 000).
+    pub resource_handles: usize,
+    /// Calls of one plugin that may run on past one epoch tick (10 ms) of
+    /// guest code at once; the others wait their turn at each tick, off
+    /// the executor's run queue. Bounds how much of the host's CPU one
+    /// plugin's spinning calls take from the others. Default: 0, meaning
+    /// half the cores (at least 1).
+    pub cpu_bound_per_plugin: usize,
 }
 
 impl Default for Limits {
@@ -126,6 +152,13 @@ impl Default for Limits {
             fuel: 50_000_000_000,
             state_keys_per_connection: 100_000,
             state_bytes_per_connection: 256 << 20,
+            component_bytes: 64 << 20,
+            compile_functions: 100_000,
+            compile_function_bytes: 1 << 20,
+            compile_nesting_depth: 1_000,
+            compiles_in_flight: 1,
+            resource_handles: 10_000,
+            cpu_bound_per_plugin: 0,
         }
     }
 }
@@ -140,6 +173,15 @@ impl Limits {
     /// at most `max_concurrent`.
     pub fn connection_share(&self) -> usize {
         self.max_concurrent_per_connection.min(self.max_concurrent)
+    }
+
+    /// `cpu_bound_per_plugin`, with 0 resolved to half the cores (at
+    /// least 1).
+    pub fn cpu_bound_calls(&self) -> usize {
+        match self.cpu_bound_per_plugin {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
     }
 
     /// The queue wait bound as a [`Duration`].
@@ -175,6 +217,12 @@ impl Limits {
                 "http_destination_per_second",
                 self.http_destination_per_second as usize,
             ),
+            ("component_bytes", self.component_bytes as usize),
+            ("compile_functions", self.compile_functions),
+            ("compile_function_bytes", self.compile_function_bytes),
+            ("compile_nesting_depth", self.compile_nesting_depth),
+            ("compiles_in_flight", self.compiles_in_flight),
+            ("resource_handles", self.resource_handles),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -6,6 +6,7 @@
 use crate::bindings::{CONNECTOR_EXPORT, PluginPre, SUPPORTED_VERSIONS};
 use crate::cache::{CompileCache, sha256_hex};
 use crate::error::LoadError;
+use crate::limits::Limits;
 use crate::signing::{TrustPolicy, read_beside};
 use crate::state::InvocationState;
 use std::path::{Path, PathBuf};
@@ -39,13 +40,25 @@ pub(crate) struct LoadedComponent {
     pub publisher: Option<String>,
 }
 
-/// Reads and classifies `path`: WebAssembly at all, and a component rather
-/// than a core module.
-pub(crate) fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+/// Reads and classifies `path`: no longer than `limits.component_bytes`
+/// (from its length, before reading), WebAssembly at all, and a component
+/// rather than a core module.
+pub(crate) fn read_component(path: &Path, limits: &Limits) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let io = |source| LoadError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    crate::admission::check_file_size(path, len, limits)?;
+    // Read at most one byte past the limit: a file that grew since its
+    // length was taken is still refused, never read whole.
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limits.component_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    crate::admission::check_file_size(path, bytes.len() as u64, limits)?;
     if !bytes.starts_with(b"\0asm") {
         let head: String = bytes
             .iter()
@@ -83,8 +96,10 @@ pub fn inspect_component(
     engine: &Engine,
     path: &Path,
     cache: Option<&CompileCache>,
+    limits: &Limits,
 ) -> Result<(Component, ComponentSummary), LoadError> {
-    let bytes = read_component(path)?;
+    let bytes = read_component(path, limits)?;
+    crate::admission::check_code(path, &bytes, limits)?;
     compile_and_summarise(engine, path, &bytes, cache).map(|(c, s, _)| (c, s))
 }
 
@@ -167,9 +182,11 @@ pub(crate) fn load_component(
     path: &Path,
     cache: Option<&CompileCache>,
     trust: &TrustPolicy,
+    limits: &Limits,
 ) -> Result<LoadedComponent, LoadError> {
-    let bytes = read_component(path)?;
+    let bytes = read_component(path, limits)?;
     let (manifest, publisher) = check_signed(path, &bytes, trust)?;
+    crate::admission::check_code(path, &bytes, limits)?;
     let (component, summary, from_cache) = compile_and_summarise(engine, path, &bytes, cache)?;
     let path_buf = || path.to_path_buf();
     let supported = SUPPORTED_VERSIONS.join(", ");
@@ -300,4 +317,116 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Checks what a plugin's `describe` said before anything of it reaches a
+/// log line, an API answer or the status page: its name and action names
+/// are identifiers (`[A-Za-z0-9_.-]`, at most 64 bytes, starting with a
+/// letter or digit; actions become URL path segments), stream names are
+/// at most 256 bytes without whitespace or control characters, and its
+/// version is semver. Descriptions are free text: their control
+/// characters are escaped and they are cut at 4 KiB.
+pub(crate) fn check_description(info: &mut crate::bindings::ConnectorInfo) -> Result<(), String> {
+    fn identifier(what: &str, text: &str) -> Result<(), String> {
+        let ok = !text.is_empty()
+            && text.len() <= 64
+            && text.as_bytes()[0].is_ascii_alphanumeric()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if ok {
+            return Ok(());
+        }
+        Err(format!(
+            "{what} {text:?} is not an identifier: use 1 to 64 of A-Z a-z 0-9 _ - . starting with a letter or digit"
+        ))
+    }
+    identifier("its name", &info.name)?;
+    semver::Version::parse(&info.version).map_err(|e| {
+        format!(
+            "its version {:?} is not semver ({e}): use MAJOR.MINOR.PATCH, e.g. env!(\"CARGO_PKG_VERSION\")",
+            info.version
+        )
+    })?;
+    for action in &info.actions {
+        identifier("action name", &action.name)?;
+    }
+    for stream in &info.streams {
+        let ok = !stream.name.is_empty()
+            && stream.name.len() <= 256
+            && !stream
+                .name
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace());
+        if !ok {
+            return Err(format!(
+                "stream name {:?} must be 1 to 256 bytes without whitespace or control characters",
+                stream.name
+            ));
+        }
+    }
+    let clean = |text: &mut String| {
+        let escaped = switchyard_broker::interfaces::sanitize(text, 4096);
+        *text = escaped;
+    };
+    clean(&mut info.description);
+    for action in &mut info.actions {
+        clean(&mut action.description);
+    }
+    for stream in &mut info.streams {
+        clean(&mut stream.description);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_description;
+    use crate::bindings::{ActionInfo, ConnectorInfo, StreamInfo};
+
+    fn info() -> ConnectorInfo {
+        ConnectorInfo {
+            name: "shop".into(),
+            version: "1.2.3".into(),
+            description: "line one\nline two \u{1b}[31m".into(),
+            roles: Vec::new(),
+            actions: vec![ActionInfo {
+                name: "fetch_many".into(),
+                description: "ok".into(),
+            }],
+            streams: vec![StreamInfo {
+                name: "db/$orders(2)".into(),
+                description: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_fair_description_passes_with_its_text_escaped() {
+        let mut fair = info();
+        check_description(&mut fair).unwrap();
+        assert_eq!(fair.description, "line one\\nline two \\u{1b}[31m");
+    }
+
+    #[test]
+    fn forged_names_and_versions_are_refused_quoted() {
+        let refused = |change: fn(&mut ConnectorInfo)| {
+            let mut bad = info();
+            change(&mut bad);
+            check_description(&mut bad).unwrap_err()
+        };
+        let e = refused(|i| i.version = "1.0.0\n2026 INFO forged".into());
+        assert!(e.contains("not semver") && e.contains("\\n"), "{e}");
+        let e = refused(|i| i.actions[0].name = "greet\u{1b}[2J".into());
+        assert!(
+            e.contains("not an identifier") && e.contains("\\u{1b}"),
+            "{e}"
+        );
+        let e = refused(|i| i.name = "admin plugin".into());
+        assert!(e.contains("its name"), "{e}");
+        let e = refused(|i| i.streams[0].name = "a\rb".into());
+        assert!(e.contains("stream name"), "{e}");
+        let e = refused(|i| i.actions[0].name = "a/b".into());
+        assert!(e.contains("not an identifier"), "{e}");
+    }
 }

@@ -40,6 +40,11 @@ impl std::fmt::Debug for InvocationState {
     }
 }
 
+/// Most bytes one `wasi:random` call may ask for (wasmtime's default is
+/// 64 MiB, allocated at once): past it the call is refused and the
+/// invocation ends as a resource limit.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
 impl InvocationState {
     /// A fresh state: no files, no sockets, no environment, no arguments;
     /// stdin closed; stdout and stderr captured up to `limits.stdio_bytes`.
@@ -55,10 +60,13 @@ impl InvocationState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.resource_handles);
         InvocationState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             stdout,
             stderr,
             http: HttpCtx::new(

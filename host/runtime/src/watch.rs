@@ -9,7 +9,12 @@
 //!
 //! Events are debounced ([`DEBOUNCE`]) and a file whose component and side
 //! files hash as already loaded is skipped, so an editor's several writes
-//! or an upload that moved its own files in cost one load at most. Write
+//! or an upload that moved its own files in cost one load at most. A file
+//! is looked at again only when it changes: opening or reading it (an
+//! operator's `cat`, a backup, the watcher's own reads) is no event, and a
+//! file whose length, modification time and inode are as when it was last
+//! looked at is not read again, so a bad file is logged once, not once per
+//! event. Write
 //! plugins atomically (write elsewhere, then rename into the directory); a
 //! half-written file fails to load and loads once complete.
 
@@ -18,7 +23,7 @@ use crate::plugin::{plugin_name_from_path, source_digest};
 use crate::registry::DeployMode;
 use crate::runtime::Runtime;
 use notify::{RecursiveMode, Watcher};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -50,7 +55,10 @@ pub fn watch_plugin_dir(runtime: Runtime, dir: &Path) -> Result<PluginWatcher, L
     let (tx, rx) = mpsc::unbounded_channel::<PathBuf>();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => event.paths.into_iter().for_each(|p| drop(tx.send(p))),
+            Ok(event) if changes_content(&event.kind) => {
+                event.paths.into_iter().for_each(|p| drop(tx.send(p)))
+            }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "plugin dir watch error"),
         })
         .map_err(|e| LoadError::Config(format!("cannot watch {}: {e}", dir.display())))?;
@@ -65,7 +73,19 @@ pub fn watch_plugin_dir(runtime: Runtime, dir: &Path) -> Result<PluginWatcher, L
     })
 }
 
+/// Whether an event can mean new content: opening, reading and closing a
+/// file unwritten cannot (and the watcher's own reads cause them).
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 async fn run(runtime: Runtime, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
+    let mut seen: HashMap<PathBuf, Option<Fingerprint>> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut changed = BTreeSet::new();
         changed.extend(component_for(&first));
@@ -73,9 +93,38 @@ async fn run(runtime: Runtime, mut rx: mpsc::UnboundedReceiver<PathBuf>) {
             changed.extend(component_for(&path));
         }
         for component in changed {
+            let now = fingerprint(&component);
+            if seen.get(&component) == Some(&now) {
+                continue;
+            }
             sync_file(&runtime, &component).await;
+            // Taken before the load: a change during it is seen next time.
+            seen.insert(component, now);
         }
     }
+}
+
+/// What `stat` says of a component and its side files: equal fingerprints
+/// mean the files were not written, so they are not read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint(Vec<Option<(u64, Option<std::time::SystemTime>, u64)>>);
+
+fn fingerprint(component: &Path) -> Option<Fingerprint> {
+    #[cfg(unix)]
+    use std::os::unix::fs::MetadataExt;
+    let stat = |path: &Path| {
+        std::fs::metadata(path).ok().map(|m| {
+            #[cfg(unix)]
+            let inode = m.ino();
+            #[cfg(not(unix))]
+            let inode = 0;
+            (m.len(), m.modified().ok(), inode)
+        })
+    };
+    let component_stat = stat(component)?;
+    let mut files = vec![Some(component_stat)];
+    files.extend(crate::plugin::side_files(component).iter().map(|p| stat(p)));
+    Some(Fingerprint(files))
 }
 
 /// Brings the runtime in line with `component` as it is on disk now.
@@ -94,11 +143,17 @@ pub async fn sync_file(runtime: &Runtime, component: &Path) {
         }
         return;
     }
-    let Ok(digest) = source_digest(component) else {
-        return;
-    };
-    if loaded_from_here.iter().any(|p| p.source_digest() == digest) {
-        return;
+    // An oversized file is not hashed (read whole) to compare: `deploy`
+    // refuses it from its length and lists it under the load failures.
+    let oversized =
+        std::fs::metadata(component).is_ok_and(|m| m.len() > runtime.limits().component_bytes);
+    if !oversized {
+        let Ok(digest) = source_digest(component) else {
+            return;
+        };
+        if loaded_from_here.iter().any(|p| p.source_digest() == digest) {
+            return;
+        }
     }
     // Errors are logged and kept by `deploy`; the old version serves on.
     if runtime

@@ -11,9 +11,27 @@ pub mod rate_limit;
 pub mod secrets;
 pub mod state;
 
+/// `text` with control characters (newlines, CR, ANSI escapes, …)
+/// replaced by their Rust escapes, so a string a guest chose cannot forge
+/// a log record or colour a terminal; borrowed when there are none.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Replaces control characters so a guest cannot forge log lines or
 /// terminal escapes, and cuts the text at `max` bytes on a char boundary.
-pub(crate) fn sanitize(text: &str, max: usize) -> String {
+pub fn sanitize(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
         if out.len() >= max {
@@ -31,7 +49,19 @@ pub(crate) fn sanitize(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize;
+    use super::{escape_controls, sanitize};
+
+    #[test]
+    fn escape_controls_borrows_clean_text() {
+        assert!(matches!(
+            escape_controls("plain text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("x\r\n2026 INFO forged\u{1b}[0m"),
+            "x\\r\\n2026 INFO forged\\u{1b}[0m"
+        );
+    }
 
     #[test]
     fn escapes_newlines_and_escape_sequences() {

@@ -63,15 +63,19 @@ fn capability_report(file: &Path, config: Option<&Path>) -> anyhow::Result<Capab
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Signatures are checked as this host's [trust] would check them.
-    let trust = SwitchyardConfig::load(args.config.as_deref())?.trust;
-    let trust = TrustPolicy::from_config(&trust).map_err(anyhow::Error::msg)?;
-    let runtime = Runtime::builder().trust(trust).build()?;
+    // and bounded by its [limits].
+    let config = SwitchyardConfig::load(args.config.as_deref())?;
+    let trust = TrustPolicy::from_config(&config.trust).map_err(anyhow::Error::msg)?;
+    let runtime = Runtime::builder()
+        .trust(trust)
+        .limits(config.limits.clone())
+        .build()?;
     // Full load check: world, version, imports, exports, then `describe`.
     // Only a file that fails it is compiled a second time, to summarise it.
     let verdict = super::tokio()?.block_on(runtime.load_plugin("inspect", &args.file));
     let summary = match &verdict {
         Ok(plugin) => plugin.summary().clone(),
-        Err(_) => inspect_component(runtime.engine(), &args.file, None)?.1,
+        Err(_) => inspect_component(runtime.engine(), &args.file, None, runtime.limits())?.1,
     };
     let caps = capability_report(&args.file, args.config.as_deref())?;
     if args.json {

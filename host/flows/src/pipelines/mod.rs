@@ -117,8 +117,8 @@ impl Pipelines {
     ) -> Result<Self, String> {
         let connection = |what: &str, name: &str| {
             runtime
-                .connection(name)
-                .map(|_| ())
+                .has_connection(name)
+                .then_some(())
                 .ok_or_else(|| format!("{what} names connection `{name}`, which does not exist"))
         };
         for (name, p) in pipelines {

@@ -200,7 +200,7 @@ impl Syncs {
     ) -> Result<Self, String> {
         for (name, sync) in syncs {
             for (key, connection) in [("source", &sync.source), ("sink", &sync.sink)] {
-                if runtime.connection(connection).is_none() {
+                if !runtime.has_connection(connection) {
                     return Err(format!(
                         "syncs.{name}.{key} names connection `{connection}`, which does not exist"
                     ));

@@ -125,6 +125,7 @@ impl RuntimeBuilder {
             max_keys: self.limits.state_keys_per_connection,
             max_bytes: self.limits.state_bytes_per_connection,
         });
+        let compiles = tokio::sync::Semaphore::new(self.limits.compiles_in_flight);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -136,6 +137,7 @@ impl RuntimeBuilder {
                 state: Some(state),
                 registry: RwLock::default(),
                 deploy_lock: tokio::sync::Mutex::new(()),
+                compiles,
                 load_failures: Mutex::default(),
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),

@@ -31,11 +31,7 @@ impl Runtime {
         config: BTreeMap<String, String>,
         grants: &Grants,
     ) -> Result<Arc<Connection>, LoadError> {
-        if name.is_empty() || name.contains(['@', '/', '#']) {
-            return Err(LoadError::Config(format!(
-                "connection name `{name}` is not valid: it must be non-empty without `@`, `/` or `#`"
-            )));
-        }
+        check_connection_name(name)?;
         let versions = self.inner.registry.read().unwrap().plugin_versions(plugin);
         if versions.is_empty() {
             return Err(LoadError::Config(format!(
@@ -145,6 +141,45 @@ impl Runtime {
         self.inner.registry.read().unwrap().connection(address)
     }
 
+    /// Whether connection `name` is configured, whether or not a version
+    /// of its plugin is loaded to run it (see
+    /// [`Runtime::add_waiting_connection`]).
+    pub fn has_connection(&self, name: &str) -> bool {
+        self.inner.registry.read().unwrap().has_connection(name)
+    }
+
+    /// Configures connection `name` of plugin `plugin` while no version of
+    /// that plugin is loaded (its file failed to load at start-up): calls
+    /// to it fail as an unknown connection, and it runs as soon as a
+    /// version loads, its grants checked then like any new version's.
+    pub fn add_waiting_connection(
+        &self,
+        name: &str,
+        plugin: &str,
+        config: BTreeMap<String, String>,
+        grants: &Grants,
+    ) -> Result<(), LoadError> {
+        check_connection_name(name)?;
+        let mut registry = self.inner.registry.write().unwrap();
+        if registry.has_connection(name) {
+            return Err(LoadError::Conflict(format!(
+                "connection `{name}` already exists"
+            )));
+        }
+        let spec = ConnectionSpec {
+            plugin: plugin.to_owned(),
+            config,
+            grants: grants.clone(),
+        };
+        registry.add_connection(name, spec, Vec::new());
+        tracing::warn!(
+            connection = name,
+            plugin,
+            "connection waits for its plugin to load"
+        );
+        Ok(())
+    }
+
     /// Every connection (its newest variant), sorted by name.
     pub fn connections(&self) -> Vec<Arc<Connection>> {
         self.inner.registry.read().unwrap().connections()
@@ -211,4 +246,13 @@ impl Plugin {
     pub fn needs_grants(&self) -> bool {
         check_imports_granted("_", self, &EffectiveRights::default()).is_err()
     }
+}
+
+fn check_connection_name(name: &str) -> Result<(), LoadError> {
+    if name.is_empty() || name.contains(['@', '/', '#']) {
+        return Err(LoadError::Config(format!(
+            "connection name `{name}` is not valid: it must be non-empty without `@`, `/` or `#`"
+        )));
+    }
+    Ok(())
 }

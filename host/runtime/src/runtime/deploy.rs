@@ -159,10 +159,22 @@ impl Runtime {
 
     /// Compiles (on a blocking thread) and describes one plugin version.
     async fn prepare_plugin(&self, name: &str, path: &Path) -> Result<Plugin, LoadError> {
-        let source_digest = source_digest(path).map_err(|source| LoadError::Read {
+        let io = |source| LoadError::Read {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        // Nothing reads a file whole before its length passed.
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        crate::admission::check_file_size(path, len, &self.inner.limits)?;
+        let source_digest = source_digest(path).map_err(io)?;
+        // Compiles in flight are bounded (`limits.compiles_in_flight`):
+        // each may take a good part of the host's memory.
+        let compile_slot = self
+            .inner
+            .compiles
+            .acquire()
+            .await
+            .expect("the compile semaphore is never closed");
         let inner = self.inner.clone();
         let file = path.to_owned();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -172,10 +184,12 @@ impl Runtime {
                 &file,
                 inner.cache.as_ref(),
                 &inner.trust,
+                &inner.limits,
             )
         })
         .await
         .map_err(|e| LoadError::Config(format!("compiling {}: {e}", path.display())))??;
+        drop(compile_slot);
         let mut plugin = Plugin {
             name: name.into(),
             version: "unknown".into(),
@@ -225,15 +239,11 @@ impl Runtime {
             ..
         } = probe;
         plugin = Arc::into_inner(probe_plugin).expect("no other references to a new plugin");
-        if info.version.is_empty() || info.version.contains(['@', '/']) {
-            return Err(LoadError::Invalid {
-                path: path.to_owned(),
-                reason: format!(
-                    "`describe` gave version `{}`; a version must be non-empty without `@` or `/` (semver recommended)",
-                    info.version
-                ),
-            });
-        }
+        let mut info = info;
+        crate::plugin::check_description(&mut info).map_err(|reason| LoadError::Invalid {
+            path: path.to_owned(),
+            reason: format!("`describe` is refused: {reason}"),
+        })?;
         plugin.version = info.version.as_str().into();
         plugin.info = info;
         Ok(plugin)
@@ -249,6 +259,11 @@ impl Runtime {
             tracing::info!(plugin = name, version = plugin.version(), "plugin removed");
         }
         removed
+    }
+
+    /// Compiles running now, at most `limits.compiles_in_flight`.
+    pub fn compiles_running(&self) -> usize {
+        self.inner.limits.compiles_in_flight - self.inner.compiles.available_permits()
     }
 
     /// Plugin files that failed to load (or reload) and why, until they

@@ -206,6 +206,8 @@ struct Inner {
     registry: RwLock<Registry>,
     /// Serialises hot loads (compilation itself runs concurrently).
     deploy_lock: tokio::sync::Mutex<()>,
+    /// Compiles running at once (`limits.compiles_in_flight`).
+    compiles: tokio::sync::Semaphore,
     load_failures: Mutex<BTreeMap<PathBuf, LoadFailure>>,
     next_invocation: AtomicU64,
     observers: Observers,

@@ -58,7 +58,9 @@ pub(crate) fn protect(routes: Router<AppState>, state: AppState) -> Router<AppSt
 /// The admin routes, behind the bearer-token check.
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     let routes = Router::new()
-        .merge(plugins::routes())
+        .merge(plugins::routes(
+            state.runtime.limits().component_bytes as usize,
+        ))
         .merge(monitor::routes())
         .merge(audit::routes());
     protect(routes, state)

@@ -24,16 +24,21 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use switchyard_runtime::{DeployMode, Plugin, Runtime};
 
-/// Largest upload accepted (component and side files). Default: 64 MiB.
-pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
+/// Room in an upload for the manifest, the signature and the multipart
+/// framing, beside the component itself.
+const UPLOAD_SIDE_FILES_BYTES: usize = 1 << 20;
 
-pub(crate) fn routes() -> Router<AppState> {
+/// `component_bytes` is `limits.component_bytes`: an upload may be that
+/// plus its side files; the component is then checked like any file.
+pub(crate) fn routes(component_bytes: usize) -> Router<AppState> {
     Router::new().route("/admin/v1/plugins", get(list)).route(
         "/admin/v1/plugins/{plugin}",
         get(show)
             .post(upload)
             .delete(remove)
-            .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+            .layer(DefaultBodyLimit::max(
+                component_bytes.saturating_add(UPLOAD_SIDE_FILES_BYTES),
+            )),
     )
 }
 

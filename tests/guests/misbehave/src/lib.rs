@@ -33,6 +33,7 @@ impl Connector for Misbehave {
             .action("count", "calls seen by this instance")
             .action("leak", "logs its input and fails with it")
             .action("panic-with", "panics with its input")
+            .action("call-flood", "calls the host without end")
             .action(
                 "tally",
                 "answers {\"count\": <the `tally` setting>} and the `leak` setting beside it",
@@ -92,6 +93,9 @@ impl Connector for Misbehave {
                 let mut trail = [0u8; 64];
                 Ok(recurse(0, &mut trail).to_le_bytes().to_vec())
             }
+            "call-flood" => loop {
+                std::hint::black_box(config::get("anything"));
+            },
             "big-output" => {
                 let mib: usize = String::from_utf8_lossy(input).trim().parse().unwrap_or(1);
                 Ok(vec![b'x'; mib << 20])
