@@ -25,9 +25,11 @@ struct Attack {
     connection: &'static str,
     action: &'static str,
     input: &'static [u8],
-    /// [`InvokeError::kind`] of the answer.
+    /// [`InvokeError::kind`] of the answer, or `"ok"` for an attack the
+    /// host answers harmlessly.
     kind: &'static str,
-    /// Text the answer must contain: the limit it names.
+    /// Text the answer (error or output) must contain: the limit it names,
+    /// or what the guest found.
     names: &'static str,
 }
 
@@ -112,6 +114,70 @@ const ATTACKS: &[Attack] = &[
         kind: "permanent",
         names: "\\r\\n\\u{1b}[31m",
     },
+    Attack {
+        name: "allocate 200 MiB in small pieces",
+        connection: "guest-misbehave",
+        action: "heap",
+        input: b"204800",
+        kind: "resource_limit",
+        names: "memory",
+    },
+    Attack {
+        name: "flood the log",
+        connection: "guest-misbehave",
+        action: "log-flood",
+        input: b"",
+        kind: "ok",
+        names: "done",
+    },
+    Attack {
+        name: "look for the host's environment, arguments and directory",
+        connection: "guest-wasi-probe",
+        action: "environment",
+        input: b"",
+        kind: "ok",
+        names: "env=0 args=0 cwd=None",
+    },
+    Attack {
+        name: "read settings it was not given",
+        connection: "guest-misbehave",
+        action: "config",
+        input: b"",
+        kind: "ok",
+        names: "",
+    },
+    Attack {
+        name: "find state left by an earlier call in the same slot",
+        connection: "guest-misbehave",
+        action: "count",
+        input: b"",
+        kind: "ok",
+        names: "1",
+    },
+    Attack {
+        name: "panic after logging",
+        connection: "guest-misbehave",
+        action: "panic",
+        input: b"",
+        kind: "trap",
+        names: "deliberate panic",
+    },
+    Attack {
+        name: "claim a retry-after of its choosing",
+        connection: "guest-misbehave",
+        action: "fail",
+        input: b"rate-limited",
+        kind: "rate_limited",
+        names: "retry after 1500 ms",
+    },
+    Attack {
+        name: "call an action that does not exist",
+        connection: "guest-misbehave",
+        action: "../../admin",
+        input: b"",
+        kind: "permanent",
+        names: "../../admin",
+    },
 ];
 
 fn limits() -> Limits {
@@ -121,8 +187,11 @@ fn limits() -> Limits {
     }
 }
 
-/// Calls echo `times` times while `attack` runs; the slowest answer.
-async fn slowest_echo_beside(runtime: &Runtime, attack: &Attack) -> (Duration, InvokeError) {
+/// Calls echo while `attack` runs; the slowest answer, and the attack's.
+async fn slowest_echo_beside(
+    runtime: &Runtime,
+    attack: &Attack,
+) -> (Duration, Result<Vec<u8>, InvokeError>) {
     let attacker = {
         let runtime = runtime.clone();
         let (connection, action, input) = (attack.connection, attack.action, attack.input);
@@ -139,11 +208,7 @@ async fn slowest_echo_beside(runtime: &Runtime, attack: &Attack) -> (Duration, I
         slowest = slowest.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let err = attacker
-        .await
-        .expect("the attack's task")
-        .expect_err("every attack fails");
-    (slowest, err)
+    (slowest, attacker.await.expect("the attack's task"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,15 +216,15 @@ async fn every_call_time_attack_is_contained_classified_and_named() {
     let runtime = runtime_with(limits(), &["echo", "guest-misbehave", "guest-wasi-probe"]).await;
     let mut failures = Vec::new();
     for attack in ATTACKS {
-        let (slowest, err) = slowest_echo_beside(&runtime, attack).await;
-        let text = err.to_string();
-        if err.kind() != attack.kind || !text.contains(attack.names) {
+        let (slowest, answer) = slowest_echo_beside(&runtime, attack).await;
+        let (kind, text) = match &answer {
+            Ok(out) => ("ok", String::from_utf8_lossy(out).into_owned()),
+            Err(err) => (err.kind(), err.to_string()),
+        };
+        if kind != attack.kind || !text.contains(attack.names) {
             failures.push(format!(
-                "{}: got {} `{text}`, want {} naming `{}`",
-                attack.name,
-                err.kind(),
-                attack.kind,
-                attack.names
+                "{}: got {kind} `{text}`, want {} naming `{}`",
+                attack.name, attack.kind, attack.names
             ));
         }
         if text.chars().any(char::is_control) {
@@ -233,6 +298,98 @@ fn bomb(functions: u32, nesting: u32, padding: u32) -> Vec<u8> {
         f.instruction(&Instruction::End);
         code.function(&f);
     }
+    let mut module = Module::new();
+    module.section(&types).section(&funcs).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
+}
+
+/// Files an attacker (or an accident) drops in: each refused with the
+/// error that names the fix, while the loaded plugins keep serving.
+#[tokio::test]
+async fn malformed_and_foreign_files_are_refused_with_the_fix_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = runtime_with(limits(), &["echo"]).await;
+    let echo = std::fs::read(guest("echo")).unwrap();
+    let core_module = {
+        let mut module = wasm_encoder::Module::new();
+        module.section(&wasm_encoder::TypeSection::new());
+        module.finish()
+    };
+    let from_guest = |package: &str| std::fs::read(guest(package)).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "the file is empty"),
+        (
+            "text",
+            b"#!/bin/sh\nrm -rf /\n".to_vec(),
+            "not a WebAssembly file",
+        ),
+        (
+            "core",
+            core_module,
+            "core WebAssembly module, not a component",
+        ),
+        (
+            "truncated",
+            echo[..echo.len() / 2].to_vec(),
+            "invalid component",
+        ),
+        (
+            "wrong-world",
+            from_guest("guest-wrong-world"),
+            "wrong world",
+        ),
+        (
+            "foreign",
+            from_guest("guest-extra-import"),
+            "which this host does not provide",
+        ),
+        (
+            "future",
+            from_guest("guest-future-version"),
+            "does not support",
+        ),
+        (
+            "incomplete",
+            from_guest("guest-missing-export"),
+            "is incomplete",
+        ),
+    ];
+    for (name, bytes, says) in cases {
+        let err = load_bytes(&runtime, dir.path(), name, &bytes).await;
+        assert!(err.to_string().contains(says), "{name}: {err}");
+        let out = runtime
+            .call_action("echo", "greet", br#"{"name":"still"}"#)
+            .await
+            .unwrap();
+        assert_eq!(out, br#"{"message":"Hello, still!"}"#, "after {name}");
+    }
+    assert_eq!(runtime.plugins().len(), 1);
+}
+
+/// A component of one function holding `repeats` nests of `depth` blocks.
+fn nested_repeats(depth: u32, repeats: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        BlockType, CodeSection, Component, Function, FunctionSection, Instruction, Module,
+        ModuleSection, TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut funcs = FunctionSection::new();
+    funcs.function(0);
+    let mut f = Function::new([]);
+    for _ in 0..repeats {
+        for _ in 0..depth {
+            f.instruction(&Instruction::Block(BlockType::Empty));
+        }
+        for _ in 0..depth {
+            f.instruction(&Instruction::End);
+        }
+    }
+    f.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&f);
     let mut module = Module::new();
     module.section(&types).section(&funcs).section(&code);
     let mut component = Component::new();
@@ -494,4 +651,46 @@ async fn spinning_calls_of_one_plugin_leave_the_executor_to_the_others() {
         "p50 {p50:?} (p99 {p99:?})"
     );
     assert!(p99 < NEIGHBOUR_BOUND, "p99 {p99:?}");
+}
+
+/// What the largest bomb each default bound admits costs to compile: run
+/// one at a time (`cargo test -p switchyard-tests --test hostile
+/// admissible_bomb -- --ignored --nocapture --exact hostile::admissible_bomb_KIND`)
+/// and read the elapsed time and the process's peak resident memory.
+async fn admissible_bomb(bytes: Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder().build().unwrap();
+    let started = Instant::now();
+    let err = load_bytes(&runtime, dir.path(), "bomb", &bytes).await;
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!(
+        "{} bytes: compiled and refused in {:?} ({peak}): {err}",
+        bytes.len(),
+        started.elapsed()
+    );
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+}
+
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn admissible_bomb_one_huge_function() {
+    admissible_bomb(bomb(1, 0, (1 << 20) - 16)).await;
+}
+
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn admissible_bomb_many_functions() {
+    admissible_bomb(bomb(100_000, 0, 0)).await;
+}
+
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn admissible_bomb_deep_nesting() {
+    // 1 000 deep, 340 times over: 1 MiB of one body.
+    admissible_bomb(nested_repeats(1_000, 340)).await;
 }

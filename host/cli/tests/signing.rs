@@ -122,10 +122,12 @@ fn a_host_requiring_signatures_refuses_unsigned_plugins_and_loads_signed_ones() 
     ok(d, &["key", "generate", "--out", "acme"]);
     std::fs::write(
         d.join("switchyard.toml"),
-        "data_dir = \"data\"\nplugin_dir = \"plugins\"\n\n[trust]\nrequire_signatures = true\n[trust.publishers]\nacme = \"acme.pub\"\n",
+        "data_dir = \"data\"\nplugin_dir = \"plugins\"\nstrict_plugins = true\n\n[trust]\nrequire_signatures = true\n[trust.publishers]\nacme = \"acme.pub\"\n",
     )
     .unwrap();
 
+    // Strict, so start-up refuses rather than serving without it (the
+    // default, as hot loading does; tests/hostile.rs covers that).
     let err = refused(d, &["serve"]);
     assert!(
         err.contains("plugins/echo.wasm is not signed: no echo.sig beside it"),

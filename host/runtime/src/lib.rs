@@ -56,6 +56,7 @@ pub mod error;
 mod invoke;
 pub mod limits;
 pub mod observe;
+mod outcome;
 pub mod plugin;
 pub mod registry;
 mod runtime;
