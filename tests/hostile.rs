@@ -591,8 +591,7 @@ async fn strict_plugins_refuses_to_start_on_a_bad_file() {
     let dir = tempfile::tempdir().unwrap();
     let err = switchyard_host::Host::from_config(&config_with_a_bad_file(dir.path(), true))
         .await
-        .err()
-        .expect("strict start-up refuses");
+        .expect_err("strict start-up refuses");
     assert!(err.to_string().contains("broken.wasm"), "{err}");
 }
 
@@ -605,8 +604,7 @@ async fn unknown_plugins_of_connections_are_still_a_config_error() {
     let config = switchyard_host::SwitchyardConfig::parse(text, dir.path()).unwrap();
     let err = switchyard_host::Host::from_config(&config)
         .await
-        .err()
-        .expect("a typo is refused");
+        .expect_err("a typo is refused");
     assert!(err.to_string().contains("`nowhere`"), "{err}");
 }
 
