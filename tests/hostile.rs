@@ -421,6 +421,10 @@ async fn compile_bombs_are_refused_before_compiling() {
     // Blocks nested 100 000 deep (the report's still compiled at 300 s).
     let err = load_bytes(&runtime, dir.path(), "deep", &bomb(1, 100_000, 0)).await;
     assert!(too_costly(&err, "compile_nesting_depth"), "{err}");
+    // 340 000 blocks in one function, 1 000 deep: 1 MiB that took over
+    // 3 minutes to compile before the block cost was bounded.
+    let err = load_bytes(&runtime, dir.path(), "blocks", &nested_repeats(1_000, 340)).await;
+    assert!(too_costly(&err, "compile_block_cost"), "{err}");
     // The operator can lower the bounds; the message says which key.
     let strict = Runtime::builder()
         .limits(Limits {
@@ -677,7 +681,34 @@ async fn admissible_bomb(bytes: Vec<u8>) {
 #[tokio::test]
 #[ignore = "a measurement, not a check"]
 async fn admissible_bomb_one_huge_function() {
-    admissible_bomb(bomb(1, 0, (1 << 20) - 16)).await;
+    admissible_bomb(straight_line((1 << 20) / 7)).await;
+}
+
+/// A component of one function doing `repeats` additions on a local.
+fn straight_line(repeats: u32) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
+        TypeSection, ValType,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut funcs = FunctionSection::new();
+    funcs.function(0);
+    let mut f = Function::new([(4, ValType::I32)]);
+    for i in 0..repeats {
+        f.instruction(&Instruction::LocalGet(i % 4));
+        f.instruction(&Instruction::I32Const(1));
+        f.instruction(&Instruction::I32Add);
+        f.instruction(&Instruction::LocalSet((i + 1) % 4));
+    }
+    f.instruction(&Instruction::End);
+    let mut code = CodeSection::new();
+    code.function(&f);
+    let mut module = Module::new();
+    module.section(&types).section(&funcs).section(&code);
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    component.finish()
 }
 
 #[tokio::test]
@@ -689,6 +720,14 @@ async fn admissible_bomb_many_functions() {
 #[tokio::test]
 #[ignore = "a measurement, not a check"]
 async fn admissible_bomb_deep_nesting() {
-    // 1 000 deep, 340 times over: 1 MiB of one body.
-    admissible_bomb(nested_repeats(1_000, 340)).await;
+    // 1 000 deep, 100 times over: the most blocks one function may have
+    // at the default block cost. `BOMB=depth,repeats` measures others.
+    let (depth, repeats) = std::env::var("BOMB")
+        .ok()
+        .and_then(|b| {
+            let (d, r) = b.split_once(',')?;
+            Some((d.parse().ok()?, r.parse().ok()?))
+        })
+        .unwrap_or((1_000, 100));
+    admissible_bomb(nested_repeats(depth, repeats)).await;
 }

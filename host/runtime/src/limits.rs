@@ -104,8 +104,13 @@ pub struct Limits {
     /// Largest function body a component may hold, in bytes. Default:
     /// 1 MiB.
     pub compile_function_bytes: usize,
+    /// Σ over a component's functions of (blocks, loops and ifs in the
+    /// function)²: Cranelift's compile time grows with that square (see
+    /// [`crate::admission`] for the measurements). Default: 10¹⁰, about
+    /// 20 s of compile at most on a 2-core machine.
+    pub compile_block_cost: u64,
     /// Deepest nesting of blocks, loops and ifs in one function. Default:
-    /// 1 000.
+    /// 10 000.
     pub compile_nesting_depth: usize,
     /// Compiles running at once; further loads wait their turn. Default: 1.
     pub compiles_in_flight: usize,
@@ -155,7 +160,8 @@ impl Default for Limits {
             component_bytes: 64 << 20,
             compile_functions: 100_000,
             compile_function_bytes: 1 << 20,
-            compile_nesting_depth: 1_000,
+            compile_block_cost: 10_000_000_000,
+            compile_nesting_depth: 10_000,
             compiles_in_flight: 1,
             resource_handles: 10_000,
             cpu_bound_per_plugin: 0,
@@ -220,6 +226,7 @@ impl Limits {
             ("component_bytes", self.component_bytes as usize),
             ("compile_functions", self.compile_functions),
             ("compile_function_bytes", self.compile_function_bytes),
+            ("compile_block_cost", self.compile_block_cost as usize),
             ("compile_nesting_depth", self.compile_nesting_depth),
             ("compiles_in_flight", self.compiles_in_flight),
             ("resource_handles", self.resource_handles),
