@@ -11,7 +11,7 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Wall-clock budget for one invocation, instantiation included.
-    /// Default: 5000 ms. Enforced by epoch interruption (10 ms ticks).
+    /// Default: 5000 ms. Enforced by epoch interruption (1 ms ticks).
     pub deadline_ms: u64,
     /// Largest linear memory a guest may grow to. Default: 64 MiB.
     pub memory_bytes: usize,
@@ -119,7 +119,7 @@ pub struct Limits {
     /// that leaks them ends as a resource limit instead. Default: 10 000
     /// (wasmtime's own cap is 1 000 000).
     pub resource_handles: usize,
-    /// Calls of one plugin that may run on past one epoch tick (10 ms) of
+    /// Calls of one plugin that may run on past one epoch tick (1 ms) of
     /// guest code at once; the others wait their turn at each tick, off
     /// the executor's run queue. Bounds how much of the host's CPU one
     /// plugin's spinning calls take from the others. Default: 0, meaning

@@ -46,7 +46,7 @@ pub fn overhead(b: &Bench) -> Row {
 /// How late a spinning guest is stopped after its deadline: the figure
 /// `tests/deadline.rs` leaves to the bench (it only checks that the
 /// configured deadline fired). Epochs tick every
-/// [`switchyard_runtime::engine::EPOCH_TICK`], so ~10 ms late is expected.
+/// [`switchyard_runtime::engine::EPOCH_TICK`] (1 ms), so about that late is expected.
 pub fn deadline_lateness(b: &Bench) -> Row {
     let deadline = std::time::Duration::from_millis(200);
     let limits = switchyard_runtime::Limits {
