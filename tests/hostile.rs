@@ -275,17 +275,9 @@ async fn overreach_is_the_guests_fault_not_the_hosts() {
 /// A component wrapping one core module of `functions` bodies, each
 /// `nesting` blocks deep and padded with `padding` `nop`s.
 fn bomb(functions: u32, nesting: u32, padding: u32) -> Vec<u8> {
-    use wasm_encoder::{
-        BlockType, CodeSection, Component, Function, FunctionSection, Instruction, Module,
-        ModuleSection, TypeSection,
-    };
-    let mut types = TypeSection::new();
-    types.ty().function([], []);
-    let mut funcs = FunctionSection::new();
-    let mut code = CodeSection::new();
-    for _ in 0..functions {
-        funcs.function(0);
-        let mut f = Function::new([]);
+    use wasm_encoder::{BlockType, Instruction};
+    component_of((0..functions).map(|_| {
+        let mut f = wasm_encoder::Function::new([]);
         for _ in 0..nesting {
             f.instruction(&Instruction::Block(BlockType::Empty));
         }
@@ -296,6 +288,22 @@ fn bomb(functions: u32, nesting: u32, padding: u32) -> Vec<u8> {
             f.instruction(&Instruction::End);
         }
         f.instruction(&Instruction::End);
+        f
+    }))
+}
+
+/// A component wrapping one core module of `functions`, each of type
+/// `[] -> []`.
+fn component_of(functions: impl Iterator<Item = wasm_encoder::Function>) -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, Component, FunctionSection, Module, ModuleSection, TypeSection,
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    let mut funcs = FunctionSection::new();
+    let mut code = CodeSection::new();
+    for f in functions {
+        funcs.function(0);
         code.function(&f);
     }
     let mut module = Module::new();
@@ -359,26 +367,15 @@ async fn malformed_and_foreign_files_are_refused_with_the_fix_named() {
     for (name, bytes, says) in cases {
         let err = load_bytes(&runtime, dir.path(), name, &bytes).await;
         assert!(err.to_string().contains(says), "{name}: {err}");
-        let out = runtime
-            .call_action("echo", "greet", br#"{"name":"still"}"#)
-            .await
-            .unwrap();
-        assert_eq!(out, br#"{"message":"Hello, still!"}"#, "after {name}");
+        greets(&runtime, "echo", "still").await;
     }
     assert_eq!(runtime.plugins().len(), 1);
 }
 
 /// A component of one function holding `repeats` nests of `depth` blocks.
 fn nested_repeats(depth: u32, repeats: u32) -> Vec<u8> {
-    use wasm_encoder::{
-        BlockType, CodeSection, Component, Function, FunctionSection, Instruction, Module,
-        ModuleSection, TypeSection,
-    };
-    let mut types = TypeSection::new();
-    types.ty().function([], []);
-    let mut funcs = FunctionSection::new();
-    funcs.function(0);
-    let mut f = Function::new([]);
+    use wasm_encoder::{BlockType, Instruction};
+    let mut f = wasm_encoder::Function::new([]);
     for _ in 0..repeats {
         for _ in 0..depth {
             f.instruction(&Instruction::Block(BlockType::Empty));
@@ -388,13 +385,7 @@ fn nested_repeats(depth: u32, repeats: u32) -> Vec<u8> {
         }
     }
     f.instruction(&Instruction::End);
-    let mut code = CodeSection::new();
-    code.function(&f);
-    let mut module = Module::new();
-    module.section(&types).section(&funcs).section(&code);
-    let mut component = Component::new();
-    component.section(&ModuleSection(&module));
-    component.finish()
+    component_of(std::iter::once(f))
 }
 
 async fn load_bytes(runtime: &Runtime, dir: &Path, name: &str, bytes: &[u8]) -> LoadError {
@@ -561,12 +552,7 @@ async fn a_bad_plugin_file_does_not_keep_a_restarted_host_down() {
     let host = switchyard_host::Host::from_config(&config_with_a_bad_file(dir.path(), false))
         .await
         .expect("the host starts beside a bad file");
-    let out = host
-        .runtime
-        .call_action("echo", "greet", br#"{"name":"again"}"#)
-        .await
-        .unwrap();
-    assert_eq!(out, br#"{"message":"Hello, again!"}"#);
+    greets(&host.runtime, "echo", "again").await;
     let failures = host.runtime.load_failures();
     assert_eq!(failures.len(), 1);
     assert!(failures[0].path.ends_with("broken.wasm"), "{failures:?}");
@@ -582,12 +568,20 @@ async fn a_bad_plugin_file_does_not_keep_a_restarted_host_down() {
     std::fs::copy(guest("echo"), dir.path().join("plugins/broken.wasm")).unwrap();
     switchyard_runtime::watch::sync_file(&host.runtime, &dir.path().join("plugins/broken.wasm"))
         .await;
-    let out = host
-        .runtime
-        .call_action("broken-one", "greet", br#"{"name":"fixed"}"#)
+    greets(&host.runtime, "broken-one", "fixed").await;
+}
+
+/// Asserts `connection` (an echo) greets `name`.
+async fn greets(runtime: &Runtime, connection: &str, name: &str) {
+    let input = format!(r#"{{"name":"{name}"}}"#);
+    let out = runtime
+        .call_action(connection, "greet", input.as_bytes())
         .await
-        .unwrap();
-    assert_eq!(out, br#"{"message":"Hello, fixed!"}"#);
+        .unwrap_or_else(|e| panic!("{connection}: {e}"));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!(r#"{{"message":"Hello, {name}!"}}"#)
+    );
 }
 
 #[tokio::test]
@@ -688,15 +682,8 @@ async fn admissible_bomb_one_huge_function() {
 
 /// A component of one function doing `repeats` additions on a local.
 fn straight_line(repeats: u32) -> Vec<u8> {
-    use wasm_encoder::{
-        CodeSection, Component, Function, FunctionSection, Instruction, Module, ModuleSection,
-        TypeSection, ValType,
-    };
-    let mut types = TypeSection::new();
-    types.ty().function([], []);
-    let mut funcs = FunctionSection::new();
-    funcs.function(0);
-    let mut f = Function::new([(4, ValType::I32)]);
+    use wasm_encoder::{Instruction, ValType};
+    let mut f = wasm_encoder::Function::new([(4, ValType::I32)]);
     for i in 0..repeats {
         f.instruction(&Instruction::LocalGet(i % 4));
         f.instruction(&Instruction::I32Const(1));
@@ -704,13 +691,7 @@ fn straight_line(repeats: u32) -> Vec<u8> {
         f.instruction(&Instruction::LocalSet((i + 1) % 4));
     }
     f.instruction(&Instruction::End);
-    let mut code = CodeSection::new();
-    code.function(&f);
-    let mut module = Module::new();
-    module.section(&types).section(&funcs).section(&code);
-    let mut component = Component::new();
-    component.section(&ModuleSection(&module));
-    component.finish()
+    component_of(std::iter::once(f))
 }
 
 #[tokio::test]
