@@ -637,6 +637,11 @@ async fn spinning_calls_of_one_plugin_leave_the_executor_to_the_others() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let still_spinning = spinners.iter().filter(|s| !s.is_finished()).count();
+    let plugin = runtime.plugin("guest-misbehave").unwrap();
+    assert!(
+        plugin.cpu_bound_running() <= limits_cpu_bound(),
+        "hot slots bound"
+    );
     for spinner in spinners {
         let err = spinner.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), "timeout", "{err}");
@@ -713,4 +718,24 @@ async fn admissible_bomb_deep_nesting() {
         })
         .unwrap_or((1_000, 100));
     admissible_bomb(nested_repeats(depth, repeats)).await;
+}
+
+/// A long-lived session gives its hot slot up when a call ends, even one
+/// stopped at its deadline while it held the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_holds_no_hot_slot_between_calls() {
+    let runtime = runtime_with(
+        Limits {
+            deadline_ms: 300,
+            ..Limits::default()
+        },
+        &["guest-misbehave"],
+    )
+    .await;
+    let mut session = runtime.session("guest-misbehave").await.unwrap();
+    let err = session.call_action("loop", b"").await.unwrap_err();
+    assert_eq!(err.kind(), "timeout", "{err}");
+    let plugin = runtime.plugin("guest-misbehave").unwrap();
+    assert_eq!(plugin.cpu_bound_running(), 0);
+    assert_eq!(session.call_action("echo", b"x").await.unwrap(), b"x");
 }

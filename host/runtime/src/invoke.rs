@@ -103,6 +103,11 @@ impl Gate {
         self.limits.max_concurrent - self.permits.available_permits()
     }
 
+    /// Hot slots held right now (see [`new_store`]).
+    pub(crate) fn cpu_bound_running(&self) -> usize {
+        self.limits.cpu_bound_calls() - self.hot.available_permits()
+    }
+
     /// A slot of the connection's `share` and then of the plugin, waiting
     /// (as one of `max_queued`) up to `queue_timeout` in all; `None` when
     /// busy.
@@ -201,18 +206,17 @@ pub(crate) fn new_store(
     // spinning calls then hold that many executor threads at most, and
     // wait off the run queue instead of ahead of other plugins' calls.
     let hot = plugin.gate.hot.clone();
-    let held: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>> = Arc::default();
-    let mut ticks: u32 = 0;
-    store.epoch_deadline_callback(move |ctx| {
-        let deadline = ctx.data().deadline_at;
+    store.epoch_deadline_callback(move |mut ctx| {
+        let state = ctx.data_mut();
+        let deadline = state.deadline_at;
         if Instant::now() >= deadline {
             return Ok(UpdateDeadline::Interrupt);
         }
-        ticks = ticks.saturating_add(1);
-        if ticks < 2 {
+        state.ticks = state.ticks.saturating_add(1);
+        if state.ticks < 2 {
             return Ok(UpdateDeadline::Yield(1));
         }
-        let (hot, held) = (hot.clone(), held.clone());
+        let (hot, held) = (hot.clone(), state.hot_slot.clone());
         Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
@@ -237,6 +241,7 @@ pub(crate) fn new_store(
 /// yields to the executor, so a spinning guest neither outlives its budget
 /// nor starves other tasks on the same worker thread.
 pub(crate) fn arm_deadline(store: &mut Store<InvocationState>, limits: &Limits) {
+    store.data_mut().release_hot_slot();
     store.data_mut().deadline_at = Instant::now() + limits.deadline();
     store.set_epoch_deadline(1);
     if limits.fuel > 0 {
@@ -334,6 +339,7 @@ impl Session {
     async fn run(&mut self, call: Call) -> Result<Output, InvokeError> {
         arm_deadline(&mut self.store, &self.limits);
         let result = dispatch(&self.bindings, &mut self.store, call).await;
+        self.store.data_mut().release_hot_slot();
         finish(result, &self.store, &self.limits)
     }
 }

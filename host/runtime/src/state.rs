@@ -30,7 +30,16 @@ pub struct InvocationState {
     pub(crate) limiter: InvocationLimiter,
     /// When the current call must stop; checked on every epoch tick.
     pub(crate) deadline_at: std::time::Instant,
+    /// Epoch ticks the current call has run through.
+    pub(crate) ticks: u32,
+    /// The plugin's hot slot the current call holds, if it is CPU-bound
+    /// (see `invoke::new_store`); shared with the tick's yield future.
+    pub(crate) hot_slot: HotSlot,
 }
+
+/// A hot slot held across a yield, or none.
+pub(crate) type HotSlot =
+    std::sync::Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>;
 
 impl std::fmt::Debug for InvocationState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,7 +91,16 @@ impl InvocationState {
             rate_limit: broker.rate_limit,
             limiter: InvocationLimiter::new(limits),
             deadline_at: std::time::Instant::now() + limits.deadline(),
+            ticks: 0,
+            hot_slot: HotSlot::default(),
         }
+    }
+
+    /// Gives up the hot slot, if held: at the start and end of every call,
+    /// so a long-lived session holds none between calls.
+    pub(crate) fn release_hot_slot(&mut self) {
+        self.ticks = 0;
+        drop(self.hot_slot.lock().unwrap().take());
     }
 
     /// The panic message the guest reported during this invocation, if any.

@@ -89,6 +89,11 @@ impl Plugin {
     pub fn in_flight(&self) -> usize {
         self.gate.running()
     }
+    /// Of those, the CPU-bound ones running right now: at most
+    /// `limits.cpu_bound_per_plugin`.
+    pub fn cpu_bound_running(&self) -> usize {
+        self.gate.cpu_bound_running()
+    }
     /// Whether compiled code came from the on-disk cache.
     pub fn from_cache(&self) -> bool {
         self.from_cache
