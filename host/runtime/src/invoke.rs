@@ -85,6 +85,8 @@ pub(crate) struct Gate {
     /// Calls of the plugin that may run on past an epoch tick at once
     /// (`limits.cpu_bound_per_plugin`): see [`new_store`].
     hot: Arc<Semaphore>,
+    /// Its size, resolved once: the core count may change under us.
+    hot_slots: usize,
     limits: Limits,
 }
 
@@ -94,6 +96,7 @@ impl Gate {
             permits: Arc::new(Semaphore::new(limits.max_concurrent)),
             waiting: AtomicUsize::new(0),
             hot: Arc::new(Semaphore::new(limits.cpu_bound_calls())),
+            hot_slots: limits.cpu_bound_calls(),
             limits: limits.clone(),
         }
     }
@@ -105,7 +108,7 @@ impl Gate {
 
     /// Hot slots held right now (see [`new_store`]).
     pub(crate) fn cpu_bound_running(&self) -> usize {
-        self.limits.cpu_bound_calls() - self.hot.available_permits()
+        self.hot_slots - self.hot.available_permits()
     }
 
     /// A slot of the connection's `share` and then of the plugin, waiting
@@ -241,7 +244,6 @@ pub(crate) fn new_store(
 /// yields to the executor, so a spinning guest neither outlives its budget
 /// nor starves other tasks on the same worker thread.
 pub(crate) fn arm_deadline(store: &mut Store<InvocationState>, limits: &Limits) {
-    store.data_mut().release_hot_slot();
     store.data_mut().deadline_at = Instant::now() + limits.deadline();
     store.set_epoch_deadline(1);
     if limits.fuel > 0 {

@@ -96,8 +96,9 @@ impl InvocationState {
         }
     }
 
-    /// Gives up the hot slot, if held: at the start and end of every call,
-    /// so a long-lived session holds none between calls.
+    /// Gives up the hot slot, if held, and restarts the tick count: after
+    /// every call of a long-lived session, so it holds none between calls
+    /// (a one-call store drops it with the store).
     pub(crate) fn release_hot_slot(&mut self) {
         self.ticks = 0;
         drop(self.hot_slot.lock().unwrap().take());
