@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! switchyard (cli) ─► switchyard-server ─► switchyard-host ─► switchyard-ops
-//!   ─► switchyard-flows ─► switchyard-runtime (the sandbox) ─► switchyard-broker
+//!   ─► switchyard-cluster (the flows on NATS JetStream) ─► switchyard-flows
+//!   ─► switchyard-runtime (the sandbox) ─► switchyard-broker
 //! ```
 //!
 //! Cargo already refuses cycles; this test refuses a dependency that points
@@ -20,6 +21,7 @@ const LAYERS: &[&str] = &[
     "switchyard-broker",
     "switchyard-runtime",
     "switchyard-flows",
+    "switchyard-cluster",
     "switchyard-ops",
     "switchyard-host",
     "switchyard-server",
@@ -125,4 +127,22 @@ fn the_sandbox_is_embeddable_with_the_broker_alone() {
         .filter(|c| c.starts_with("switchyard"))
         .collect();
     assert_eq!(ours, ["switchyard-broker"], "the sandbox's own crates");
+}
+
+#[test]
+fn only_the_cluster_backend_speaks_nats() {
+    let graph = graph();
+    let mut wrong = Vec::new();
+    for name in [
+        "switchyard-broker",
+        "switchyard-runtime",
+        "switchyard-flows",
+        "switchyard-ops",
+    ] {
+        if closure(&graph, name).contains("async-nats") {
+            wrong.push(format!("{name} depends on async-nats"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(closure(&graph, "switchyard-cluster").contains("async-nats"));
 }

@@ -10,6 +10,7 @@
 //! into the `bench-jsonl-connector` subprocess binary.
 
 #[path = "suite/endpoint.rs"]
+mod cluster;
 mod endpoint;
 #[path = "suite/epoch.rs"]
 mod epoch;
@@ -52,7 +53,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline,neighbours`
+    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline,neighbours,cluster`
     // runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
@@ -132,6 +133,7 @@ fn main() {
     });
     step("pipeline", &mut || pipeline::throughput(&b));
     step("neighbours", &mut || neighbours::spinning_neighbours(&b));
+    step("cluster", &mut || cluster::throughput(&b));
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."

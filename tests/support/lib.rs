@@ -4,6 +4,7 @@
 pub mod couchdb_plugins;
 pub mod httpbin;
 pub mod logs;
+pub mod nats;
 pub mod pouchdb;
 
 use std::collections::BTreeMap;

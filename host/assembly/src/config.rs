@@ -64,6 +64,10 @@ pub struct SwitchyardConfig {
     pub monitoring: switchyard_ops::monitor::MonitoringConfig,
     /// The audit trail in `<data_dir>/audit.sqlite`.
     pub audit: switchyard_ops::audit::AuditConfig,
+    /// `[cluster]`: share webhooks, pipelines and syncs with other hosts
+    /// on NATS JetStream. Default: none; the queue, cursors and dead
+    /// letters live in `<data_dir>/queue.sqlite`, for this host alone.
+    pub cluster: Option<switchyard_cluster::ClusterConfig>,
 }
 
 /// `[admin]`: the authenticated admin API.
@@ -95,6 +99,7 @@ impl Default for SwitchyardConfig {
             trust: switchyard_runtime::signing::TrustConfig::default(),
             monitoring: switchyard_ops::monitor::MonitoringConfig::default(),
             audit: switchyard_ops::audit::AuditConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -221,6 +226,16 @@ impl SwitchyardConfig {
         config.access.prepare(base, &syncs)?;
         switchyard_runtime::signing::TrustPolicy::from_config(&config.trust)?;
         config.monitoring.validate()?;
+        if let Some(cluster) = config.cluster.as_mut() {
+            cluster.check()?;
+            for file in [cluster.token.as_mut(), cluster.password.as_mut()]
+                .into_iter()
+                .flatten()
+                .filter_map(|grant| grant.file.as_mut())
+            {
+                resolve(file);
+            }
+        }
         if let Some(file) =
             (config.monitoring.webhook.as_mut()).and_then(|w| w.secret.file.as_mut())
         {

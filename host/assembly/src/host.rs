@@ -6,7 +6,10 @@ use crate::config::SwitchyardConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use switchyard_broker::secrets::SecretProvider;
+use switchyard_cluster::Cluster;
 use switchyard_flows::cursors::CursorStore;
+use switchyard_flows::leases::{Leases, LocalLeases};
 use switchyard_flows::observe::{FlowObserver, FlowObservers};
 use switchyard_flows::pipelines::{Pipelines, with_sync_pipelines};
 use switchyard_flows::queue::{Queue, SqliteQueue};
@@ -126,7 +129,8 @@ impl Host {
         if let Some(monitor) = &host.monitor {
             observers.push(Arc::new(monitor.clone()));
         }
-        let (pipelines, syncs) = flows(&host.runtime, config, FlowObservers::new(observers))?;
+        let (pipelines, syncs) =
+            flows(&host.runtime, config, FlowObservers::new(observers)).await?;
         host.pipelines = pipelines;
         host.syncs = syncs;
         Ok(host)
@@ -202,9 +206,10 @@ impl Host {
 /// The flows a host runs, when any is configured.
 type Flows = (Option<Arc<Pipelines>>, Option<Arc<Syncs>>);
 
-/// The configured webhooks, pipelines and syncs, on one SQLite queue that
-/// also keeps the sync cursors; `None` when none is configured.
-fn flows(
+/// The configured webhooks, pipelines and syncs, on the cluster when
+/// `[cluster]` is configured, else on one SQLite queue that also keeps the
+/// sync cursors; `None` when none is configured.
+async fn flows(
     runtime: &Runtime,
     config: &SwitchyardConfig,
     observers: FlowObservers,
@@ -212,11 +217,7 @@ fn flows(
     if config.webhooks.is_empty() && config.pipelines.is_empty() && config.syncs.is_empty() {
         return Ok((None, None));
     }
-    let path = config.queue_path();
-    let sqlite = SqliteQueue::open(&path)
-        .map_err(|e| HostError::Flows(format!("pipelines: {}: {e}", path.display())))?;
-    let queue: Arc<dyn Queue> = Arc::new(sqlite.clone());
-    let cursors: Arc<dyn CursorStore> = Arc::new(sqlite);
+    let (queue, cursors, leases) = queues(config, runtime.secret_provider()).await?;
     let pipelines = Pipelines::new(
         runtime.clone(),
         queue.clone(),
@@ -226,10 +227,35 @@ fn flows(
     )
     .map_err(|e| HostError::Flows(format!("pipelines: {e}")))?
     .with_observers(observers.clone());
-    let syncs = Syncs::new(runtime.clone(), queue, cursors, &config.syncs)
+    let mut syncs = Syncs::new(runtime.clone(), queue, cursors, &config.syncs)
         .map_err(|e| HostError::Flows(format!("syncs: {e}")))?
         .with_observers(observers);
+    if let Some(cluster) = &config.cluster {
+        syncs = syncs.with_leases(leases, cluster.sync_lease_ttl());
+    }
     Ok((Some(Arc::new(pipelines)), Some(Arc::new(syncs))))
+}
+
+/// The flows' queue, cursor store and sync leases: the cluster's when
+/// `[cluster]` is configured, else the embedded SQLite queue's.
+pub async fn queues(
+    config: &SwitchyardConfig,
+    secrets: &dyn SecretProvider,
+) -> Result<(Arc<dyn Queue>, Arc<dyn CursorStore>, Arc<dyn Leases>), HostError> {
+    if let Some(cluster) = &config.cluster {
+        let cluster = Cluster::connect(cluster, secrets)
+            .await
+            .map_err(|e| HostError::Flows(e.to_string()))?;
+        return Ok(cluster.seams());
+    }
+    let path = config.queue_path();
+    let sqlite = SqliteQueue::open(&path)
+        .map_err(|e| HostError::Flows(format!("pipelines: {}: {e}", path.display())))?;
+    Ok((
+        Arc::new(sqlite.clone()),
+        Arc::new(sqlite),
+        Arc::new(LocalLeases),
+    ))
 }
 
 /// Loads every plugin of the plugin directory and `[plugins]`, creates
@@ -268,17 +294,23 @@ async fn load_plugins(runtime: &Runtime, config: &SwitchyardConfig) -> Result<()
             failed.insert(name.as_str());
         }
     }
+    // Hosts of a cluster split every rate-limit budget between them.
+    let hosts = config.cluster.as_ref().map_or(1, |c| c.hosts);
     for (name, connection) in &config.connections {
+        let mut grants = connection.grants.clone();
+        for grant in grants.rate_limits.values_mut() {
+            *grant = grant.share(hosts);
+        }
         let values = connection
             .values()
             .map_err(|e| LoadError::Config(format!("connections.{name}.config: {e}")))?;
         if failed.contains(connection.plugin.as_str())
             && runtime.plugin(&connection.plugin).is_none()
         {
-            runtime.add_waiting_connection(name, &connection.plugin, values, &connection.grants)?;
+            runtime.add_waiting_connection(name, &connection.plugin, values, &grants)?;
             continue;
         }
-        runtime.add_connection_with_grants(name, &connection.plugin, values, &connection.grants)?;
+        runtime.add_connection_with_grants(name, &connection.plugin, values, &grants)?;
     }
     let named: Vec<String> = config
         .connections

@@ -23,4 +23,4 @@ mod host;
 
 pub use access::Access;
 pub use config::{ConfigError, SwitchyardConfig};
-pub use host::{Host, HostError};
+pub use host::{Host, HostError, queues};

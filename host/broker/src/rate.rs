@@ -36,6 +36,21 @@ fn one() -> u32 {
     1
 }
 
+impl RateLimitGrant {
+    /// This host's share when `hosts` hosts spend one budget: `1 / hosts`
+    /// of the rate and of the burst (rounded down, at least 1), so the
+    /// hosts together never exceed the grant (but when `burst < hosts`,
+    /// where each still needs one permit).
+    pub fn share(&self, hosts: u32) -> RateLimitGrant {
+        let hosts = hosts.max(1);
+        RateLimitGrant {
+            per_second: self.per_second / f64::from(hosts),
+            burst: (self.burst / hosts).max(1),
+            destinations: self.destinations.clone(),
+        }
+    }
+}
+
 /// A permit was not available within the wait bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("rate limit `{bucket}` exhausted; retry in {} ms", retry_after.as_millis())]

@@ -2,14 +2,16 @@
 //! again on the same data dir, and check that the sink ends up with
 //! exactly the source's records: nothing lost, nothing written twice.
 
+mod common;
+
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use switchyard_tests::couchdb_plugins;
 use switchyard_tests::pouchdb::pouchdb;
-use switchyard_tests::{couchdb_plugins, workspace_root};
+
+use common::{free_port, http, kill_9, sign_webhook, wait_for};
 
 const ADMIN_TOKEN: &str = "crash-test-admin-token";
 const ADMIN: (&str, &str) = ("Authorization", "Bearer crash-test-admin-token");
@@ -26,11 +28,6 @@ fn configure(dir: &Path, port: u16, extra: &str) {
 
 fn connection(name: &str, plugin: &str, database: &str) -> String {
     couchdb_plugins::connection(name, plugin, &pouchdb().origin(), database)
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
 }
 
 /// Starts `switchyard serve` in `dir` and waits until it answers.
@@ -55,54 +52,6 @@ fn start(dir: &Path, port: u16) -> Child {
         std::thread::sleep(Duration::from_millis(50));
     }
     child
-}
-
-fn kill_9(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait().unwrap();
-}
-
-/// One HTTP/1.1 exchange: `(status, JSON body)`, or `None` if the server
-/// is not there.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Option<(u16, Value)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .ok()?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    stream.write_all(body.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.get(9..12)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
-}
-
-/// Polls `check` every 10 ms for up to `limit`.
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -182,21 +131,10 @@ fn a_queue_drain_killed_midway_loses_nothing_and_writes_nothing_twice() {
     configure(dir.path(), port, &extra);
     let events: Vec<Value> = (0..3_000).map(|i| json!({ "n": i })).collect();
     let body = Value::from(events).to_string();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let signed = Command::new(workspace_root().join(".switchyard/venv/bin/python"))
-        .arg(workspace_root().join("tests/sign_webhook.py"))
-        .args([SECRET, "bulk-1", &now.to_string(), &body])
-        .output()
-        .unwrap();
-    let headers: Value = serde_json::from_slice(&signed.stdout).unwrap();
-    let headers: Vec<(&str, &str)> = headers
-        .as_object()
-        .unwrap()
+    let signed = sign_webhook(SECRET, "bulk-1", &body);
+    let headers: Vec<(&str, &str)> = signed
         .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
 
     let server = start(dir.path(), port);

@@ -9,7 +9,9 @@
 //! - [`queue::Queue`]: enqueue with delivery dedupe, claim with a lease,
 //!   settle a batch, dead-letter, list and replay, counts;
 //! - [`cursors::CursorStore`]: a committed cursor per sync stream and the
-//!   reports of finished runs.
+//!   reports of finished runs;
+//! - [`leases::Leases`]: which host runs a sync, when several share the
+//!   work.
 //!
 //! [`queue::SqliteQueue`] implements both on one SQLite file, the embedded
 //! default. Flows call connectors through the sandbox
@@ -19,10 +21,12 @@
 
 mod batch;
 pub mod cursors;
+pub mod leases;
 pub mod observe;
 pub mod pipelines;
 pub mod queue;
 pub mod sync;
+pub mod trace;
 pub mod transform;
 pub mod webhooks;
 

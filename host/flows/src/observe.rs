@@ -6,6 +6,7 @@
 //! the path that produced the event, so they must be cheap.
 
 use crate::sync::RunReport;
+use crate::trace::FlowSpan;
 use std::sync::Arc;
 
 /// Records that moved through a flow: a webhook, a pipeline or a sync.
@@ -34,6 +35,8 @@ pub struct SyncRunEvent<'a> {
 pub trait FlowObserver: Send + Sync + 'static {
     fn records(&self, _event: &RecordsEvent<'_>) {}
     fn sync_run(&self, _event: &SyncRunEvent<'_>) {}
+    /// A finished span (see [`crate::trace`]).
+    fn span(&self, _span: &FlowSpan) {}
 }
 
 /// The flow observers of one host, called in order. Cheap to clone.
@@ -57,6 +60,9 @@ impl FlowObservers {
 impl FlowObserver for FlowObservers {
     fn records(&self, event: &RecordsEvent<'_>) {
         self.0.iter().for_each(|o| o.records(event));
+    }
+    fn span(&self, span: &FlowSpan) {
+        self.0.iter().for_each(|o| o.span(span));
     }
     fn sync_run(&self, event: &SyncRunEvent<'_>) {
         self.0.iter().for_each(|o| o.sync_run(event));

@@ -27,7 +27,7 @@ const TARGET_PER_S: f64 = 50_000.0;
 
 /// Counts what the pipeline settled and notes when a goal is reached.
 #[derive(Default)]
-struct Settled {
+pub(super) struct Settled {
     delivered: AtomicU64,
     dead: AtomicU64,
     /// (goal, when it was reached)
@@ -54,13 +54,18 @@ impl FlowObserver for Settled {
 }
 
 impl Settled {
-    fn reset(&self, goal: u64) {
+    /// Records dead-lettered since the last reset.
+    pub(super) fn dead(&self) -> u64 {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn reset(&self, goal: u64) {
         self.delivered.store(0, Ordering::SeqCst);
         self.dead.store(0, Ordering::SeqCst);
         *self.finish.lock().unwrap() = (goal, None);
     }
 
-    fn wait(&self) -> Instant {
+    pub(super) fn wait(&self) -> Instant {
         let finish = self.finish.lock().unwrap();
         let (finish, timeout) = self
             .done

@@ -1,12 +1,15 @@
 //! `switchyard dlq list | show | replay`: the dead-letter queue, read from
 //! `<data_dir>/queue.sqlite` directly, so it works with the server up or
-//! down (SQLite's WAL lets both use the file at once). A running server
+//! down (SQLite's WAL lets both use the file at once), or from the
+//! cluster's JetStream when `[cluster]` is configured. A running server
 //! picks replayed messages up within half a second.
 
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchyard_flows::queue::{SqliteQueue, dead_letter_view};
+use switchyard_broker::secrets::EnvOrFile;
+use switchyard_flows::queue::Queue;
+use switchyard_flows::queue::dead_letter_view;
 use switchyard_host::SwitchyardConfig;
 
 #[derive(Debug, clap::Args)]
@@ -48,14 +51,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = SwitchyardConfig::load(args.config.as_deref())?;
     let path = config.queue_path();
     anyhow::ensure!(
-        path.exists(),
+        config.cluster.is_some() || path.exists(),
         "no queue at {}: nothing has been queued yet (is data_dir right?)",
         path.display()
     );
-    let queue = SqliteQueue::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    match args.command {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let (queue, _, _) = switchyard_host::queues(&config, &EnvOrFile)
+            .await
+            .with_context(|| format!("opening the queue ({})", path.display()))?;
+        command(args.command, queue.as_ref()).await
+    })
+}
+
+async fn command(command: Command, queue: &dyn Queue) -> anyhow::Result<ExitCode> {
+    match command {
         Command::List { queue: name, json } => {
-            let letters = queue.dead_letters(name.as_deref(), 10_000)?;
+            let letters = queue.dead_letters(name.as_deref(), 10_000).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
             } else if letters.is_empty() {
@@ -74,7 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Show { seq } => {
-            let Some((letter, message)) = queue.dead_letter_message(seq)? else {
+            let Some((letter, message)) = queue.dead_letter_message(seq).await? else {
                 eprintln!("no dead letter {seq}");
                 return Ok(ExitCode::from(2));
             };
@@ -84,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Replay {
             seq, queue: name, ..
         } => {
-            let replayed = queue.replay(name.as_deref(), seq)?;
+            let replayed = queue.replay(name.as_deref(), seq).await?;
             if replayed == 0 && seq.is_some() {
                 eprintln!("no dead letter {}", seq.unwrap_or_default());
                 return Ok(ExitCode::from(2));

@@ -2,8 +2,12 @@
 // Each test file uses some of these.
 #![allow(dead_code)]
 
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// Runs `switchyard args…` in `cwd` with warnings-only logging.
 pub fn switchyard(cwd: &Path, args: &[&str]) -> Output {
@@ -48,4 +52,77 @@ pub fn refused(cwd: &Path, args: &[&str]) -> String {
         text(&out.stderr)
     );
     text(&out.stderr)
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+pub fn kill_9(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap();
+}
+
+/// One HTTP/1.1 exchange: `(status, JSON body)`, or `None` if the server
+/// is not there.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, Value)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .ok()?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// Polls `check` every 10 ms for up to `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Standard Webhooks signature headers for `body` as delivery `id`, now,
+/// made by the official `standardwebhooks` library (tests/sign_webhook.py).
+pub fn sign_webhook(secret: &str, id: &str, body: &str) -> Vec<(String, String)> {
+    let root = switchyard_tests::workspace_root();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let signed = Command::new(root.join(".switchyard/venv/bin/python"))
+        .arg(root.join("tests/sign_webhook.py"))
+        .args([secret, id, &now.to_string(), body])
+        .output()
+        .unwrap();
+    let headers: Value = serde_json::from_slice(&signed.stdout).unwrap();
+    (headers.as_object().unwrap().iter())
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
 }

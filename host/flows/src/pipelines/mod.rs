@@ -18,9 +18,10 @@ mod worker;
 pub use config::{PipelineConfig, SignatureConfig, WebhookConfig};
 
 use crate::bindings::{Message, WebhookRequest};
-use crate::observe::FlowObservers;
+use crate::observe::{FlowObserver, FlowObservers};
 use crate::queue::{DeliveryOutcome, Queue, QueueError};
 use crate::sync::{SyncConfig, sync_pipeline};
+use crate::trace::{SpanKind, SpanStart, TraceContext};
 use crate::webhooks::{Rejection, SignatureScheme};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -221,11 +222,16 @@ impl Pipelines {
             SystemTime::now(),
         )
         .map_err(reject)?;
+        // The sender's trace, if it sent one; this host's span in it
+        // travels with the event to whichever host receives it.
+        let span = SpanStart::under(TraceContext::from_headers(&request.headers));
+        let mut headers = request.headers;
+        span.context.set_on(&mut headers);
         let event = Message {
             id: verified.delivery_id.clone(),
             stream: "webhook".into(),
             key: None,
-            headers: request.headers,
+            headers,
             payload: request.body,
             timestamp_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -242,6 +248,16 @@ impl Pipelines {
                 event,
             )
             .await?;
+        self.observers.span(&span.finish(
+            "webhook accept",
+            SpanKind::Server,
+            vec![
+                ("webhook", name.to_owned()),
+                ("message.id", verified.delivery_id.clone()),
+                ("outcome", format!("{outcome:?}").to_lowercase()),
+            ],
+            None,
+        ));
         match outcome {
             DeliveryOutcome::Queued => {
                 hook.counters.accepted.fetch_add(1, Ordering::Relaxed);

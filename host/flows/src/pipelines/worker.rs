@@ -7,6 +7,7 @@ use crate::batch;
 use crate::bindings::{ConnectorError, Message, WebhookRequest};
 use crate::observe::{FlowObserver, RecordsEvent};
 use crate::queue::{Delivery, FailOutcome, QueueError, RetryPolicy};
+use crate::trace::{SpanKind, SpanStart, TraceContext};
 use std::collections::BTreeMap;
 use switchyard_runtime::InvokeError;
 
@@ -31,6 +32,7 @@ impl Pipelines {
                 continue;
             }
             for delivery in claimed {
+                let span = SpanStart::under(TraceContext::from_headers(&delivery.message.headers));
                 let request = WebhookRequest {
                     method: "POST".into(),
                     path: String::new(),
@@ -43,7 +45,11 @@ impl Pipelines {
                     .handle_webhook(&hook.config.connection, request)
                     .await
                 {
-                    Ok(messages) => {
+                    Ok(mut messages) => {
+                        // Each message goes on in the event's trace.
+                        for message in &mut messages {
+                            span.context.set_on(&mut message.headers);
+                        }
                         // Counted as stored: a duplicate of a message still
                         // waiting or in flight is not queued twice.
                         let target = pipeline_queue(&hook.config.pipeline);
@@ -56,6 +62,23 @@ impl Pipelines {
                     Err(e) => Err(connector_error(&e)),
                 };
                 let queued = *result.as_ref().unwrap_or(&0);
+                let error = result
+                    .as_ref()
+                    .err()
+                    .map(switchyard_runtime::error::guest_error_message);
+                let attributes = vec![
+                    ("webhook", name.to_owned()),
+                    ("message.id", delivery.message.id.clone()),
+                    ("attempt", delivery.attempt.to_string()),
+                    ("messages", queued.to_string()),
+                ];
+                let finished = span.finish(
+                    "webhook receive",
+                    SpanKind::Consumer,
+                    attributes,
+                    error.map(str::to_owned),
+                );
+                self.observers.span(&finished);
                 let (_, settled) = self
                     .settle_batch(
                         &queue,
@@ -103,12 +126,25 @@ impl Pipelines {
                 self.idle(&queue).await;
                 continue;
             }
+            let started = std::time::SystemTime::now();
+            let contexts: Vec<Option<TraceContext>> = batch
+                .iter()
+                .map(|d| TraceContext::from_headers(&d.message.headers))
+                .collect();
             let outcomes = self.deliver(pipeline, &mut batch).await;
+            let errors: Vec<Option<String>> = (outcomes.iter())
+                .map(|o| {
+                    o.as_ref()
+                        .err()
+                        .map(|e| switchyard_runtime::error::guest_error_message(e).to_owned())
+                })
+                .collect();
             // The whole batch is settled in one transaction: one fsync,
             // not one per message.
             let (batch, settled) = self
                 .settle_batch(&queue, batch, outcomes, &pipeline.retry)
                 .await;
+            self.deliver_spans(name, &batch, &contexts, errors, &settled, started);
             let mut counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
             for (delivery, settled) in batch.iter().zip(settled) {
                 let entry = counts.entry(&delivery.message.stream).or_default();
@@ -183,6 +219,33 @@ impl Pipelines {
             Err(e) => vec![Err(connector_error(&e)); ids.len()],
         };
         crate::batch::per_input(failed, &owners, &results)
+    }
+
+    /// One `pipeline deliver` span per traced message of a settled batch.
+    fn deliver_spans(
+        &self,
+        name: &str,
+        batch: &[Delivery],
+        contexts: &[Option<TraceContext>],
+        errors: Vec<Option<String>>,
+        settled: &[Settled],
+        started: std::time::SystemTime,
+    ) {
+        for (((delivery, context), error), settled) in
+            batch.iter().zip(contexts).zip(errors).zip(settled)
+        {
+            let Some(context) = context else { continue };
+            let mut span = SpanStart::under(Some(*context));
+            span.start = started;
+            let attributes = vec![
+                ("pipeline", name.to_owned()),
+                ("message.id", delivery.message.id.clone()),
+                ("attempt", delivery.attempt.to_string()),
+                ("outcome", format!("{settled:?}").to_lowercase()),
+            ];
+            let finished = span.finish("pipeline deliver", SpanKind::Consumer, attributes, error);
+            self.observers.span(&finished);
+        }
     }
 
     /// Acks, retries or dead-letters each delivery of a batch by its

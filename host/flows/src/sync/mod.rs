@@ -9,6 +9,7 @@
 //! where `dlq replay` sends them to the sink again.
 
 use crate::cursors::CursorStore;
+use crate::leases::{Lease, Leases, LocalLeases};
 use crate::observe::{FlowObserver, FlowObservers, SyncRunEvent};
 use crate::queue::{Queue, RetryPolicy};
 use crate::transform::Transform;
@@ -16,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use switchyard_runtime::Runtime;
 
 mod page;
@@ -187,6 +190,18 @@ pub struct Syncs {
     /// One lock per sync: runs of one sync never overlap, runs of
     /// different syncs do not wait for each other.
     running: BTreeMap<String, tokio::sync::Mutex<()>>,
+    /// Which host runs a sync, when several share the work.
+    leases: Arc<dyn Leases>,
+    lease_ttl: Duration,
+}
+
+/// How long a sync's lease lasts unless renewed: a third of it between
+/// renewals, so a host that dies hands its syncs over within this.
+pub const DEFAULT_SYNC_LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// The lease that says which host runs sync `name`.
+pub fn sync_lease(name: &str) -> String {
+    format!("sync.{name}")
 }
 
 impl Syncs {
@@ -224,7 +239,18 @@ impl Syncs {
             running: (syncs.keys())
                 .map(|name| (name.clone(), tokio::sync::Mutex::new(())))
                 .collect(),
+            leases: Arc::new(LocalLeases),
+            lease_ttl: DEFAULT_SYNC_LEASE_TTL,
         })
+    }
+
+    /// Runs each sync only while holding its lease in `leases` for `ttl`
+    /// (renewed every `ttl / 3`). Default: [`LocalLeases`], every lease
+    /// granted (one host), [`DEFAULT_SYNC_LEASE_TTL`].
+    pub fn with_leases(mut self, leases: Arc<dyn Leases>, ttl: Duration) -> Self {
+        self.leases = leases;
+        self.lease_ttl = ttl;
+        self
     }
 
     /// Reports records and runs to `observers`. Default: none.
@@ -253,6 +279,60 @@ impl Syncs {
             .get(name)
             .ok_or_else(|| format!("no sync `{name}` is configured"))?;
         let _one_at_a_time = self.running[name].lock().await;
+        let lease = (self.leases)
+            .acquire(&sync_lease(name), self.lease_ttl)
+            .await
+            .map_err(|e| format!("sync `{name}`: lease: {e}"))?;
+        let Some(lease) = lease else {
+            return Err(format!(
+                "sync `{name}` is running on another host (it holds the lease `{}`)",
+                sync_lease(name)
+            ));
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let keeper = self.keep_lease(lease.clone(), lost.clone());
+        let report = self.run_leased(name, sync, &lost).await;
+        keeper.abort();
+        if !lost.load(Ordering::SeqCst)
+            && let Err(e) = self.leases.release(&lease).await
+        {
+            tracing::warn!(target: "switchyard::sync", sync = name, "releasing the lease: {e}");
+        }
+        report
+    }
+
+    /// Renews `lease` every third of its time to live until aborted; sets
+    /// `lost` when it could not.
+    fn keep_lease(&self, mut lease: Lease, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+        let (leases, ttl) = (self.leases.clone(), self.lease_ttl);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match leases.renew(&mut lease, ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(target: "switchyard::sync", lease = %lease.name, "lease lost to another host; the run stops before its next commit");
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // A blip (the cluster reconnecting) is retried: the
+                    // lease holds for `ttl`, and the cursor's own
+                    // compare-and-swap refuses a commit after a takeover.
+                    Err(e) => {
+                        tracing::warn!(target: "switchyard::sync", lease = %lease.name, "renewing the lease: {e}")
+                    }
+                }
+            }
+        })
+    }
+
+    /// One run, its lease held.
+    async fn run_leased(
+        &self,
+        name: &str,
+        sync: &SyncConfig,
+        lost: &AtomicBool,
+    ) -> Result<RunReport, String> {
         let mut report = RunReport {
             sync: name.to_owned(),
             started_at_ms: now_ms(),
@@ -262,7 +342,7 @@ impl Syncs {
             report
                 .streams
                 .insert(stream.clone(), StreamCounts::default());
-            if let Err(e) = self.run_stream(name, sync, stream, &mut report).await {
+            if let Err(e) = self.run_stream(name, sync, stream, &mut report, lost).await {
                 report.error = Some(format!("stream `{stream}`: {e}"));
                 break;
             }
@@ -334,8 +414,13 @@ impl Syncs {
                 for next in schedule.upcoming_owned(chrono::Utc) {
                     let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
                     tokio::time::sleep(wait).await;
-                    if let Err(e) = this.run(&name).await {
-                        tracing::error!(target: "switchyard::sync", sync = %name, "{e}");
+                    match this.run(&name).await {
+                        Ok(_) => {}
+                        // Every host's schedule fires; one runs it.
+                        Err(e) if e.contains("is running on another host") => {
+                            tracing::debug!(target: "switchyard::sync", sync = %name, "{e}");
+                        }
+                        Err(e) => tracing::error!(target: "switchyard::sync", sync = %name, "{e}"),
                     }
                 }
             }));

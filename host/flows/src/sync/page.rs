@@ -20,6 +20,7 @@ impl Syncs {
         sync: &SyncConfig,
         stream: &str,
         report: &mut RunReport,
+        lease_lost: &std::sync::atomic::AtomicBool,
     ) -> Result<(), String> {
         let db = |e: crate::queue::QueueError| e.to_string();
         let mut cursor = match sync.mode {
@@ -68,6 +69,12 @@ impl Syncs {
                 }
             }
             // Everything read so far is acknowledged or dead-lettered.
+            if lease_lost.load(std::sync::atomic::Ordering::SeqCst) {
+                self.progress(report, stream, counts).await?;
+                return Err(
+                    "this host lost the sync's lease to another host; stopped before committing the cursor (the page is read again)".into(),
+                );
+            }
             if let Some(next) = page.next_cursor {
                 self.cursors
                     .commit_cursor(name, stream, &next)

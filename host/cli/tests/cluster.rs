@@ -1,0 +1,357 @@
+//! Several `switchyard serve` processes sharing one nats-server
+//! (JetStream, file storage, loopback): signed webhooks sent to every
+//! host delivered once to an idempotent CouchDB sink (pouchdb-server), the
+//! work spread across hosts, hosts killed with -9 mid-drain, the NATS
+//! server restarted mid-run, and a sync taken over from a killed host.
+
+mod common;
+
+use common::{free_port, http, kill_9, sign_webhook, wait_for};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use switchyard_tests::couchdb_plugins;
+use switchyard_tests::nats::NatsServer;
+use switchyard_tests::pouchdb::pouchdb;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const ADMIN_TOKEN: &str = "cluster-test-admin-token";
+const ADMIN: (&str, &str) = ("Authorization", "Bearer cluster-test-admin-token");
+
+/// One host of the cluster: its own directory, data dir and port.
+struct Host {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Host {
+    /// Writes the host's plugin dir and config: `[cluster]` on `nats`,
+    /// then `flows`.
+    fn new(root: &Path, name: &str, nats: &NatsServer, flows: &str) -> Host {
+        let dir = root.join(name);
+        let port = free_port();
+        couchdb_plugins::install(&dir.join("plugins"), &[pouchdb().origin()]);
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"data\"\nplugin_dir = \"plugins\"\n\
+             [admin]\ntoken = {{ env = \"SWITCHYARD_TEST_ADMIN_TOKEN\" }}\n\
+             [cluster]\nnats = [\"{}\"]\nhost_id = \"{name}\"\nack_wait_ms = 2000\nsync_lease_ms = 3000\n{flows}",
+            nats.url()
+        );
+        std::fs::write(dir.join("switchyard.toml"), config).unwrap();
+        Host {
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts `switchyard serve` and waits until it answers.
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("serve")
+            .current_dir(&self.dir)
+            .env("SWITCHYARD_LOG", "warn")
+            .env(couchdb_plugins::AUTH_ENV, "dXNlcjpwYXNz")
+            .env("SWITCHYARD_TEST_WEBHOOK_SECRET", SECRET)
+            .env("SWITCHYARD_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while http(self.port, "GET", "/healthz", &[], "").is_none() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("host exited ({status}): {}", self.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "host did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = self.child.take() {
+            kill_9(child);
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// Records this host's pipeline `name` delivered, from its metrics.
+    fn delivered(&self, pipeline: &str) -> u64 {
+        let Some(text) = get_text(self.port, "/metrics") else {
+            return 0;
+        };
+        let series = format!("switchyard_records_out_total{{flow=\"pipeline\",name=\"{pipeline}\"");
+        text.lines()
+            .filter(|l| l.starts_with(&series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Posts a signed webhook; the status, or `None` when the host is down.
+    fn send(&self, hook: &str, id: &str, body: &str) -> Option<u16> {
+        let signed = sign_webhook(SECRET, id, body);
+        let headers: Vec<(&str, &str)> = signed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        http(
+            self.port,
+            "POST",
+            &format!("/v1/hooks/{hook}"),
+            &headers,
+            body,
+        )
+        .map(|(s, _)| s)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn get_text(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response.split("\r\n\r\n").nth(1)?.to_owned())
+}
+
+/// A webhook into a pipeline whose sink is CouchDB database `db`.
+fn webhook_flows(db: &str) -> String {
+    format!(
+        r#"
+        [connections.receiver]
+        plugin = "webhook-receiver"
+        {sink}
+        [webhooks.bulk]
+        connection = "receiver"
+        pipeline = "events"
+        signature = {{ scheme = "standard-webhooks", secret = {{ env = "SWITCHYARD_TEST_WEBHOOK_SECRET" }} }}
+        [pipelines.events]
+        sink = "events"
+        batch_size = 10
+        workers = 2
+        "#,
+        sink = couchdb_plugins::connection("events", "couchdb-sink", &pouchdb().origin(), db)
+    )
+}
+
+/// Every document of `db` written once: a second write of the same event
+/// is refused by CouchDB as a conflict, never a second revision.
+fn assert_each_written_once(db: &str, expected: usize) {
+    let docs = pouchdb().all_docs(db);
+    assert_eq!(docs.len(), expected);
+    let twice: Vec<&Value> = docs
+        .iter()
+        .filter(|d| !d["_rev"].as_str().unwrap().starts_with("1-"))
+        .collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+}
+
+fn events(batch: usize, size: usize) -> String {
+    let events: Vec<Value> = (0..size)
+        .map(|i| json!({ "batch": batch, "n": i }))
+        .collect();
+    Value::from(events).to_string()
+}
+
+#[test]
+fn three_hosts_deliver_webhooks_sent_to_all_of_them_once_and_share_the_work() {
+    let nats = NatsServer::start();
+    let db = pouchdb().fresh_db("cluster-three");
+    let root = tempfile::tempdir().unwrap();
+    let mut hosts: Vec<Host> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Host::new(root.path(), name, &nats, &webhook_flows(&db)))
+        .collect();
+    for host in &mut hosts {
+        host.start();
+    }
+    // Each delivery goes to every host, as a sender retrying through a
+    // load balancer would: accepted by each, queued once.
+    let (deliveries, size) = (30, 20);
+    for d in 0..deliveries {
+        let body = events(d, size);
+        for i in 0..3 {
+            let host = &hosts[(d + i) % 3];
+            let status = host.send("bulk", &format!("msg_{d}"), &body);
+            assert_eq!(status, Some(202), "delivery {d} on host {i}");
+        }
+    }
+    let total = deliveries * size;
+    wait_for("every event in the sink", Duration::from_secs(120), || {
+        pouchdb().doc_count(&db) as usize >= total
+    });
+    assert_each_written_once(&db, total);
+    wait_for("the metrics to count it", Duration::from_secs(10), || {
+        hosts.iter().map(|h| h.delivered("events")).sum::<u64>() >= total as u64
+    });
+    let shares: Vec<u64> = hosts.iter().map(|h| h.delivered("events")).collect();
+    assert_eq!(shares.iter().sum::<u64>(), total as u64, "{shares:?}");
+    assert!(
+        shares.iter().filter(|&&n| n > 0).count() >= 2,
+        "the work was spread across hosts: {shares:?}"
+    );
+    // The shared dead letters: none, as seen from any host.
+    let (_, pipelines) = http(hosts[2].port, "GET", "/v1/pipelines", &[ADMIN], "").unwrap();
+    assert_eq!(pipelines["pipelines"]["events"]["dead"], 0, "{pipelines}");
+}
+
+#[test]
+fn killing_hosts_mid_drain_ten_times_loses_nothing() {
+    let nats = NatsServer::start();
+    let db = pouchdb().fresh_db("cluster-kill");
+    let root = tempfile::tempdir().unwrap();
+    let mut hosts: Vec<Host> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Host::new(root.path(), name, &nats, &webhook_flows(&db)))
+        .collect();
+    for host in &mut hosts {
+        host.start();
+    }
+    let total = 3_000;
+    assert_eq!(
+        hosts[0].send("bulk", "bulk-1", &events(0, total)),
+        Some(202)
+    );
+    let mut last = 0;
+    for round in 0..10 {
+        wait_for("progress", Duration::from_secs(120), || {
+            pouchdb().doc_count(&db) > last
+        });
+        let victim = &mut hosts[round % 3];
+        victim.kill();
+        last = pouchdb().doc_count(&db);
+        victim.start();
+    }
+    assert!(last < total as u64, "killed mid-drain ({last} written)");
+    wait_for("every event in the sink", Duration::from_secs(180), || {
+        pouchdb().doc_count(&db) as usize >= total
+    });
+    assert_each_written_once(&db, total);
+    wait_for("the queue drained", Duration::from_secs(30), || {
+        http(hosts[1].port, "GET", "/v1/pipelines", &[ADMIN], "").is_some_and(|(_, p)| {
+            p["pipelines"]["events"]["ready"] == 0 && p["pipelines"]["events"]["in_flight"] == 0
+        })
+    });
+    let (_, pipelines) = http(hosts[1].port, "GET", "/v1/pipelines", &[ADMIN], "").unwrap();
+    assert_eq!(pipelines["pipelines"]["events"]["dead"], 0, "{pipelines}");
+}
+
+#[test]
+fn a_nats_restart_mid_run_loses_nothing() {
+    let mut nats = NatsServer::start();
+    let db = pouchdb().fresh_db("cluster-nats-restart");
+    let root = tempfile::tempdir().unwrap();
+    let mut hosts: Vec<Host> = ["a", "b"]
+        .iter()
+        .map(|name| Host::new(root.path(), name, &nats, &webhook_flows(&db)))
+        .collect();
+    for host in &mut hosts {
+        host.start();
+    }
+    let (deliveries, size) = (20, 50);
+    // A sender that retries until accepted, as webhook senders do.
+    let send = |hosts: &[Host], d: usize| {
+        let started = Instant::now();
+        loop {
+            let status = hosts[d % 2].send("bulk", &format!("r_{d}"), &events(d, size));
+            if status == Some(202) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "delivery {d} never accepted"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    for d in 0..deliveries / 2 {
+        send(&hosts, d);
+    }
+    wait_for("the drain to start", Duration::from_secs(60), || {
+        pouchdb().doc_count(&db) > 0
+    });
+    nats.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    nats.restart();
+    for d in deliveries / 2..deliveries {
+        send(&hosts, d);
+    }
+    let total = deliveries * size;
+    wait_for("every event in the sink", Duration::from_secs(180), || {
+        pouchdb().doc_count(&db) as usize >= total
+    });
+    assert_each_written_once(&db, total);
+    for host in &hosts {
+        assert!(host.child.is_some());
+    }
+}
+
+#[test]
+fn a_sync_whose_host_is_killed_is_resumed_by_another_from_the_committed_cursor() {
+    let nats = NatsServer::start();
+    let couch = pouchdb();
+    let (src, dst) = (couch.fresh_db("cluster-src"), couch.fresh_db("cluster-dst"));
+    let docs: Vec<Value> = (0..6_000)
+        .map(|i| json!({ "_id": format!("doc-{i:05}"), "n": i }))
+        .collect();
+    couch.bulk_insert(&src, &docs);
+    let flows = format!(
+        "{}{}\n[syncs.copy]\nsource = \"src\"\nstreams = [\"{src}\"]\nsink = \"dst\"\npage_size = 100\nschedule = \"*/2 * * * * *\"\n",
+        couchdb_plugins::connection("src", "couchdb-source", &couch.origin(), &src),
+        couchdb_plugins::connection("dst", "couchdb-sink", &couch.origin(), &dst)
+    );
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Host::new(root.path(), "a", &nats, &flows);
+    let mut b = Host::new(root.path(), "b", &nats, &flows);
+    a.start();
+    wait_for("a's first pages", Duration::from_secs(60), || {
+        couch.doc_count(&dst) >= 500
+    });
+    // b starts while a holds the sync: its schedule finds the lease held.
+    b.start();
+    std::thread::sleep(Duration::from_secs(3));
+    let before_kill = couch.doc_count(&dst);
+    assert!(before_kill < 6_000, "a was still running when killed");
+    a.kill();
+    // b takes the sync over within the lease's time to live and finishes.
+    wait_for("b to finish the copy", Duration::from_secs(120), || {
+        couch.doc_count(&dst) >= 6_000
+    });
+    assert_eq!(
+        couch.snapshot(&src),
+        couch.snapshot(&dst),
+        "source equals sink"
+    );
+    let (_, syncs) = http(b.port, "GET", "/v1/syncs", &[ADMIN], "").unwrap();
+    let runs = syncs["syncs"]["copy"]["runs"].as_array().unwrap().clone();
+    let resumed = runs
+        .iter()
+        .find(|r| {
+            r["written"].as_u64() > Some(0)
+                && r["error"].is_null()
+                && r["finished_at_ms"].as_u64() > Some(0)
+        })
+        .unwrap_or_else(|| panic!("a completed run: {runs:?}"));
+    assert!(
+        resumed["read"].as_u64().unwrap() < 6_000,
+        "b resumed from the cursor, it did not start over: {resumed}"
+    );
+    assert!(b.log().is_empty() || !b.log().contains("panicked"));
+}
