@@ -9,8 +9,9 @@
 //! module, compiled natively into this bench, into the guest component and
 //! into the `bench-jsonl-connector` subprocess binary.
 
-#[path = "suite/endpoint.rs"]
+#[path = "suite/cluster.rs"]
 mod cluster;
+#[path = "suite/endpoint.rs"]
 mod endpoint;
 #[path = "suite/epoch.rs"]
 mod epoch;
