@@ -68,6 +68,9 @@ pub struct SwitchyardConfig {
     /// on NATS JetStream. Default: none; the queue, cursors and dead
     /// letters live in `<data_dir>/queue.sqlite`, for this host alone.
     pub cluster: Option<switchyard_cluster::ClusterConfig>,
+    /// `[telemetry]`: export the flows' spans over OTLP/HTTP. Default:
+    /// none exported.
+    pub telemetry: switchyard_ops::otlp::TelemetryConfig,
 }
 
 /// `[admin]`: the authenticated admin API.
@@ -100,6 +103,7 @@ impl Default for SwitchyardConfig {
             monitoring: switchyard_ops::monitor::MonitoringConfig::default(),
             audit: switchyard_ops::audit::AuditConfig::default(),
             cluster: None,
+            telemetry: Default::default(),
         }
     }
 }
@@ -226,6 +230,14 @@ impl SwitchyardConfig {
         config.access.prepare(base, &syncs)?;
         switchyard_runtime::signing::TrustPolicy::from_config(&config.trust)?;
         config.monitoring.validate()?;
+        config.telemetry.validate()?;
+        if config.cluster.is_none()
+            && let Some((name, _)) = config.pipelines.iter().find(|(_, p)| p.workers == 0)
+        {
+            return Err(format!(
+                "pipelines.{name}.workers = 0 would deliver nothing: only a host in a [cluster], where other hosts deliver, may run no workers"
+            ));
+        }
         if let Some(cluster) = config.cluster.as_mut() {
             cluster.check()?;
             for file in [cluster.token.as_mut(), cluster.password.as_mut()]
@@ -302,6 +314,18 @@ mod tests {
     fn unknown_keys_are_refused_with_their_name() {
         let err = SwitchyardConfig::parse("[limits]\ndeadline = 5", Path::new("")).unwrap_err();
         assert!(err.contains("deadline"), "{err}");
+    }
+
+    #[test]
+    fn a_pipeline_without_workers_needs_a_cluster() {
+        let flows = "[pipelines.p]\nsink = \"s\"\nworkers = 0\n";
+        let err = SwitchyardConfig::parse(flows, Path::new("")).unwrap_err();
+        assert!(
+            err.contains("pipelines.p.workers = 0") && err.contains("[cluster]"),
+            "{err}"
+        );
+        let clustered = format!("{flows}[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\n");
+        SwitchyardConfig::parse(&clustered, Path::new("")).unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::config::SwitchyardConfig;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use switchyard_broker::secrets::SecretProvider;
+use switchyard_broker::secrets::{EnvOrFile, SecretProvider};
 use switchyard_cluster::Cluster;
 use switchyard_flows::cursors::CursorStore;
 use switchyard_flows::leases::{Leases, LocalLeases};
@@ -17,6 +17,7 @@ use switchyard_flows::sync::Syncs;
 use switchyard_ops::audit::AuditLog;
 use switchyard_ops::metrics::Metrics;
 use switchyard_ops::monitor::Monitor;
+use switchyard_ops::otlp::OtlpSpans;
 use switchyard_runtime::plugin::{plugin_files, plugin_name_from_path};
 use switchyard_runtime::signing::TrustPolicy;
 use switchyard_runtime::{LoadError, Runtime};
@@ -100,6 +101,9 @@ pub struct Host {
     /// Who may call actions and run syncs over HTTP (`[access]`, keys
     /// resolved). [`Host::without_flows`] leaves it denying everyone.
     pub access: Arc<Access>,
+    /// The cluster backend, when `[cluster]` is configured: connection
+    /// state, and the flows' queue, cursors and leases.
+    pub cluster: Option<Cluster>,
     /// The exclusive lock on `<data_dir>/switchyard.lock`, held while any
     /// clone of the host lives (see [`Host::from_config`]).
     data_dir_lock: Option<Arc<std::fs::File>>,
@@ -129,8 +133,16 @@ impl Host {
         if let Some(monitor) = &host.monitor {
             observers.push(Arc::new(monitor.clone()));
         }
+        let instance = (config.cluster.as_ref())
+            .map_or_else(switchyard_cluster::default_host_id, |c| c.host_id());
+        let spans = OtlpSpans::start(&config.telemetry, &instance)
+            .map_err(|e| HostError::Load(LoadError::Config(e)))?;
+        if let Some(spans) = spans {
+            observers.push(Arc::new(spans));
+        }
+        let observers = FlowObservers::new(observers);
         let (pipelines, syncs) =
-            flows(&host.runtime, config, FlowObservers::new(observers)).await?;
+            flows(&host.runtime, config, host.cluster.as_ref(), observers).await?;
         host.pipelines = pipelines;
         host.syncs = syncs;
         Ok(host)
@@ -141,6 +153,16 @@ impl Host {
     /// call`.
     pub async fn without_flows(config: &SwitchyardConfig) -> Result<Host, LoadError> {
         let metrics = Arc::new(Metrics::new());
+        // On a cluster, connection state is shared through NATS, so the
+        // connection is made before any plugin loads.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(
+                Cluster::connect(cluster, &EnvOrFile)
+                    .await
+                    .map_err(|e| LoadError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let mut builder = Runtime::builder()
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
@@ -172,6 +194,9 @@ impl Host {
         } else {
             None
         };
+        if let Some(cluster) = &cluster {
+            builder = builder.state_backend(Arc::new(cluster.state(config.limits.state_quota())));
+        }
         let runtime = builder.build()?;
         if let Some(monitor) = &monitor {
             monitor
@@ -187,6 +212,7 @@ impl Host {
             pipelines: None,
             syncs: None,
             access: Arc::new(Access::default()),
+            cluster,
             data_dir_lock: None,
         })
     }
@@ -212,12 +238,16 @@ type Flows = (Option<Arc<Pipelines>>, Option<Arc<Syncs>>);
 async fn flows(
     runtime: &Runtime,
     config: &SwitchyardConfig,
+    cluster: Option<&Cluster>,
     observers: FlowObservers,
 ) -> Result<Flows, HostError> {
     if config.webhooks.is_empty() && config.pipelines.is_empty() && config.syncs.is_empty() {
         return Ok((None, None));
     }
-    let (queue, cursors, leases) = queues(config, runtime.secret_provider()).await?;
+    let (queue, cursors, leases) = match cluster {
+        Some(cluster) => cluster.seams(),
+        None => queues(config, runtime.secret_provider()).await?,
+    };
     let pipelines = Pipelines::new(
         runtime.clone(),
         queue.clone(),

@@ -1,4 +1,5 @@
-//! Connection state: a key-value store on SQLite, the embedded default.
+//! Connection state: the [`StateBackend`] seam, and its embedded default,
+//! a key-value store on SQLite.
 //!
 //! One database file serves the whole host; every key lives in the
 //! namespace of the connection that wrote it, and a [`StateNamespace`] is
@@ -35,8 +36,124 @@ pub enum StateError {
         limit: u64,
         key: &'static str,
     },
+    /// A shared store refused a write as over the connection's quota.
+    #[error("state quota: {0}")]
+    Full(String),
     #[error("state database: {0}")]
     Database(#[from] rusqlite::Error),
+    /// A remote store could not be reached or answered an error.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where connection state lives: one namespace per connection. The SQLite
+/// [`StateStore`] is the default; the cluster backend keeps it on NATS
+/// JetStream so every host sees the same keys. Keys and values reach an
+/// implementation already checked against [`MAX_KEY_BYTES`] and
+/// [`MAX_VALUE_BYTES`]; quotas are the implementation's.
+#[async_trait::async_trait]
+pub trait StateBackend: Send + Sync + std::fmt::Debug {
+    /// The value of `key`, if set.
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Sets `key` to `value`.
+    async fn set(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StateError>;
+    /// Deletes `key`; `true` if it existed.
+    async fn delete(&self, ns: &str, key: &str) -> Result<bool, StateError>;
+    /// Replaces `key`'s value when it is currently `expected` (`None`:
+    /// absent), atomically; `new = None` deletes. Whether it swapped.
+    async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StateError>;
+    /// Keys starting with `prefix`, sorted, at most `limit`.
+    async fn keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StateError>;
+}
+
+/// One connection's keys in any [`StateBackend`]: what the `state`
+/// interface holds. Checks key and value sizes before the backend sees
+/// them.
+#[derive(Debug, Clone)]
+pub struct ConnectionState {
+    backend: Arc<dyn StateBackend>,
+    ns: Arc<str>,
+}
+
+impl ConnectionState {
+    /// The keys of `connection` in `backend`.
+    pub fn new(backend: Arc<dyn StateBackend>, connection: &str) -> Self {
+        ConnectionState {
+            backend,
+            ns: connection.into(),
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        check_key(key)?;
+        self.backend.get(&self.ns, key).await
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        check_key(key)?;
+        check_value(value)?;
+        self.backend.set(&self.ns, key, value).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, StateError> {
+        check_key(key)?;
+        self.backend.delete(&self.ns, key).await
+    }
+
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StateError> {
+        check_key(key)?;
+        if let Some(value) = new {
+            check_value(value)?;
+        }
+        (self.backend)
+            .compare_and_swap(&self.ns, key, expected, new)
+            .await
+    }
+
+    pub async fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StateError> {
+        self.backend.keys(&self.ns, prefix, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl StateBackend for StateStore {
+    // SQLite calls are short transactions, run on the invoking task.
+    async fn get(&self, ns: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.in_ns(ns).get(key)
+    }
+
+    async fn set(&self, ns: &str, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.in_ns(ns).set(key, value)
+    }
+
+    async fn delete(&self, ns: &str, key: &str) -> Result<bool, StateError> {
+        self.in_ns(ns).delete(key)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        ns: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, StateError> {
+        self.in_ns(ns).compare_and_swap(key, expected, new)
+    }
+
+    async fn keys(&self, ns: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StateError> {
+        self.in_ns(ns).keys(prefix, limit)
+    }
 }
 
 /// How much state one connection may keep. Defaults: 100 000 keys,
@@ -129,9 +246,13 @@ impl StateStore {
     }
 
     /// The namespace of one connection.
-    pub fn namespace(self: &Arc<Self>, connection: &str) -> StateNamespace {
+    pub fn namespace(self: &Arc<Self>, connection: &str) -> StateNamespace<'_> {
+        self.in_ns(connection)
+    }
+
+    fn in_ns<'a>(&'a self, connection: &str) -> StateNamespace<'a> {
         StateNamespace {
-            store: self.clone(),
+            store: self,
             ns: connection.to_owned(),
         }
     }
@@ -217,10 +338,10 @@ impl StateStore {
     }
 }
 
-/// The keys of one connection.
+/// The keys of one connection in the SQLite store.
 #[derive(Debug, Clone)]
-pub struct StateNamespace {
-    store: Arc<StateStore>,
+pub struct StateNamespace<'a> {
+    store: &'a StateStore,
     ns: String,
 }
 
@@ -245,7 +366,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-impl StateNamespace {
+impl StateNamespace<'_> {
     /// The value of `key`, if set.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         check_key(key)?;

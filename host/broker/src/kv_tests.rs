@@ -69,8 +69,9 @@ fn concurrent_increments_lose_nothing() {
     let (_dir, store) = file_store();
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            let ns = store.namespace("counter");
+            let store = store.clone();
             std::thread::spawn(move || {
+                let ns = store.namespace("counter");
                 for _ in 0..50 {
                     loop {
                         let current = ns.get("n").unwrap();
@@ -172,7 +173,8 @@ fn each_connection_stays_within_its_state_quota() {
     // Deleting frees room.
     assert!(a.delete("k3").unwrap());
     a.set("k4", b"v").unwrap();
-    drop((a, store));
+    drop(a);
+    drop(store);
     let reopened = StateStore::open(&path).unwrap().with_quota(quota);
     let err = reopened.namespace("a").set("k5", b"v").unwrap_err();
     assert!(err.to_string().contains("4 keys"), "{err}");

@@ -42,7 +42,7 @@ use interfaces::config::ConfigCtx;
 use interfaces::rate_limit::RateLimitCtx;
 use interfaces::secrets::SecretsCtx;
 use interfaces::state::StateCtx;
-use kv::StateStore;
+use kv::{ConnectionState, StateBackend};
 use observe::{BrokerObserver, ObserveCtx};
 use rate::ConnectionRateLimits;
 use secrets::{ConnectionSecrets, Redactor, SecretProvider};
@@ -75,7 +75,7 @@ pub struct ConnectionBroker<'a> {
     pub config: BTreeMap<String, String>,
     pub secret_provider: &'a dyn SecretProvider,
     /// The state store, when the host keeps one.
-    pub state: Option<&'a Arc<StateStore>>,
+    pub state: Option<&'a Arc<dyn StateBackend>>,
     pub network: Network,
     pub limits: EgressLimits,
     /// Rate-limit buckets to keep (a new version of the same connection
@@ -135,7 +135,7 @@ impl BrokerCtx {
         )
         .with_redactor(redactor.clone());
         let state = match (c.state, rights.state) {
-            (Some(store), true) => Some(store.namespace(&c.connection)),
+            (Some(store), true) => Some(ConnectionState::new(store.clone(), &c.connection)),
             (None, true) => {
                 return Err("state is granted but the runtime has no state store".into());
             }

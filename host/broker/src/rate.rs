@@ -204,6 +204,58 @@ mod tests {
         bucket.acquire(Duration::from_secs(2)).await.unwrap();
     }
 
+    /// Issue 16: N hosts each holding their share of one budget, all
+    /// calling as fast as they may, stay within the budget together.
+    #[tokio::test]
+    async fn three_hosts_sharing_a_budget_stay_within_it_together() {
+        let grant = RateLimitGrant {
+            per_second: 30.0,
+            burst: 6,
+            destinations: Vec::new(),
+        };
+        let share = grant.share(3);
+        assert_eq!((share.per_second, share.burst), (10.0, 2));
+        assert_eq!(grant.share(10).burst, 1, "at least one permit each");
+        let hosts: Vec<Arc<RateLimiter>> = (0..3)
+            .map(|_| Arc::new(RateLimiter::new("api", &share).unwrap()))
+            .collect();
+        let window = Duration::from_millis(1_500);
+        let started = Instant::now();
+        let mut callers = Vec::new();
+        for host in &hosts {
+            // Four eager callers per host.
+            for _ in 0..4 {
+                let host = host.clone();
+                callers.push(tokio::spawn(async move {
+                    let mut got = 0u32;
+                    while started.elapsed() < window {
+                        if host.acquire(Duration::from_millis(20)).await.is_ok()
+                            && started.elapsed() < window
+                        {
+                            got += 1;
+                        }
+                    }
+                    got
+                }));
+            }
+        }
+        let mut total = 0;
+        for caller in callers {
+            total += caller.await.unwrap();
+        }
+        // The whole budget over the window: its burst plus its rate.
+        let budget = f64::from(grant.burst) + grant.per_second * window.as_secs_f64();
+        assert!(
+            f64::from(total) <= budget + 1.0,
+            "{total} permits > budget {budget}"
+        );
+        // And the shares are used, not starved.
+        assert!(
+            f64::from(total) >= budget * 0.7,
+            "{total} permits of {budget}"
+        );
+    }
+
     #[tokio::test]
     async fn retry_after_pauses_the_whole_bucket() {
         let bucket = limiter(1000.0, 10);

@@ -354,3 +354,145 @@ fn a_sync_whose_host_is_killed_is_resumed_by_another_from_the_committed_cursor()
     );
     assert!(b.log().is_empty() || !b.log().contains("panicked"));
 }
+
+/// The loopback OTLP/HTTP receiver (tests/otlp_receiver.py, decoding with
+/// the official opentelemetry-proto bindings); its spans file.
+struct OtlpReceiver {
+    port: u16,
+    spans: PathBuf,
+    child: Child,
+}
+
+impl OtlpReceiver {
+    fn start(dir: &Path) -> OtlpReceiver {
+        use std::io::BufRead;
+        let root = switchyard_tests::workspace_root();
+        let spans = dir.join("spans.jsonl");
+        let mut child = Command::new(root.join(".switchyard/venv/bin/python"))
+            .arg(root.join("tests/otlp_receiver.py"))
+            .arg(&spans)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        OtlpReceiver {
+            port: line.trim().parse().unwrap(),
+            spans,
+            child,
+        }
+    }
+
+    fn spans(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.spans)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A webhook accepted on host a and delivered by host b is one trace,
+/// exported by both hosts over OTLP.
+#[test]
+fn a_webhook_accepted_on_one_host_and_delivered_by_another_is_one_trace() {
+    let nats = NatsServer::start();
+    let db = pouchdb().fresh_db("cluster-trace");
+    let root = tempfile::tempdir().unwrap();
+    let otlp = OtlpReceiver::start(root.path());
+    let telemetry = format!(
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\n",
+        otlp.port
+    );
+    // a only accepts (no pipeline workers): b delivers.
+    let ingress = webhook_flows(&db).replace("workers = 2", "workers = 0");
+    let mut a = Host::new(root.path(), "a", &nats, &format!("{ingress}{telemetry}"));
+    let mut b = Host::new(
+        root.path(),
+        "b",
+        &nats,
+        &format!("{}{telemetry}", webhook_flows(&db)),
+    );
+    a.start();
+    b.start();
+    // One delivery carries the sender's own trace context.
+    let sender_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body = events(0, 5);
+    let mut signed = sign_webhook(SECRET, "traced", &body);
+    signed.push((
+        "traceparent".into(),
+        format!("00-{sender_trace}-00f067aa0ba902b7-01"),
+    ));
+    let headers: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (status, _) = http(a.port, "POST", "/v1/hooks/bulk", &headers, &body).unwrap();
+    assert_eq!(status, 202);
+    for d in 1..5 {
+        assert_eq!(a.send("bulk", &format!("t_{d}"), &events(d, 5)), Some(202));
+    }
+    wait_for("every event in the sink", Duration::from_secs(60), || {
+        pouchdb().doc_count(&db) >= 25
+    });
+    wait_for("the spans to arrive", Duration::from_secs(30), || {
+        otlp.spans()
+            .iter()
+            .filter(|s| s["name"] == "pipeline deliver")
+            .count()
+            >= 25
+    });
+    let spans = otlp.spans();
+    let accepts: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "webhook accept")
+        .collect();
+    assert_eq!(accepts.len(), 5, "{spans:?}");
+    assert!(
+        accepts
+            .iter()
+            .all(|s| s["host"] == "a" && s["service"] == "switchyard")
+    );
+    let delivers: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["name"] == "pipeline deliver")
+        .collect();
+    assert!(
+        delivers.iter().all(|s| s["host"] == "b"),
+        "b delivers: {delivers:?}"
+    );
+    // Each delivered message hangs, through its receive span, off the
+    // accept span of its webhook: five traces, one per delivery.
+    let by_id: std::collections::HashMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["span_id"].as_str().unwrap(), s))
+        .collect();
+    for deliver in &delivers {
+        let receive = by_id[deliver["parent_span_id"].as_str().unwrap()];
+        assert_eq!(receive["name"], "webhook receive");
+        let accept = by_id[receive["parent_span_id"].as_str().unwrap()];
+        assert_eq!(accept["name"], "webhook accept");
+        assert_eq!(deliver["trace_id"], accept["trace_id"]);
+    }
+    let traces: std::collections::BTreeSet<&str> = delivers
+        .iter()
+        .map(|s| s["trace_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(traces.len(), 5);
+    // The sender's trace is continued, not replaced.
+    assert!(traces.contains(sender_trace), "{traces:?}");
+    let traced = accepts
+        .iter()
+        .find(|s| s["trace_id"] == sender_trace)
+        .unwrap();
+    assert_eq!(traced["parent_span_id"], "00f067aa0ba902b7");
+}

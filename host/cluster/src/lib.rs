@@ -12,22 +12,26 @@
 //! | sync cursors | KV bucket `P_cursors` | compare-and-swap on every commit |
 //! | sync run reports | KV bucket `P_runs` | |
 //! | which host runs a sync | KV bucket `P_leases` | expiring lease, compare-and-swap |
+//! | each connection's `state` | KV bucket `P_state_<connection>` | its limits are the connection's quota |
 //!
-//! Each host keeps its own data dir for what is per host: connection
-//! state, the audit trail, monitoring history and the compile cache.
+//! Each host keeps its own data dir for what is per host: the audit
+//! trail, monitoring history and the compile cache.
 //!
 //! Works with nats-server 2.9 (Debian's package) and later: it needs
 //! JetStream, pull consumers, delayed naks and KV, nothing newer.
 
 mod names;
 mod queue;
+mod state;
 mod store;
 
 pub use queue::JetStreamQueue;
+pub use state::JetStreamState;
 pub use store::{JetStreamCursors, JetStreamLeases};
 
 use serde::Deserialize;
 use std::time::Duration;
+use switchyard_broker::kv::StateQuota;
 use switchyard_broker::secrets::{SecretGrant, SecretProvider};
 use switchyard_flows::cursors::CursorStore;
 use switchyard_flows::leases::Leases;
@@ -145,16 +149,20 @@ impl ClusterConfig {
         Duration::from_millis(self.sync_lease_ms)
     }
 
-    fn host_id(&self) -> String {
-        self.host_id.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "host".into());
-            format!("{host}-{}", std::process::id())
-        })
+    /// This host's name in leases and logs (see `host_id`).
+    pub fn host_id(&self) -> String {
+        self.host_id.clone().unwrap_or_else(default_host_id)
     }
+}
+
+/// `<hostname>-<pid>`: a host's name when none is configured.
+pub fn default_host_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Why the cluster backend could not start.
@@ -179,6 +187,8 @@ pub struct Cluster {
     pub leases: JetStreamLeases,
     /// The client, to see the connection's state.
     pub client: async_nats::Client,
+    context: async_nats::jetstream::Context,
+    settings: names::Settings,
 }
 
 impl Cluster {
@@ -241,7 +251,15 @@ impl Cluster {
             cursors,
             leases,
             client,
+            context,
+            settings,
         })
+    }
+
+    /// Connection state on the cluster, one bucket per connection holding
+    /// at most `quota`.
+    pub fn state(&self, quota: StateQuota) -> JetStreamState {
+        JetStreamState::new(self.context.clone(), self.settings.clone(), quota)
     }
 
     /// The three seams as the flows take them.

@@ -62,8 +62,48 @@ impl Settings {
         history: i64,
         max_age: Duration,
     ) -> Result<kv::Store, ClusterError> {
+        self.kv_with(context, what, history, max_age, None).await
+    }
+
+    /// Creates KV bucket `what` holding one record per key within
+    /// `limits`, or opens it with its limits brought up to date.
+    pub async fn kv_limited(
+        &self,
+        context: &jetstream::Context,
+        what: &str,
+        limits: Limits,
+    ) -> Result<kv::Store, ClusterError> {
+        self.kv_with(context, what, 1, Duration::ZERO, Some(limits))
+            .await
+    }
+
+    async fn kv_with(
+        &self,
+        context: &jetstream::Context,
+        what: &str,
+        history: i64,
+        max_age: Duration,
+        limits: Option<Limits>,
+    ) -> Result<kv::Store, ClusterError> {
         let bucket = self.bucket(what);
         if let Ok(store) = context.get_key_value(&bucket).await {
+            if let Some(limits) = limits {
+                // A changed quota applies to the buckets already there.
+                let mut stream = (context.get_stream(format!("KV_{bucket}")).await)
+                    .map_err(|e| ClusterError::Setup(format!("bucket {bucket}: {e}")))?;
+                let mut config = (stream.info().await)
+                    .map_err(|e| ClusterError::Setup(format!("bucket {bucket}: {e}")))?
+                    .config
+                    .clone();
+                if (config.max_messages, config.max_bytes)
+                    != (limits.max_messages, limits.max_bytes)
+                {
+                    config.max_messages = limits.max_messages;
+                    config.max_bytes = limits.max_bytes;
+                    (context.update_stream(config).await)
+                        .map_err(|e| ClusterError::Setup(format!("bucket {bucket}: {e}")))?;
+                }
+            }
             return Ok(store);
         }
         // The bucket's stream as the KV conventions (ADR-8) lay it out,
@@ -80,6 +120,8 @@ impl Settings {
             deny_delete: true,
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
+            max_messages: limits.map_or(-1, |l| l.max_messages),
+            max_bytes: limits.map_or(-1, |l| l.max_bytes),
             ..Default::default()
         };
         let created = context.get_or_create_stream(config).await;
@@ -91,6 +133,13 @@ impl Settings {
             .await
             .map_err(|e| ClusterError::Setup(format!("bucket {bucket}: {e}")))
     }
+}
+
+/// A bucket's size limits; a write past them is refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_messages: i64,
+    pub max_bytes: i64,
 }
 
 /// Encodes a name into the characters every NATS name allows

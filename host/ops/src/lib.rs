@@ -14,3 +14,4 @@
 pub mod audit;
 pub mod metrics;
 pub mod monitor;
+pub mod otlp;

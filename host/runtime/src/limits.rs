@@ -170,6 +170,14 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The per-connection state quota these limits set.
+    pub fn state_quota(&self) -> switchyard_broker::kv::StateQuota {
+        switchyard_broker::kv::StateQuota {
+            max_keys: self.state_keys_per_connection,
+            max_bytes: self.state_bytes_per_connection,
+        }
+    }
+
     /// The invocation deadline as a [`Duration`].
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.deadline_ms)

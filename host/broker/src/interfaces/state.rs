@@ -1,11 +1,12 @@
 //! `switchyard:connector/state`: the connection's key-value store.
 //!
 //! Keys live in the namespace of the host-assigned connection identity; a
-//! guest names keys, never namespaces. Calls are short SQLite transactions
-//! on the embedded database (WAL), run on the invoking task.
+//! guest names keys, never namespaces. Calls go to the host's
+//! [`StateBackend`](crate::kv::StateBackend): short SQLite transactions on
+//! the embedded database (WAL) by default, JetStream KV on a cluster.
 
 use crate::bindings::switchyard::connector::state::{self, StateError};
-use crate::kv::{StateError as StoreError, StateNamespace};
+use crate::kv::{ConnectionState, StateError as StoreError};
 use crate::observe::{BrokerUse, ObserveCtx};
 use std::sync::Arc;
 use wasmtime::component::{HasData, Linker};
@@ -15,7 +16,7 @@ use wasmtime::component::{HasData, Linker};
 pub struct StateCtx {
     pub(crate) connection: Arc<str>,
     /// `None` when the connection is not granted state.
-    pub(crate) namespace: Option<StateNamespace>,
+    pub(crate) namespace: Option<ConnectionState>,
     /// Where writes are reported.
     pub(crate) observe: ObserveCtx,
 }
@@ -32,18 +33,23 @@ pub trait StateView: Send {
 }
 
 impl StateCtxView<'_> {
-    fn run<T>(
-        &self,
-        op: impl FnOnce(&StateNamespace) -> Result<T, StoreError>,
-    ) -> wasmtime::Result<Result<T, StateError>> {
+    async fn run<'a, T, F>(
+        &'a self,
+        op: impl FnOnce(&'a ConnectionState) -> F,
+    ) -> wasmtime::Result<Result<T, StateError>>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let Some(ns) = &self.ctx.namespace else {
             return Ok(Err(StateError::NotGranted(format!(
                 "connection `{}` has no state; set `state = true` under [connections.{}.grants]",
                 self.ctx.connection, self.ctx.connection
             ))));
         };
-        Ok(op(ns).map_err(|e| match e {
-            StoreError::Database(_) => StateError::Unavailable(e.to_string()),
+        Ok(op(ns).await.map_err(|e| match e {
+            StoreError::Database(_) | StoreError::Unavailable(_) => {
+                StateError::Unavailable(e.to_string())
+            }
             other => StateError::TooLarge(other.to_string()),
         }))
     }
@@ -69,7 +75,7 @@ impl StateCtxView<'_> {
 
 impl state::Host for StateCtxView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, StateError>> {
-        self.run(|ns| ns.get(&key))
+        self.run(|ns| ns.get(&key)).await
     }
 
     async fn set(
@@ -77,12 +83,12 @@ impl state::Host for StateCtxView<'_> {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), StateError>> {
-        let result = self.run(|ns| ns.set(&key, &value));
+        let result = self.run(|ns| ns.set(&key, &value)).await;
         self.written(&key, "set", result, |_| true)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, StateError>> {
-        let result = self.run(|ns| ns.delete(&key));
+        let result = self.run(|ns| ns.delete(&key)).await;
         self.written(&key, "delete", result, |existed| *existed)
     }
 
@@ -92,7 +98,9 @@ impl state::Host for StateCtxView<'_> {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> wasmtime::Result<Result<bool, StateError>> {
-        let result = self.run(|ns| ns.compare_and_swap(&key, expected.as_deref(), new.as_deref()));
+        let result = self
+            .run(|ns| ns.compare_and_swap(&key, expected.as_deref(), new.as_deref()))
+            .await;
         self.written(&key, "compare-and-swap", result, |swapped| *swapped)
     }
 
@@ -101,7 +109,7 @@ impl state::Host for StateCtxView<'_> {
         prefix: String,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<String>, StateError>> {
-        self.run(|ns| ns.keys(&prefix, limit as usize))
+        self.run(|ns| ns.keys(&prefix, limit as usize)).await
     }
 }
 

@@ -60,13 +60,14 @@ pub fn free_port() -> u16 {
     probe.local_addr().unwrap().port()
 }
 
+/// SIGKILL, then reaps it; a child that already exited is only reaped
+/// (this runs in destructors, so it must not panic).
 pub fn kill_9(mut child: Child) {
-    let status = Command::new("kill")
+    let _ = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait().unwrap();
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = child.wait();
 }
 
 /// One HTTP/1.1 exchange: `(status, JSON body)`, or `None` if the server

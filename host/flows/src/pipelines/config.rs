@@ -49,7 +49,8 @@ pub struct PipelineConfig {
     /// order. With more, batches may reach the sink and be acked out of
     /// order (a later batch can overtake an earlier one, and a retried
     /// message already could), so use more only for sinks that do not
-    /// depend on order.
+    /// depend on order. 0 (only on a cluster, where other hosts deliver):
+    /// this host queues what its webhooks accept but delivers none of it.
     #[serde(default = "default_workers")]
     pub workers: usize,
     /// Default: [`RetryPolicy::default`].

@@ -131,9 +131,6 @@ impl Pipelines {
             if p.batch_size == 0 {
                 return Err(format!("pipelines.{name}.batch_size must be at least 1"));
             }
-            if p.workers == 0 {
-                return Err(format!("pipelines.{name}.workers must be at least 1"));
-            }
         }
         let mut resolved = BTreeMap::new();
         for (name, w) in webhooks {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use switchyard_broker::egress::Network;
-use switchyard_broker::kv::StateStore;
+use switchyard_broker::kv::{StateBackend, StateStore};
 use switchyard_broker::secrets::{EnvOrFile, SecretProvider};
 use wasmtime::component::Linker;
 
@@ -24,6 +24,7 @@ pub struct RuntimeBuilder {
     secret_provider: Option<Arc<dyn SecretProvider>>,
     network: Option<Network>,
     state_path: Option<PathBuf>,
+    state_backend: Option<Arc<dyn StateBackend>>,
     observers: Vec<Arc<dyn Observer>>,
     trust: TrustPolicy,
     without_epochs: bool,
@@ -72,6 +73,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Where connection state lives, instead of the SQLite file of
+    /// [`state_path`](Self::state_path) (the cluster's shared store).
+    /// The backend enforces its own quota.
+    pub fn state_backend(mut self, backend: Arc<dyn StateBackend>) -> Self {
+        self.state_backend = Some(backend);
+        self
+    }
+
     /// Adds an observer of invocations, egress and brokered capabilities
     /// (metrics, the audit trail and monitoring are observers). Default:
     /// none.
@@ -116,15 +125,15 @@ impl RuntimeBuilder {
             Ok(())
         };
         link(&mut linker).map_err(|e| LoadError::Config(format!("cannot link host: {e:#}")))?;
-        let state = match &self.state_path {
-            Some(path) => StateStore::open(path),
-            None => StateStore::in_memory(),
-        }
-        .map_err(|e| LoadError::Config(format!("cannot open the state store: {e}")))?
-        .with_quota(switchyard_broker::kv::StateQuota {
-            max_keys: self.limits.state_keys_per_connection,
-            max_bytes: self.limits.state_bytes_per_connection,
-        });
+        let state: Arc<dyn StateBackend> = match self.state_backend {
+            Some(backend) => backend,
+            None => match &self.state_path {
+                Some(path) => StateStore::open(path),
+                None => StateStore::in_memory(),
+            }
+            .map_err(|e| LoadError::Config(format!("cannot open the state store: {e}")))?
+            .with_quota(self.limits.state_quota()),
+        };
         let compiles = tokio::sync::Semaphore::new(self.limits.compiles_in_flight);
         Ok(Runtime {
             inner: Arc::new(Inner {

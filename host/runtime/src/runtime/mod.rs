@@ -29,7 +29,7 @@ use switchyard_broker::BrokerCtx;
 use switchyard_broker::capabilities::{EffectiveRights, PluginManifest};
 use switchyard_broker::egress::Network;
 use switchyard_broker::interfaces::log::LogRate;
-use switchyard_broker::kv::StateStore;
+use switchyard_broker::kv::StateBackend;
 use switchyard_broker::rate::ConnectionRateLimits;
 use switchyard_broker::secrets::{ConnectionSecrets, Redactor, SecretProvider};
 use wasmtime::component::Linker;
@@ -207,7 +207,7 @@ struct Inner {
     cache: Option<CompileCache>,
     secret_provider: Arc<dyn SecretProvider>,
     network: Network,
-    state: Option<Arc<StateStore>>,
+    state: Option<Arc<dyn StateBackend>>,
     registry: RwLock<Registry>,
     /// Serialises hot loads (compilation itself runs concurrently).
     deploy_lock: tokio::sync::Mutex<()>,
