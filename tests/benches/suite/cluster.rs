@@ -73,7 +73,10 @@ fn run(b: &Bench, runtime: &Runtime, queues: &[Arc<dyn Queue>], records: usize) 
         let host = hosts[0].clone();
         b.tokio.spawn(async move {
             for batch in batches {
-                queue.enqueue(&pipeline_queue(PIPELINE), batch).await.unwrap();
+                queue
+                    .enqueue(&pipeline_queue(PIPELINE), batch)
+                    .await
+                    .unwrap();
                 host.wake();
             }
         })
