@@ -7,7 +7,11 @@
 //! produce a core module that [`componentize`] turns into a component using
 //! the type information wit-bindgen embeds. Set `SWITCHYARD_TOOLCHAIN` to
 //! `wasip2`, `unknown` or `debian` to force one.
+//!
+//! Python connectors are built by [`python::build`] with componentize-py;
+//! [`Language::detect`] tells a folder's language.
 
+pub mod python;
 mod toolchain;
 
 pub use toolchain::Toolchain;
@@ -27,6 +31,17 @@ pub enum BuildError {
     /// `dir` has no Cargo.toml.
     #[error("{0}: no Cargo.toml here; pass the directory of a connector crate")]
     NotACrate(PathBuf),
+    /// `dir` is no connector project of a language this builds.
+    #[error(
+        "{0}: not a connector project: expected Cargo.toml (Rust) or app.py (Python); `switchyard plugin new <name> --lang rust|python` makes one"
+    )]
+    NotAConnector(PathBuf),
+    /// The connector's manifest cannot be read.
+    #[error("manifest: {0}")]
+    Manifest(String),
+    /// A guest language's build tool failed (its output is above).
+    #[error("{tool} failed (exit {code}); see its output above")]
+    Guest { tool: String, code: String },
     /// cargo could not be started.
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -54,6 +69,28 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The language of a connector project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    /// A crate: `Cargo.toml`.
+    Rust,
+    /// `app.py`, built with componentize-py.
+    Python,
+}
+
+impl Language {
+    /// What `dir` holds: `Cargo.toml` means Rust, `app.py` Python.
+    pub fn detect(dir: &Path) -> Result<Language, BuildError> {
+        if dir.join("Cargo.toml").is_file() {
+            Ok(Language::Rust)
+        } else if dir.join("app.py").is_file() {
+            Ok(Language::Python)
+        } else {
+            Err(BuildError::NotAConnector(dir.to_owned()))
+        }
+    }
 }
 
 /// What to build.

@@ -1,13 +1,15 @@
-//! `switchyard plugin build`.
+//! `switchyard plugin build`: a Rust crate or a Python connector folder
+//! into a component.
 
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchyard_build::{BuildRequest, Toolchain};
+use switchyard_build::{BuildRequest, Language, Toolchain};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The connector crate's directory (where its Cargo.toml is).
+    /// The connector's directory: a Rust crate (Cargo.toml) or a Python
+    /// connector (app.py).
     crate_dir: PathBuf,
     /// Cargo target directory. Default: cargo's (the crate's or workspace's `target/`).
     #[arg(long)]
@@ -20,6 +22,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if Language::detect(&args.crate_dir)? == Language::Python {
+        return build_python(&args);
+    }
     let toolchain = Toolchain::detect()?;
     eprintln!(
         "building {} with {}",
@@ -49,5 +54,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("built {}", component.package);
         println!("{}", path.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A Python connector: into `--out` (with its manifest) or `<dir>/build/`.
+fn build_python(args: &Args) -> anyhow::Result<ExitCode> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.crate_dir.join("build"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    eprintln!(
+        "building {} (Python) with componentize-py",
+        args.crate_dir.display()
+    );
+    let (name, path) = switchyard_build::python::build(&args.crate_dir, &out)?;
+    if let (_, Some(manifest), _) = switchyard_build::python::manifest(&args.crate_dir)? {
+        let copied = out.join(format!("{name}.manifest.toml"));
+        std::fs::copy(&manifest, &copied)
+            .with_context(|| format!("cannot copy to {}", copied.display()))?;
+    }
+    eprintln!("built {name}");
+    println!("{}", path.display());
     Ok(ExitCode::SUCCESS)
 }
