@@ -20,10 +20,21 @@ fn config(server: &NatsServer, host: &str) -> ClusterConfig {
     .unwrap()
 }
 
+/// A host with a 1.5 s ack wait: for the tests of what an expired ack
+/// wait does.
 async fn host(server: &NatsServer, name: &str) -> Cluster {
     Cluster::connect(&config(server, name), &EnvOrFile)
         .await
         .unwrap()
+}
+
+/// A host with the default 30 s ack wait, for tests that count attempts:
+/// on a loaded machine a 1.5 s ack wait can run out between a claim and
+/// its settlement, and the server rightly counts the redelivery.
+async fn patient_host(server: &NatsServer, name: &str) -> Cluster {
+    let mut config = config(server, name);
+    config.ack_wait_ms = 30_000;
+    Cluster::connect(&config, &EnvOrFile).await.unwrap()
 }
 
 fn message(id: &str, body: &str) -> Message {
@@ -65,7 +76,7 @@ async fn claim_n(
 #[tokio::test]
 async fn the_queue_contract_holds_on_jetstream() {
     let server = NatsServer::start();
-    let a = host(&server, "a").await;
+    let a = patient_host(&server, "a").await;
     let q: &dyn Queue = &a.queue;
 
     // Same content twice is stored once; a changed record comes again.
@@ -151,7 +162,7 @@ async fn the_queue_contract_holds_on_jetstream() {
 #[tokio::test]
 async fn retries_end_in_a_dead_letter_after_max_attempts() {
     let server = NatsServer::start();
-    let a = host(&server, "a").await;
+    let a = patient_host(&server, "a").await;
     let q: &dyn Queue = &a.queue;
     q.enqueue("pipeline:r", vec![message("1", "x")])
         .await
@@ -243,8 +254,8 @@ async fn progress_acks_keep_a_long_batch_from_being_redelivered() {
 #[tokio::test]
 async fn webhook_deliveries_are_deduplicated_across_hosts() {
     let server = NatsServer::start();
-    let a = host(&server, "a").await;
-    let b = host(&server, "b").await;
+    let a = patient_host(&server, "a").await;
+    let b = patient_host(&server, "b").await;
     let window = Duration::from_secs(300);
     let first = a
         .queue
@@ -363,7 +374,7 @@ async fn cursors_advance_by_compare_and_swap_and_leases_are_exclusive() {
 #[tokio::test]
 async fn a_restarted_server_keeps_the_queue_and_the_host_reconnects() {
     let mut server = NatsServer::start();
-    let a = host(&server, "a").await;
+    let a = patient_host(&server, "a").await;
     a.queue
         .enqueue(
             "pipeline:s",
