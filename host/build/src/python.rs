@@ -238,11 +238,13 @@ pub fn build(dir: &Path, out_dir: &Path) -> Result<(String, PathBuf), BuildError
         .arg(work.join("sdk"))
         .arg("-o")
         .arg(&out)
-        .status()
-        .map_err(|source| BuildError::Spawn {
-            program: program.display().to_string(),
-            source,
-        })?;
+        .status();
+    // The scratch copy goes whatever happened.
+    let _ = std::fs::remove_dir_all(&work);
+    let status = status.map_err(|source| BuildError::Spawn {
+        program: program.display().to_string(),
+        source,
+    })?;
     if !status.success() {
         return Err(BuildError::Guest {
             tool: "componentize-py".into(),
@@ -251,6 +253,5 @@ pub fn build(dir: &Path, out_dir: &Path) -> Result<(String, PathBuf), BuildError
                 .map_or_else(|| "signal".into(), |c| c.to_string()),
         });
     }
-    let _ = std::fs::remove_dir_all(&work);
     Ok((name, out))
 }

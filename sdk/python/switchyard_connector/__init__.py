@@ -33,7 +33,10 @@ import json as _json
 import traceback as _traceback
 
 from wit_world import exports as _exports
-from wit_world.imports import switchyard_connector_types as _types
+try:
+    from wit_world.imports import switchyard_connector_types as _types
+except ImportError:  # built without wasi:http, whose `types` it would clash with
+    from wit_world.imports import types as _types
 from componentize_py_types import Err as _Err, Ok as _Ok
 
 from .errors import ConnectorError, InvalidInput, Permanent, RateLimited, Retryable

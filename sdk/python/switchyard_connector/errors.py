@@ -1,6 +1,9 @@
 """The errors a connector raises; the host acts on the kind."""
 
-from wit_world.imports import switchyard_connector_types as _types
+try:
+    from wit_world.imports import switchyard_connector_types as _types
+except ImportError:  # built without wasi:http, whose `types` it would clash with
+    from wit_world.imports import types as _types
 
 
 class ConnectorError(Exception):
