@@ -43,8 +43,10 @@ enum Command {
 enum PluginCommand {
     /// Show a component's WIT version, exports, imports, size and sha256.
     Inspect(commands::inspect::Args),
-    /// Build a connector crate into a component.
+    /// Build a connector (a Rust crate or a Python app.py folder) into a component.
     Build(commands::build::Args),
+    /// Scaffold a connector: source, manifest, README and a test.
+    New(commands::new::Args),
     /// Sign a component and its manifest with a publisher key.
     Sign(commands::sign::SignArgs),
     /// Check a component's signature against trusted publisher keys.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => commands::audit::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => commands::inspect::run(args),
         Command::Plugin(PluginCommand::Build(args)) => commands::build::run(args),
+        Command::Plugin(PluginCommand::New(args)) => commands::new::run(args),
         Command::Plugin(PluginCommand::Sign(args)) => commands::sign::sign(args),
         Command::Plugin(PluginCommand::Verify(args)) => commands::sign::verify(args),
         Command::Key(args) => commands::key::run(args),

@@ -153,10 +153,54 @@ fn build_produces_a_loadable_component_and_prints_where() {
     let out = switchyard(dir.path(), &["plugin", "build", "."]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("no Cargo.toml here"),
+        text(&out.stderr).contains("expected Cargo.toml (Rust) or app.py (Python)"),
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Issue 17: from an empty folder to a running connector, in Python and
+/// in Rust: `plugin new`, its own test, `plugin build`, `call`.
+#[test]
+fn a_scaffolded_connector_builds_and_answers_in_python_and_rust() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = switchyard_tests::workspace_root();
+    let guests = root.join("target/guests");
+    for (lang, extra) in [
+        ("python", vec![]),
+        ("rust", vec!["--target-dir", guests.to_str().unwrap()]),
+    ] {
+        let name = format!("hello-{lang}");
+        let (ok, out) = common::run(dir.path(), &["plugin", "new", &name, "--lang", lang]);
+        assert!(ok, "{out}");
+        let folder = dir.path().join(&name);
+        assert!(folder.join(format!("{name}.manifest.toml")).is_file());
+        if lang == "python" {
+            // Its test runs natively.
+            let test = Command::new("python3")
+                .arg("test_app.py")
+                .current_dir(&folder)
+                .output()
+                .unwrap();
+            assert!(test.status.success(), "{}", text(&test.stderr));
+        }
+        let mut args = vec!["plugin", "build", name.as_str(), "--out", "out"];
+        args.extend(extra.iter().copied());
+        let (ok, out) = common::run(dir.path(), &args);
+        assert!(ok, "{out}");
+        let wasm = format!("out/{name}.wasm");
+        let answer = switchyard(
+            dir.path(),
+            &["call", &wasm, "greet", "-i", r#"{"name": "Ada"}"#],
+        );
+        assert!(answer.status.success(), "{}", text(&answer.stderr));
+        let value: serde_json::Value = serde_json::from_slice(&answer.stdout).unwrap();
+        assert_eq!(value["message"], "Hello, Ada!", "{lang}");
+    }
+    let (ok, out) = common::run(dir.path(), &["plugin", "new", "Bad_Name"]);
+    assert!(!ok && out.contains("lowercase letters"), "{out}");
+    let (ok, out) = common::run(dir.path(), &["plugin", "new", "hello-python"]);
+    assert!(!ok && out.contains("already exists"), "{out}");
 }
 
 #[test]

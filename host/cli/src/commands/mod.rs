@@ -6,6 +6,7 @@ pub mod call;
 pub mod dlq;
 pub mod inspect;
 pub mod key;
+pub mod new;
 pub mod serve;
 pub mod sign;
 
