@@ -8,9 +8,11 @@
 //! the type information wit-bindgen embeds. Set `SWITCHYARD_TOOLCHAIN` to
 //! `wasip2`, `unknown` or `debian` to force one.
 //!
-//! Python connectors are built by [`python::build`] with componentize-py;
+//! Python connectors are built by [`python::build`] with componentize-py,
+//! JavaScript ones by [`javascript::build`] with componentize-js;
 //! [`Language::detect`] tells a folder's language.
 
+pub mod javascript;
 pub mod python;
 mod toolchain;
 
@@ -33,7 +35,7 @@ pub enum BuildError {
     NotACrate(PathBuf),
     /// `dir` is no connector project of a language this builds.
     #[error(
-        "{0}: not a connector project: expected Cargo.toml (Rust) or app.py (Python); `switchyard plugin new <name> --lang rust|python` makes one"
+        "{0}: not a connector project: expected Cargo.toml (Rust), app.py (Python) or app.js (JavaScript); `switchyard plugin new <name> --lang rust|python|js` makes one"
     )]
     NotAConnector(PathBuf),
     /// The connector's manifest cannot be read.
@@ -78,7 +80,13 @@ pub enum Language {
     Rust,
     /// `app.py`, built with componentize-py.
     Python,
+    /// `app.js`, built with componentize-js.
+    JavaScript,
 }
+
+/// A Python or JavaScript builder: the connector folder and the output
+/// folder in; the connector's name and its component's path out.
+pub type GuestBuilder = fn(&Path, &Path) -> Result<(String, PathBuf), BuildError>;
 
 impl Language {
     /// What `dir` holds: `Cargo.toml` means Rust, `app.py` Python.
@@ -87,6 +95,8 @@ impl Language {
             Ok(Language::Rust)
         } else if dir.join("app.py").is_file() {
             Ok(Language::Python)
+        } else if dir.join("app.js").is_file() {
+            Ok(Language::JavaScript)
         } else {
             Err(BuildError::NotAConnector(dir.to_owned()))
         }

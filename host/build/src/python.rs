@@ -18,7 +18,7 @@ use std::process::Command;
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
 /// The connector WIT and its WASI dependencies, as `(path, text)`.
-pub(crate) const WIT: &[(&str, &str)] = &[
+pub const WIT: &[(&str, &str)] = &[
     ("connector.wit", include_str!("../../../wit/connector.wit")),
     (
         "deps/cli/cli.wit",
@@ -155,7 +155,7 @@ pub fn manifest(dir: &Path) -> Result<(String, Option<PathBuf>, Requests), Build
 }
 
 /// The world a connector with `requests` is built against.
-pub(crate) fn world(name: &str, requests: Requests) -> String {
+pub fn world(name: &str, requests: Requests) -> String {
     let mut imports = vec!["log", "config"];
     for (wanted, interface) in [
         (requests.secrets, "secrets"),
@@ -177,7 +177,7 @@ pub(crate) fn world(name: &str, requests: Requests) -> String {
 }
 
 /// Writes `files` under `dir`.
-pub(crate) fn write_tree(dir: &Path, files: &[(&str, &str)]) -> Result<(), BuildError> {
+pub fn write_tree(dir: &Path, files: &[(&str, &str)]) -> Result<(), BuildError> {
     for (path, text) in files {
         let path = dir.join(path);
         let io = |source| BuildError::Io {

@@ -1,5 +1,5 @@
-//! `switchyard plugin build`: a Rust crate or a Python connector folder
-//! into a component.
+//! `switchyard plugin build`: a Rust crate, or a Python or JavaScript
+//! connector folder, into a component.
 
 use anyhow::Context;
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ use switchyard_build::{BuildRequest, Language, Toolchain};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The connector's directory: a Rust crate (Cargo.toml) or a Python
-    /// connector (app.py).
+    /// The connector's directory: a Rust crate (Cargo.toml), a Python
+    /// connector (app.py) or a JavaScript one (app.js).
     crate_dir: PathBuf,
     /// Cargo target directory. Default: cargo's (the crate's or workspace's `target/`).
     #[arg(long)]
@@ -22,8 +22,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if Language::detect(&args.crate_dir)? == Language::Python {
-        return build_python(&args);
+    match Language::detect(&args.crate_dir)? {
+        Language::Python => return build_guest(&args, "Python", switchyard_build::python::build),
+        Language::JavaScript => {
+            return build_guest(&args, "JavaScript", switchyard_build::javascript::build);
+        }
+        Language::Rust => {}
     }
     let toolchain = Toolchain::detect()?;
     eprintln!(
@@ -57,18 +61,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A Python connector: into `--out` (with its manifest) or `<dir>/build/`.
-fn build_python(args: &Args) -> anyhow::Result<ExitCode> {
+/// A Python or JavaScript connector: into `--out` (with its manifest) or
+/// `<dir>/build/`.
+fn build_guest(
+    args: &Args,
+    language: &str,
+    build: switchyard_build::GuestBuilder,
+) -> anyhow::Result<ExitCode> {
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| args.crate_dir.join("build"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    eprintln!(
-        "building {} (Python) with componentize-py",
-        args.crate_dir.display()
-    );
-    let (name, path) = switchyard_build::python::build(&args.crate_dir, &out)?;
+    eprintln!("building {} ({language})", args.crate_dir.display());
+    let (name, path) = build(&args.crate_dir, &out)?;
     if let (_, Some(manifest), _) = switchyard_build::python::manifest(&args.crate_dir)? {
         let copied = out.join(format!("{name}.manifest.toml"));
         std::fs::copy(&manifest, &copied)

@@ -1,9 +1,10 @@
-//! Python connectors (issue 17), built from source in the test run with
-//! `switchyard plugin build`'s builder (componentize-py from `./dev
-//! setup`): the http-api example against httpbin with the same assertions
-//! as the Rust one, and a probe that finds the sandbox closed, keeps state
-//! per connection, has its SSRF attempts refused and its error kinds
-//! mapped as the Rust SDK's are.
+//! Python and JavaScript connectors (issue 17), built from source in the
+//! test run with `switchyard plugin build`'s builders (componentize-py and
+//! componentize-js from `./dev setup`): the http-api example in each
+//! against httpbin with the same assertions as the Rust one, and probes
+//! that find the sandbox closed, keep state per connection, have their
+//! SSRF attempts refused and their error kinds mapped as the Rust SDK's
+//! are.
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -28,8 +29,13 @@ fn built(dir: &str) -> PathBuf {
         .or_insert_with(|| {
             let out = workspace_root().join("target/guests-py");
             std::fs::create_dir_all(&out).unwrap();
-            let (_, path) = switchyard_build::python::build(&workspace_root().join(dir), &out)
-                .unwrap_or_else(|e| panic!("building {dir}: {e}"));
+            let source = workspace_root().join(dir);
+            let build = if source.join("app.js").is_file() {
+                switchyard_build::javascript::build
+            } else {
+                switchyard_build::python::build
+            };
+            let (_, path) = build(&source, &out).unwrap_or_else(|e| panic!("building {dir}: {e}"));
             path
         })
         .clone()
@@ -45,12 +51,22 @@ fn install(dir: &Path, name: &str, component: &Path, manifest: &str) -> PathBuf 
 
 #[tokio::test]
 async fn the_python_http_api_connector_calls_httpbin_with_its_bearer_secret() {
+    http_api_calls_httpbin("http-api-py").await;
+}
+
+#[tokio::test]
+async fn the_javascript_http_api_connector_calls_httpbin_with_its_bearer_secret() {
+    http_api_calls_httpbin("http-api-js").await;
+}
+
+/// The assertions of the Rust http-api example's test, for `plugin`.
+async fn http_api_calls_httpbin(plugin: &str) {
     // SAFETY: set before any runtime reads it; nothing else writes it.
     unsafe { std::env::set_var("SWITCHYARD_TEST_PY_TOKEN", canary()) };
     let hb = httpbin().origin();
     let dir = tempfile::tempdir().unwrap();
     let manifest = std::fs::read_to_string(
-        workspace_root().join("plugins/http-api-py/http-api-py.manifest.toml"),
+        workspace_root().join(format!("plugins/{plugin}/{plugin}.manifest.toml")),
     )
     .unwrap()
     .replace(
@@ -59,17 +75,17 @@ async fn the_python_http_api_connector_calls_httpbin_with_its_bearer_secret() {
     );
     let wasm = install(
         dir.path(),
-        "http-api-py",
-        &built("plugins/http-api-py"),
+        "http-api",
+        &built(&format!("plugins/{plugin}")),
         &manifest,
     );
     let config = format!(
         r#"
         data_dir = "{data}"
-        [plugins.http-api-py]
+        [plugins.http-api]
         path = "{wasm}"
         [connections.httpbin]
-        plugin = "http-api-py"
+        plugin = "http-api"
         config = {{ base_url = "{hb}" }}
         [connections.httpbin.grants]
         allow = ["{hb}"]
@@ -133,7 +149,7 @@ async fn the_python_http_api_connector_calls_httpbin_with_its_bearer_secret() {
     );
     assert_eq!(kind(call("nothing", json!(null)).await), "permanent");
     // The component imports only what its manifest requests: no state.
-    let plugin = runtime.plugin("http-api-py").unwrap();
+    let plugin = runtime.plugin("http-api").unwrap();
     let imports = &plugin.summary().imports;
     assert!(
         !imports.iter().any(|i| i.contains("connector/state")),
@@ -165,7 +181,8 @@ struct Probe {
 }
 
 impl Probe {
-    async fn new() -> Probe {
+    /// The probe of `lang` (`py` or `js`), as plugin `probe`.
+    async fn new(lang: &str) -> Probe {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let resolver = StaticResolver::default()
             .with("metadata.test", &[ip("169.254.169.254")])
@@ -183,11 +200,11 @@ impl Probe {
         );
         let path = install(
             dir.path(),
-            "py-probe",
-            &built("tests/guests-py/probe"),
+            "probe",
+            &built(&format!("tests/guests-{lang}/probe")),
             &manifest,
         );
-        runtime.load_plugin("py-probe", &path).await.unwrap();
+        runtime.load_plugin("probe", &path).await.unwrap();
         Probe {
             runtime,
             dialer,
@@ -205,7 +222,7 @@ impl Probe {
         ))
         .unwrap();
         (self.runtime)
-            .add_connection_with_grants(name, "py-probe", BTreeMap::new(), &grants)
+            .add_connection_with_grants(name, "probe", BTreeMap::new(), &grants)
             .unwrap();
     }
 
@@ -220,7 +237,7 @@ impl Probe {
 
 #[tokio::test]
 async fn a_python_guest_finds_no_files_no_environment_and_no_sockets() {
-    let probe = Probe::new().await;
+    let probe = Probe::new("py").await;
     probe.connect("p");
     // A listener the guest would reach if sockets were open.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -236,8 +253,28 @@ async fn a_python_guest_finds_no_files_no_environment_and_no_sockets() {
 }
 
 #[tokio::test]
+async fn a_javascript_guest_has_no_node_or_deno_apis() {
+    let probe = Probe::new("js").await;
+    probe.connect("p");
+    let out = probe.call("p", "sandbox", json!({})).await;
+    assert_eq!(
+        out,
+        json!({ "process": "undefined", "require": "undefined", "deno": "undefined" })
+    );
+}
+
+#[tokio::test]
 async fn a_python_guest_keeps_state_per_connection_and_reaches_only_what_is_granted() {
-    let probe = Probe::new().await;
+    state_and_egress("py").await;
+}
+
+#[tokio::test]
+async fn a_javascript_guest_keeps_state_per_connection_and_reaches_only_what_is_granted() {
+    state_and_egress("js").await;
+}
+
+async fn state_and_egress(lang: &str) {
+    let probe = Probe::new(lang).await;
     probe.connect("tenant-a");
     probe.connect("tenant-b");
     let set = json!({ "op": "set", "key": "cursor", "value": "a-42" });
@@ -276,11 +313,17 @@ async fn a_python_guest_keeps_state_per_connection_and_reaches_only_what_is_gran
             json!({ "url": "http://metadata.test/latest" }),
         )
         .await;
-    assert_eq!(out["code"], "destination-IP-prohibited", "{out}");
+    let refused = |out: &Value, code: &str| match lang {
+        // The SDK names the wasi:http error code.
+        "py" => assert_eq!(out["code"], code, "{out}"),
+        // fetch() rejects; StarlingMonkey does not pass the code on.
+        _ => assert!(out["error"].is_string() && out["status"].is_null(), "{out}"),
+    };
+    refused(&out, "destination-IP-prohibited");
     let out = probe
         .call("tenant-a", "fetch", json!({ "url": "http://denied.test/" }))
         .await;
-    assert_eq!(out["code"], "HTTP-request-denied", "{out}");
+    refused(&out, "HTTP-request-denied");
     assert_eq!(
         *probe.dialer.refused.lock().unwrap(),
         Vec::<SocketAddr>::new()
@@ -289,7 +332,16 @@ async fn a_python_guest_keeps_state_per_connection_and_reaches_only_what_is_gran
 
 #[tokio::test]
 async fn python_error_kinds_map_to_the_hosts_and_a_crash_is_permanent() {
-    let probe = Probe::new().await;
+    error_kinds("py", "ZeroDivisionError", "python").await;
+}
+
+#[tokio::test]
+async fn javascript_error_kinds_map_to_the_hosts_and_a_crash_is_permanent() {
+    error_kinds("js", "TypeError", "javascript").await;
+}
+
+async fn error_kinds(lang: &str, crash: &str, seen_by: &str) {
+    let probe = Probe::new(lang).await;
     probe.connect("p");
     let fail = |kind: &str| {
         let runtime = probe.runtime.clone();
@@ -319,7 +371,7 @@ async fn python_error_kinds_map_to_the_hosts_and_a_crash_is_permanent() {
     }
     match fail("bug").await {
         InvokeError::Guest(ConnectorError::Permanent(m)) => {
-            assert!(m.contains("ZeroDivisionError"), "{m}");
+            assert!(m.contains(crash), "{m}");
         }
         other => panic!("{other:?}"),
     }
@@ -334,5 +386,5 @@ async fn python_error_kinds_map_to_the_hosts_and_a_crash_is_permanent() {
     };
     let out = probe.runtime.transform("p", vec![message]).await.unwrap();
     let record: Value = serde_json::from_slice(&out[0].payload).unwrap();
-    assert_eq!(record, json!({ "n": 1, "seen_by": "python" }));
+    assert_eq!(record, json!({ "n": 1, "seen_by": seen_by }));
 }
