@@ -43,7 +43,7 @@ enum Command {
 enum PluginCommand {
     /// Show a component's WIT version, exports, imports, size and sha256.
     Inspect(commands::inspect::Args),
-    /// Build a connector (a Rust crate or a Python app.py folder) into a component.
+    /// Build a connector (a Rust crate, a Python app.py or a JavaScript app.js folder) into a component.
     Build(commands::build::Args),
     /// Scaffold a connector: source, manifest, README and a test.
     New(commands::new::Args),

@@ -162,12 +162,13 @@ fn build_produces_a_loadable_component_and_prints_where() {
 /// Issue 17: from an empty folder to a running connector, in Python and
 /// in Rust: `plugin new`, its own test, `plugin build`, `call`.
 #[test]
-fn a_scaffolded_connector_builds_and_answers_in_python_and_rust() {
+fn a_scaffolded_connector_builds_and_answers_in_python_javascript_and_rust() {
     let dir = tempfile::tempdir().unwrap();
     let root = switchyard_tests::workspace_root();
     let guests = root.join("target/guests");
     for (lang, extra) in [
         ("python", vec![]),
+        ("js", vec![]),
         ("rust", vec!["--target-dir", guests.to_str().unwrap()]),
     ] {
         let name = format!("hello-{lang}");
@@ -175,10 +176,15 @@ fn a_scaffolded_connector_builds_and_answers_in_python_and_rust() {
         assert!(ok, "{out}");
         let folder = dir.path().join(&name);
         assert!(folder.join(format!("{name}.manifest.toml")).is_file());
-        if lang == "python" {
-            // Its test runs natively.
-            let test = Command::new("python3")
-                .arg("test_app.py")
+        // Its test runs natively.
+        let native = match lang {
+            "python" => Some(("python3", "test_app.py")),
+            "js" => Some(("node", "test_app.mjs")),
+            _ => None,
+        };
+        if let Some((program, test)) = native {
+            let test = Command::new(program)
+                .arg(test)
                 .current_dir(&folder)
                 .output()
                 .unwrap();

@@ -1,4 +1,4 @@
-//! `switchyard plugin new <name> --lang rust|python`: a connector that
+//! `switchyard plugin new <name> --lang rust|python|js`: a connector that
 //! builds and runs with one more command each.
 
 use anyhow::{Context, bail};
@@ -9,6 +9,9 @@ use std::process::ExitCode;
 pub enum Lang {
     Rust,
     Python,
+    /// JavaScript (`js` for short).
+    #[value(alias = "js")]
+    Javascript,
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let files = match args.lang {
         Lang::Python => python(name),
+        Lang::Javascript => javascript(name),
         Lang::Rust => {
             let sdk = match args.sdk {
                 Some(sdk) => sdk,
@@ -161,6 +165,75 @@ if __name__ == "__main__":
         (
             "README.md".into(),
             readme(name, "Python", "`python3 test_app.py`"),
+        ),
+    ]
+}
+
+fn javascript(name: &str) -> Vec<(String, String)> {
+    let class: String = name
+        .split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let app = format!(
+        r#"// The {name} connector.
+import * as sy from "switchyard-connector";
+
+// Pure logic, tested natively by test_app.mjs.
+export function greeting(name) {{
+  if (typeof name !== "string" || !name) throw new sy.InvalidInput('expected {{"name": "…"}}');
+  return `Hello, ${{name}}!`;
+}}
+
+class {class} extends sy.Connector {{
+  static info = {{ name: "{name}", version: "0.1.0", description: "Says hello" }};
+  static actions = {{ greet: '{{"name"}} → {{"message"}}' }};
+
+  greet(input) {{
+    return {{ message: greeting((input ?? {{}}).name) }};
+  }}
+}}
+
+export const connector = sy.exportConnector({class});
+"#
+    );
+    let test = r#"// Tests the connector's logic natively: `node test_app.mjs`. The SDK only
+// runs inside the component, so app.js is loaded with a stand-in for it.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import test from "node:test";
+
+class InvalidInput extends Error {}
+globalThis.switchyardSdkStub = {
+  InvalidInput,
+  Connector: class {},
+  exportConnector: (impl) => impl,
+};
+const source = readFileSync(new URL("./app.js", import.meta.url), "utf8").replace(
+  'import * as sy from "switchyard-connector";',
+  "const sy = globalThis.switchyardSdkStub;",
+);
+const app = await import(`data:text/javascript,${encodeURIComponent(source)}`);
+
+test("greets", () => {
+  assert.equal(app.greeting("Ada"), "Hello, Ada!");
+});
+
+test("refuses a missing name", () => {
+  assert.throws(() => app.greeting(undefined), InvalidInput);
+});
+"#;
+    vec![
+        ("app.js".into(), app),
+        ("test_app.mjs".into(), test.into()),
+        (format!("{name}.manifest.toml"), manifest(name)),
+        (
+            "README.md".into(),
+            readme(name, "JavaScript", "`node test_app.mjs`"),
         ),
     ]
 }
