@@ -15,6 +15,8 @@ mod cluster;
 mod endpoint;
 #[path = "suite/epoch.rs"]
 mod epoch;
+#[path = "suite/guests.rs"]
+mod guests;
 #[path = "suite/load.rs"]
 mod load;
 #[path = "suite/memory.rs"]
@@ -23,8 +25,6 @@ mod memory;
 mod neighbours;
 #[path = "suite/pipeline.rs"]
 mod pipeline;
-#[path = "suite/python.rs"]
-mod python;
 #[path = "suite/stats.rs"]
 mod stats;
 #[path = "suite/subprocess.rs"]
@@ -56,7 +56,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline,neighbours,cluster,python`
+    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline,neighbours,cluster,guests`
     // runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
@@ -137,7 +137,7 @@ fn main() {
     step("pipeline", &mut || pipeline::throughput(&b));
     step("neighbours", &mut || neighbours::spinning_neighbours(&b));
     step("cluster", &mut || cluster::throughput(&b));
-    step("python", &mut || python::guests(&b));
+    step("guests", &mut || guests::guests(&b));
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."

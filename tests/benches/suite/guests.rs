@@ -1,9 +1,9 @@
-//! Python guests (issue 17) beside the Rust one, in one run: a
-//! fresh-instance call of the 1 KiB record transform
-//! (`plugins/record-mapper-py`'s `map` against `bench-transform`'s),
+//! Python and JavaScript guests (issue 17) beside the Rust one, in one
+//! run: a fresh-instance call of the 1 KiB record transform
+//! (`plugins/record-mapper-{py,js}`'s `map` against `bench-transform`'s),
 //! precompiled load time, and the resident memory each loaded plugin
-//! adds. The Python component is built from source first
-//! (componentize-py, from `./dev setup`).
+//! adds. The components are built from source first (componentize-py and
+//! componentize-js, from `./dev setup`).
 
 use super::Bench;
 use super::stats::{Goal, Row, Samples, human_time, interleave};
@@ -13,14 +13,32 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const PYTHON: &str = "record-mapper-py";
+/// A guest language under test.
+struct Guest {
+    language: &'static str,
+    plugin: &'static str,
+    build: switchyard_build::GuestBuilder,
+}
 
-fn python_component() -> PathBuf {
+const GUESTS: [Guest; 2] = [
+    Guest {
+        language: "Python",
+        plugin: "record-mapper-py",
+        build: switchyard_build::python::build,
+    },
+    Guest {
+        language: "JavaScript",
+        plugin: "record-mapper-js",
+        build: switchyard_build::javascript::build,
+    },
+];
+
+fn component(guest: &Guest) -> PathBuf {
     let root = switchyard_tests::workspace_root();
     let out = root.join("target/guests-py");
     std::fs::create_dir_all(&out).unwrap();
-    switchyard_build::python::build(&root.join("plugins/record-mapper-py"), &out)
-        .unwrap_or_else(|e| panic!("building record-mapper-py: {e}"))
+    (guest.build)(&root.join("plugins").join(guest.plugin), &out)
+        .unwrap_or_else(|e| panic!("building {}: {e}", guest.plugin))
         .1
 }
 
@@ -64,90 +82,106 @@ fn load_and_memory(b: &Bench, path: &Path, tag: &str, copies: usize) -> (Samples
 }
 
 pub fn guests(b: &Bench) -> Vec<Row> {
-    let path = python_component();
-    let size_mib = std::fs::metadata(&path).unwrap().len() as f64 / (1 << 20) as f64;
-    b.tokio
-        .block_on(b.runtime.load_plugin(PYTHON, &path))
-        .unwrap();
-    b.runtime
-        .add_connection(PYTHON, PYTHON, Default::default())
-        .unwrap();
+    let paths: Vec<PathBuf> = GUESTS.iter().map(component).collect();
     let input = sample_record(0);
-    // Both builds of the mapping must agree before either is timed.
     let call = |connection: &str| {
         b.tokio
             .block_on(b.runtime.call_action(connection, "map", &input))
             .unwrap()
     };
     let parse = |bytes: Vec<u8>| serde_json::from_slice::<serde_json::Value>(&bytes).unwrap();
-    assert_eq!(
-        parse(call(PYTHON)),
-        parse(call(CONNECTION)),
-        "Python and Rust disagree"
-    );
+    for (guest, path) in GUESTS.iter().zip(&paths) {
+        b.tokio
+            .block_on(b.runtime.load_plugin(guest.plugin, path))
+            .unwrap();
+        b.runtime
+            .add_connection(guest.plugin, guest.plugin, Default::default())
+            .unwrap();
+        // Every build of the mapping must agree before any is timed.
+        assert_eq!(
+            parse(call(guest.plugin)),
+            parse(call(CONNECTION)),
+            "{} and Rust disagree",
+            guest.language
+        );
+    }
     let (rounds, chunk) = if b.quick { (10, 20) } else { (40, 25) };
     let mut rust = || {
         black_box(call(CONNECTION));
     };
     let mut python = || {
-        black_box(call(PYTHON));
+        black_box(call(GUESTS[0].plugin));
     };
-    let s = interleave(&mut [&mut rust, &mut python], 20, rounds, chunk);
-    let figure = format!(
-        "Python guest: fresh-instance call ({} B record transform)",
-        input.len()
+    let mut javascript = || {
+        black_box(call(GUESTS[1].plugin));
+    };
+    let s = interleave(
+        &mut [&mut rust, &mut python, &mut javascript],
+        20,
+        rounds,
+        chunk,
     );
-    let mut rows = vec![
-        Row {
+    let copies = if b.quick { 3 } else { 8 };
+    let rust_path = switchyard_tests::guest("bench-transform");
+    let (rs_load, rs_cold, rs_mib) = load_and_memory(b, &rust_path, "rs", copies);
+    let mut rows = Vec::new();
+    for (i, (guest, path)) in GUESTS.iter().zip(&paths).enumerate() {
+        let language = guest.language;
+        let figure = format!(
+            "{language} guest: fresh-instance call ({} B record transform)",
+            input.len()
+        );
+        rows.push(Row {
             figure: figure.clone(),
             subject: format!(
-                "record-mapper-py `map`, fresh instance: {}",
-                s[1].time_text()
+                "{} `map`, fresh instance: {}",
+                guest.plugin,
+                s[i + 1].time_text()
             ),
             baseline: format!(
                 "Rust bench-transform `map`, fresh instance: {}",
                 s[0].time_text()
             ),
-            value: s[1].median() * 1e3,
+            value: s[i + 1].median() * 1e3,
             unit: " ms",
             goal: Goal::AtMost(1.0),
-        },
-        Row {
+        });
+        rows.push(Row {
             figure,
-            subject: "Python over Rust, same run".into(),
+            subject: format!("{language} over Rust, same run"),
             baseline: format!("Rust: {}", human_time(s[0].median())),
-            value: s[1].median() / s[0].median(),
+            value: s[i + 1].median() / s[0].median(),
             unit: "×",
             goal: Goal::None,
-        },
-    ];
-    let copies = if b.quick { 3 } else { 8 };
-    let rust_path = switchyard_tests::guest("bench-transform");
-    let (py_load, py_cold, py_mib) = load_and_memory(b, &path, "py", copies);
-    let (rs_load, rs_cold, rs_mib) = load_and_memory(b, &rust_path, "rs", copies);
-    rows.push(Row {
-        figure: format!("Python guest: precompiled load ({size_mib:.1} MiB component)"),
-        subject: format!(
-            "from the compile cache: {} (first load, compiling: {})",
-            py_load.time_text(),
-            human_time(py_cold)
-        ),
-        baseline: format!(
-            "Rust guest from the cache: {} (compiling: {})",
-            rs_load.time_text(),
-            human_time(rs_cold)
-        ),
-        value: py_load.median() * 1e3,
-        unit: " ms",
-        goal: Goal::AtMost(50.0),
-    });
-    rows.push(Row {
-        figure: format!("Python guest: RSS per loaded plugin ({copies} loaded, one call each)"),
-        subject: format!("record-mapper-py: {py_mib:.1} MiB each"),
-        baseline: format!("Rust bench-transform: {rs_mib:.1} MiB each"),
-        value: py_mib,
-        unit: " MiB",
-        goal: Goal::AtMost(40.0),
-    });
+        });
+        let size_mib = std::fs::metadata(path).unwrap().len() as f64 / (1 << 20) as f64;
+        let (load, cold, mib) = load_and_memory(b, path, guest.plugin, copies);
+        rows.push(Row {
+            figure: format!("{language} guest: precompiled load ({size_mib:.1} MiB component)"),
+            subject: format!(
+                "from the compile cache: {} (first load, compiling: {})",
+                load.time_text(),
+                human_time(cold)
+            ),
+            baseline: format!(
+                "Rust guest from the cache: {} (compiling: {})",
+                rs_load.time_text(),
+                human_time(rs_cold)
+            ),
+            value: load.median() * 1e3,
+            unit: " ms",
+            goal: Goal::AtMost(50.0),
+        });
+        rows.push(Row {
+            figure: format!(
+                "{language} guest: RSS per loaded plugin ({copies} loaded, one call each)"
+            ),
+            subject: format!("{}: {mib:.1} MiB each", guest.plugin),
+            baseline: format!("Rust bench-transform: {rs_mib:.1} MiB each"),
+            value: mib,
+            unit: " MiB",
+            goal: Goal::AtMost(40.0),
+        });
+    }
     rows
 }
