@@ -16,6 +16,7 @@ fn entry_for(cache: &Path, wasm: &Path) -> PathBuf {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&sha))
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     entries[0].clone()
@@ -81,21 +82,51 @@ async fn swapped_or_modified_cache_entries_are_discarded_and_recompiled() {
         "a modified entry is recompiled"
     );
 
-    // A valid wasmtime artifact without this host's tag (an older cache,
-    // or one planted by someone without the key).
+    // A valid wasmtime artifact (another component's) planted with a tag
+    // made without this host's key.
     let compiled = runtime
         .engine()
-        .precompile_component(&std::fs::read(guest("echo")).unwrap())
+        .precompile_component(&std::fs::read(guest("field-mapper")).unwrap())
         .unwrap();
     std::fs::write(&echo_entry, &compiled).unwrap();
+    let mut forged = b"SYCWTAG2".to_vec();
+    forged.extend([7u8; 32]);
+    std::fs::write(echo_entry.with_extension("tag"), forged).unwrap();
     assert!(
         !echo_from_cache(&cache).await,
-        "an untagged entry is recompiled"
+        "an entry with a forged tag is recompiled"
     );
 
     // Garbage.
     std::fs::write(&echo_entry, b"garbage").unwrap();
     assert!(!echo_from_cache(&cache).await, "garbage is recompiled");
+    assert!(echo_from_cache(&cache).await);
+
+    // An intact entry others could rewrite after its tag was checked (it
+    // is mapped, not copied, so a later write would change the code).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let entry = entry_for(&cache, &guest("echo"));
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(
+            !echo_from_cache(&cache).await,
+            "a group- or world-writable entry is recompiled"
+        );
+        let mode = std::fs::metadata(entry_for(&cache, &guest("echo")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "rewritten private: {mode:o}");
+        assert!(echo_from_cache(&cache).await);
+    }
+
+    // An entry whose tag went missing.
+    std::fs::remove_file(entry_for(&cache, &guest("echo")).with_extension("tag")).unwrap();
+    assert!(
+        !echo_from_cache(&cache).await,
+        "an untagged entry is recompiled"
+    );
     assert!(echo_from_cache(&cache).await);
 }
 

@@ -99,8 +99,7 @@ pub fn inspect_component(
     limits: &Limits,
 ) -> Result<(Component, ComponentSummary), LoadError> {
     let bytes = read_component(path, limits)?;
-    crate::admission::check_code(path, &bytes, limits)?;
-    compile_and_summarise(engine, path, &bytes, cache).map(|(c, s, _)| (c, s))
+    compile_and_summarise(engine, path, &bytes, cache, limits).map(|(c, s, _)| (c, s))
 }
 
 /// Checks the signature beside `path` against `trust` and parses the
@@ -139,21 +138,32 @@ fn check_signed(
     Ok((manifest, signer.map(|s| s.publisher)))
 }
 
+/// The component from `cache` or, after the admission checks, compiled.
+/// A cached entry skips admission: this host compiled it, so it passed
+/// then, and the compile those checks bound is not repeated.
 fn compile_and_summarise(
     engine: &Engine,
     path: &Path,
     bytes: &[u8],
     cache: Option<&CompileCache>,
+    limits: &Limits,
 ) -> Result<(Component, ComponentSummary, bool), LoadError> {
     let sha256 = sha256_hex(bytes);
-    let compiled = match cache {
-        Some(cache) => cache.load(engine, bytes, &sha256),
-        None => Component::new(engine, bytes).map(|c| (c, false)),
+    let (component, from_cache) = match cache.and_then(|c| c.get(engine, &sha256)) {
+        Some(component) => (component, true),
+        None => {
+            crate::admission::check_code(path, bytes, limits)?;
+            let compiled = match cache {
+                Some(cache) => cache.compile(engine, bytes, &sha256),
+                None => Component::new(engine, bytes),
+            };
+            let component = compiled.map_err(|err| LoadError::Invalid {
+                path: path.to_owned(),
+                reason: format!("{err:#}"),
+            })?;
+            (component, false)
+        }
     };
-    let (component, from_cache) = compiled.map_err(|err| LoadError::Invalid {
-        path: path.to_owned(),
-        reason: format!("{err:#}"),
-    })?;
     let ty = component.component_type();
     let mut imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
     let mut exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
@@ -186,8 +196,8 @@ pub(crate) fn load_component(
 ) -> Result<LoadedComponent, LoadError> {
     let bytes = read_component(path, limits)?;
     let (manifest, publisher) = check_signed(path, &bytes, trust)?;
-    crate::admission::check_code(path, &bytes, limits)?;
-    let (component, summary, from_cache) = compile_and_summarise(engine, path, &bytes, cache)?;
+    let (component, summary, from_cache) =
+        compile_and_summarise(engine, path, &bytes, cache, limits)?;
     let path_buf = || path.to_path_buf();
     let supported = SUPPORTED_VERSIONS.join(", ");
     let Some(version) = summary.wit_version.clone() else {
@@ -292,8 +302,17 @@ pub fn side_files(component: &Path) -> [std::path::PathBuf; 2] {
 /// disk now: equal digests mean there is nothing new to load.
 pub fn source_digest(component: &Path) -> std::io::Result<String> {
     use sha2::{Digest, Sha256};
+    source_digest_with(&Sha256::digest(std::fs::read(component)?), component)
+}
+
+/// [`source_digest`] for a component whose sha256 is known.
+pub(crate) fn source_digest_with(
+    component_sha256: &[u8],
+    component: &Path,
+) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    hasher.update(Sha256::digest(std::fs::read(component)?));
+    hasher.update(component_sha256);
     for file in side_files(component) {
         match std::fs::read(&file) {
             Ok(bytes) => hasher.update(Sha256::digest(bytes)),

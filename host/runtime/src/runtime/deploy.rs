@@ -4,7 +4,7 @@ use super::{Connection, Deployed, LoadFailure, Plugin, Runtime, now_ms};
 use crate::bindings::ConnectorInfo;
 use crate::error::LoadError;
 use crate::invoke::{Call, Gate, Output, unexpected};
-use crate::plugin::{load_component, side_files, source_digest};
+use crate::plugin::{load_component, side_files, source_digest_with};
 use crate::registry::DeployMode;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -166,7 +166,6 @@ impl Runtime {
         // Nothing reads a file whole before its length passed.
         let len = std::fs::metadata(path).map_err(io)?.len();
         crate::admission::check_file_size(path, len, &self.inner.limits)?;
-        let source_digest = source_digest(path).map_err(io)?;
         // Compiles in flight are bounded (`limits.compiles_in_flight`):
         // each may take a good part of the host's memory.
         let compile_slot = self
@@ -190,6 +189,9 @@ impl Runtime {
         .await
         .map_err(|e| LoadError::Config(format!("compiling {}: {e}", path.display())))??;
         drop(compile_slot);
+        // Of the bytes that were loaded, not of a second read.
+        let component_sha256 = hex::decode(&loaded.summary.sha256).expect("sha256 is hex");
+        let source_digest = source_digest_with(&component_sha256, path).map_err(io)?;
         let mut plugin = Plugin {
             name: name.into(),
             version: "unknown".into(),
