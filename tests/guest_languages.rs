@@ -91,6 +91,13 @@ async fn http_api_calls_httpbin(plugin: &str) {
         allow = ["{hb}"]
         secrets.api-token = {{ env = "SWITCHYARD_TEST_PY_TOKEN", destinations = ["{hb}"] }}
         rate_limits.api = {{ per_second = 50, burst = 5, destinations = ["{hb}"] }}
+        [connections.paced]
+        plugin = "http-api"
+        config = {{ base_url = "{hb}" }}
+        [connections.paced.grants]
+        allow = ["{hb}"]
+        secrets.api-token = {{ env = "SWITCHYARD_TEST_PY_TOKEN", destinations = ["{hb}"] }}
+        rate_limits.api = {{ per_second = 0.1, burst = 2, destinations = ["{hb}"] }}
         "#,
         data = dir.path().display(),
         wasm = wasm.display(),
@@ -148,6 +155,22 @@ async fn http_api_calls_httpbin(plugin: &str) {
         "invalid-input"
     );
     assert_eq!(kind(call("nothing", json!(null)).await), "permanent");
+    // The connection's rate-limit bucket: the example's `acquire` and its
+    // request to the bound destination take a permit each, so a burst of
+    // two is one call; the next call's acquire waits out
+    // `rate_limit_wait_ms` and reports rate-limited.
+    let paced = |input: Value| {
+        let runtime = runtime.clone();
+        async move {
+            (runtime
+                .call_action("paced", "get", input.to_string().as_bytes())
+                .await)
+                .map(|out| serde_json::from_slice::<Value>(&out).unwrap())
+        }
+    };
+    let first = paced(json!({ "path": "/get" })).await.unwrap();
+    assert_eq!(first["status"], 200, "{first}");
+    assert_eq!(kind(paced(json!({ "path": "/get" })).await), "rate-limited");
     // The component imports only what its manifest requests: no state.
     let plugin = runtime.plugin("http-api").unwrap();
     let imports = &plugin.summary().imports;
@@ -387,4 +410,73 @@ async fn error_kinds(lang: &str, crash: &str, seen_by: &str) {
     let out = probe.runtime.transform("p", vec![message]).await.unwrap();
     let record: Value = serde_json::from_slice(&out[0].payload).unwrap();
     assert_eq!(record, json!({ "n": 1, "seen_by": seen_by }));
+}
+
+/// What one instance of `component` takes from the pooling allocator:
+/// core instances, memories and their initial bytes, tables and their
+/// initial elements, summed over its core modules.
+#[derive(Debug, Default)]
+struct PoolNeeds {
+    core_instances: usize,
+    memories: usize,
+    initial_memory_bytes: u64,
+    tables: usize,
+    largest_table: u64,
+}
+
+fn pool_needs(component: &Path) -> PoolNeeds {
+    use wasmparser::{Parser, Payload};
+    let bytes = std::fs::read(component).unwrap();
+    let mut needs = PoolNeeds::default();
+    for payload in Parser::new(0).parse_all(&bytes) {
+        match payload.unwrap() {
+            Payload::ComponentInstanceSection(_) | Payload::ModuleSection { .. } => {}
+            Payload::InstanceSection(reader) => {
+                // Bags of exports take no slot; instantiations do.
+                needs.core_instances += reader
+                    .into_iter()
+                    .filter(|i| matches!(i, Ok(wasmparser::Instance::Instantiate { .. })))
+                    .count();
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    needs.memories += 1;
+                    needs.initial_memory_bytes += memory.unwrap().initial << 16;
+                }
+            }
+            Payload::TableSection(reader) => {
+                for table in reader {
+                    needs.tables += 1;
+                    needs.largest_table = needs.largest_table.max(table.unwrap().ty.initial);
+                }
+            }
+            _ => {}
+        }
+    }
+    needs
+}
+
+/// The pooling allocator's defaults hold a Python or JavaScript connector
+/// (15–40 MB components) with room to spare: at most half of each limit.
+#[test]
+fn python_and_javascript_components_fit_the_default_pool_with_headroom() {
+    let limits = Limits::default();
+    for dir in ["plugins/http-api-py", "plugins/http-api-js"] {
+        let needs = pool_needs(&built(dir));
+        eprintln!("{dir}: {needs:?}");
+        assert!(
+            needs.core_instances * 2 <= limits.instances,
+            "{dir}: {needs:?}"
+        );
+        assert!(needs.memories * 2 <= limits.memories, "{dir}: {needs:?}");
+        assert!(needs.tables * 2 <= limits.tables, "{dir}: {needs:?}");
+        assert!(
+            needs.largest_table * 2 <= limits.table_elements as u64,
+            "{dir}: {needs:?}"
+        );
+        assert!(
+            needs.initial_memory_bytes * 2 <= limits.memory_bytes as u64,
+            "{dir}: {needs:?}"
+        );
+    }
 }
