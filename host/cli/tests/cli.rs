@@ -153,7 +153,8 @@ fn build_produces_a_loadable_component_and_prints_where() {
     let out = switchyard(dir.path(), &["plugin", "build", "."]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("expected Cargo.toml (Rust) or app.py (Python)"),
+        text(&out.stderr)
+            .contains("expected Cargo.toml (Rust), app.py (Python) or app.js (JavaScript)"),
         "{}",
         text(&out.stderr)
     );
