@@ -480,3 +480,45 @@ fn python_and_javascript_components_fit_the_default_pool_with_headroom() {
         );
     }
 }
+
+/// A pool too small for a Python component refuses it at load, naming
+/// the `[limits]` key to raise.
+#[tokio::test]
+async fn a_pool_too_small_for_a_python_component_names_the_limit_to_raise() {
+    let component = built("plugins/http-api-py");
+    let cases = [
+        (
+            "table_elements",
+            Limits {
+                table_elements: 1_000,
+                ..Limits::default()
+            },
+        ),
+        (
+            "memory_bytes",
+            Limits {
+                memory_bytes: 8 << 20,
+                ..Limits::default()
+            },
+        ),
+        (
+            "instances",
+            Limits {
+                instances: 5,
+                ..Limits::default()
+            },
+        ),
+    ];
+    for (key, limits) in cases {
+        let runtime = Runtime::builder().limits(limits).build().unwrap();
+        let err = runtime
+            .load_plugin("p", &component)
+            .await
+            .expect_err(key)
+            .to_string();
+        assert!(
+            err.contains(&format!("raise `{key}` under [limits]")),
+            "{err}"
+        );
+    }
+}

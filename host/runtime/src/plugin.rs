@@ -90,6 +90,24 @@ pub(crate) fn read_component(path: &Path, limits: &Limits) -> Result<Vec<u8>, Lo
     Ok(bytes)
 }
 
+/// The `[limits]` key behind a pooling allocator refusal, named so the
+/// operator knows what to raise.
+fn pool_limit_hint(reason: &str) -> Option<&'static str> {
+    if !reason.contains("pooling allocator") {
+        return None;
+    }
+    [
+        ("minimum element size", "table_elements"),
+        ("minimum byte size", "memory_bytes"),
+        ("core module instances", "instances"),
+        ("memories", "memories"),
+        ("tables", "tables"),
+    ]
+    .into_iter()
+    .find(|(needle, _)| reason.contains(needle))
+    .map(|(_, key)| key)
+}
+
 /// Compiles (or loads from `cache`) and summarises a component without
 /// checking it against the connector world. Used by `plugin inspect`.
 pub fn inspect_component(
@@ -157,9 +175,17 @@ fn compile_and_summarise(
                 Some(cache) => cache.compile(engine, bytes, &sha256),
                 None => Component::new(engine, bytes),
             };
-            let component = compiled.map_err(|err| LoadError::Invalid {
-                path: path.to_owned(),
-                reason: format!("{err:#}"),
+            let component = compiled.map_err(|err| {
+                let reason = format!("{err:#}");
+                LoadError::Invalid {
+                    path: path.to_owned(),
+                    reason: match pool_limit_hint(&reason) {
+                        Some(key) => format!(
+                            "{reason}; raise `{key}` under [limits] in switchyard.toml if this plugin is trusted to need more"
+                        ),
+                        None => reason,
+                    },
+                }
             })?;
             (component, false)
         }
