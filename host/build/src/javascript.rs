@@ -9,7 +9,7 @@
 //! `import * as sy from "switchyard-connector";` line names it.
 
 use crate::BuildError;
-use crate::python::{Requests, WIT, manifest, world, write_tree};
+use crate::python::{Requests, WIT, find_tool, manifest, world, write_tree};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -54,23 +54,12 @@ pub fn source(app: &str, requests: Requests) -> Result<String, BuildError> {
 /// componentize-js: `SWITCHYARD_COMPONENTIZE_JS`, else on `PATH`, else
 /// the one `./dev setup` installs in the checkout.
 fn componentize_js() -> Result<PathBuf, BuildError> {
-    if let Some(path) = std::env::var_os("SWITCHYARD_COMPONENTIZE_JS") {
-        return Ok(PathBuf::from(path));
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("componentize-js"))
-            .find(|p| p.is_file())
-    });
-    let local = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.switchyard/guest-node/node_modules/.bin/componentize-js");
-    on_path
-        .or_else(|| local.is_file().then_some(local))
-        .ok_or_else(|| {
-            BuildError::NoToolchain(format!(
-                "componentize-js is not installed (JavaScript connectors): `npm install -g {COMPONENTIZE_JS}`"
-            ))
-        })
+    find_tool(
+        "SWITCHYARD_COMPONENTIZE_JS",
+        "componentize-js",
+        ".switchyard/guest-node/node_modules/.bin/componentize-js",
+        &format!("(JavaScript connectors): `npm install -g {COMPONENTIZE_JS}`"),
+    )
 }
 
 /// Builds the JavaScript connector in `dir` into `<out_dir>/<name>.wasm`.

@@ -193,23 +193,37 @@ pub fn write_tree(dir: &Path, files: &[(&str, &str)]) -> Result<(), BuildError> 
 /// componentize-py: `SWITCHYARD_COMPONENTIZE_PY`, else on `PATH`, else
 /// the one `./dev setup` installs in the checkout.
 fn componentize_py() -> Result<PathBuf, BuildError> {
-    if let Some(path) = std::env::var_os("SWITCHYARD_COMPONENTIZE_PY") {
+    find_tool(
+        "SWITCHYARD_COMPONENTIZE_PY",
+        "componentize-py",
+        ".switchyard/guest-venv/bin/componentize-py",
+        &format!("(Python connectors): `pip install {COMPONENTIZE_PY}`"),
+    )
+}
+
+/// A guest build tool: the path in `env_var`, else `program` on `PATH`,
+/// else `in_checkout` (relative to this checkout, where `./dev setup`
+/// installs it); `how` says how to install it otherwise.
+pub(crate) fn find_tool(
+    env_var: &str,
+    program: &str,
+    in_checkout: &str,
+    how: &str,
+) -> Result<PathBuf, BuildError> {
+    if let Some(path) = std::env::var_os(env_var) {
         return Ok(PathBuf::from(path));
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
-            .map(|dir| dir.join("componentize-py"))
+            .map(|dir| dir.join(program))
             .find(|p| p.is_file())
     });
     let local = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.switchyard/guest-venv/bin/componentize-py");
+        .join("../..")
+        .join(in_checkout);
     on_path
         .or_else(|| local.is_file().then_some(local))
-        .ok_or_else(|| {
-            BuildError::NoToolchain(format!(
-                "componentize-py is not installed (Python connectors): `pip install {COMPONENTIZE_PY}`"
-            ))
-        })
+        .ok_or_else(|| BuildError::NoToolchain(format!("{program} is not installed {how}")))
 }
 
 /// Builds the Python connector in `dir` into `<out_dir>/<name>.wasm`.

@@ -87,16 +87,20 @@ fn readme(name: &str, lang: &str, test: &str) -> String {
     )
 }
 
-fn python(name: &str) -> Vec<(String, String)> {
-    let class: String = name
-        .split('-')
+/// `stripe-crm` → `StripeCrm`.
+fn class_name(name: &str) -> String {
+    name.split('-')
         .map(|w| {
             let mut c = w.chars();
             c.next()
                 .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
                 .unwrap_or_default()
         })
-        .collect();
+        .collect()
+}
+
+fn python(name: &str) -> Vec<(String, String)> {
+    let class = class_name(name);
     let app = format!(
         r#""""The {name} connector."""
 
@@ -170,15 +174,7 @@ if __name__ == "__main__":
 }
 
 fn javascript(name: &str) -> Vec<(String, String)> {
-    let class: String = name
-        .split('-')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
+    let class = class_name(name);
     let app = format!(
         r#"// The {name} connector.
 import * as sy from "switchyard-connector";
