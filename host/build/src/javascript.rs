@@ -9,7 +9,7 @@
 //! `import * as sy from "switchyard-connector";` line names it.
 
 use crate::BuildError;
-use crate::python::{Requests, WIT, find_tool, manifest, world, write_tree};
+use crate::python::{Requests, WIT, find_tool, manifest, succeeded, world, write_tree};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -97,17 +97,6 @@ pub fn build(dir: &Path, out_dir: &Path) -> Result<(String, PathBuf), BuildError
         .arg(work.join("connector.js"))
         .status();
     let _ = std::fs::remove_dir_all(&work);
-    let status = status.map_err(|source| BuildError::Spawn {
-        program: program.display().to_string(),
-        source,
-    })?;
-    if !status.success() {
-        return Err(BuildError::Guest {
-            tool: "componentize-js".into(),
-            code: status
-                .code()
-                .map_or_else(|| "signal".into(), |c| c.to_string()),
-        });
-    }
+    succeeded(status, &program, "componentize-js")?;
     Ok((name, out))
 }

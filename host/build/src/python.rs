@@ -255,17 +255,27 @@ pub fn build(dir: &Path, out_dir: &Path) -> Result<(String, PathBuf), BuildError
         .status();
     // The scratch copy goes whatever happened.
     let _ = std::fs::remove_dir_all(&work);
+    succeeded(status, &program, "componentize-py")?;
+    Ok((name, out))
+}
+
+/// A guest build tool's exit as a [`BuildError`] unless it succeeded.
+pub(crate) fn succeeded(
+    status: std::io::Result<std::process::ExitStatus>,
+    program: &Path,
+    tool: &str,
+) -> Result<(), BuildError> {
     let status = status.map_err(|source| BuildError::Spawn {
         program: program.display().to_string(),
         source,
     })?;
-    if !status.success() {
-        return Err(BuildError::Guest {
-            tool: "componentize-py".into(),
-            code: status
-                .code()
-                .map_or_else(|| "signal".into(), |c| c.to_string()),
-        });
+    if status.success() {
+        return Ok(());
     }
-    Ok((name, out))
+    Err(BuildError::Guest {
+        tool: tool.into(),
+        code: status
+            .code()
+            .map_or_else(|| "signal".into(), |c| c.to_string()),
+    })
 }
