@@ -9,7 +9,7 @@
 //! `import * as sy from "switchyard-connector";` line names it.
 
 use crate::BuildError;
-use crate::python::{Requests, WIT, find_tool, manifest, succeeded, world, write_tree};
+use crate::python::{Requests, WORLD_NAME, find_tool, manifest, scratch, succeeded, write_tree};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,21 +70,14 @@ pub fn build(dir: &Path, out_dir: &Path) -> Result<(String, PathBuf), BuildError
         source,
     })?;
     let (name, _, requests) = manifest(dir)?;
-    let work = out_dir.join(format!(".{name}-build"));
-    let _ = std::fs::remove_dir_all(&work);
-    write_tree(&work.join("wit"), WIT)?;
-    let world_name = "connector-build";
-    write_tree(
-        &work.join("wit"),
-        &[("build-world.wit", &world(world_name, requests))],
-    )?;
+    let work = scratch(out_dir, &name, requests)?;
     write_tree(&work, &[("connector.js", &source(&app, requests)?)])?;
     let out = out_dir.join(format!("{name}.wasm"));
     let program = componentize_js()?;
     let mut command = Command::new(&program);
     command.arg("--wit").arg(work.join("wit")).args([
         "--world-name",
-        world_name,
+        WORLD_NAME,
         "-d",
         "fetch-event",
     ]);

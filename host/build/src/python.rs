@@ -226,27 +226,41 @@ pub(crate) fn find_tool(
         .ok_or_else(|| BuildError::NoToolchain(format!("{program} is not installed {how}")))
 }
 
+/// The world a Python or JavaScript build targets: [`world`] with only
+/// what the manifest requests.
+pub(crate) const WORLD_NAME: &str = "connector-build";
+
+/// A fresh scratch folder `<out_dir>/.<name>-build` holding the WIT
+/// package and the [`WORLD_NAME`] world for `requests` under `wit/`.
+pub(crate) fn scratch(
+    out_dir: &Path,
+    name: &str,
+    requests: Requests,
+) -> Result<PathBuf, BuildError> {
+    let work = out_dir.join(format!(".{name}-build"));
+    let _ = std::fs::remove_dir_all(&work);
+    write_tree(&work.join("wit"), WIT)?;
+    write_tree(
+        &work.join("wit"),
+        &[("build-world.wit", &world(WORLD_NAME, requests))],
+    )?;
+    Ok(work)
+}
+
 /// Builds the Python connector in `dir` into `<out_dir>/<name>.wasm`.
 pub fn build(dir: &Path, out_dir: &Path) -> Result<(String, PathBuf), BuildError> {
     if !dir.join("app.py").is_file() {
         return Err(BuildError::NotAConnector(dir.to_owned()));
     }
     let (name, _, requests) = manifest(dir)?;
-    let work = out_dir.join(format!(".{name}-build"));
-    let _ = std::fs::remove_dir_all(&work);
-    write_tree(&work.join("wit"), WIT)?;
-    let world_name = "connector-build";
-    write_tree(
-        &work.join("wit"),
-        &[("build-world.wit", &world(world_name, requests))],
-    )?;
+    let work = scratch(out_dir, &name, requests)?;
     write_tree(&work.join("sdk"), SDK)?;
     let out = out_dir.join(format!("{name}.wasm"));
     let program = componentize_py()?;
     let status = Command::new(&program)
         .arg("-d")
         .arg(work.join("wit"))
-        .args(["-w", world_name, "componentize", "app", "-p"])
+        .args(["-w", WORLD_NAME, "componentize", "app", "-p"])
         .arg(dir)
         .arg("-p")
         .arg(work.join("sdk"))
