@@ -71,6 +71,10 @@ pub struct SwitchyardConfig {
     /// `[telemetry]`: export the flows' spans over OTLP/HTTP. Default:
     /// none exported.
     pub telemetry: switchyard_ops::otlp::TelemetryConfig,
+    /// `[oauth]`: the key sealing OAuth tokens at rest and the URL
+    /// operators' browsers reach this host at. Default: see
+    /// [`OAuthSettings`](switchyard_oauth::OAuthSettings).
+    pub oauth: switchyard_oauth::OAuthSettings,
 }
 
 /// `[admin]`: the authenticated admin API.
@@ -104,6 +108,7 @@ impl Default for SwitchyardConfig {
             audit: switchyard_ops::audit::AuditConfig::default(),
             cluster: None,
             telemetry: Default::default(),
+            oauth: Default::default(),
         }
     }
 }
@@ -253,7 +258,22 @@ impl SwitchyardConfig {
         {
             resolve(file);
         }
+        if let Some(file) = config.oauth.key.as_mut().and_then(|k| k.file.as_mut()) {
+            resolve(file);
+        }
+        for connection in config.connections.values_mut() {
+            for grant in connection.grants.oauth.values_mut() {
+                if let Some(file) = grant.client_secret.file.as_mut() {
+                    resolve(file);
+                }
+            }
+        }
         for (name, connection) in &config.connections {
+            for (grant, oauth) in &connection.grants.oauth {
+                oauth
+                    .validate(grant)
+                    .map_err(|e| format!("connections.{name}.grants.oauth.{grant}: {e}"))?;
+            }
             connection
                 .values()
                 .map_err(|e| format!("connections.{name}.config: {e}"))?;
@@ -290,6 +310,24 @@ impl SwitchyardConfig {
     /// The audit trail database: `<data_dir>/audit.sqlite`.
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join("audit.sqlite")
+    }
+
+    /// The OAuth token store: `<data_dir>/oauth.sqlite`.
+    pub fn oauth_store_path(&self) -> PathBuf {
+        self.data_dir.join("oauth.sqlite")
+    }
+
+    /// The key sealing OAuth tokens unless `[oauth] key` names another:
+    /// `<data_dir>/oauth.key`.
+    pub fn oauth_key_path(&self) -> PathBuf {
+        self.data_dir.join("oauth.key")
+    }
+
+    /// Whether any connection is granted an OAuth grant.
+    pub fn uses_oauth(&self) -> bool {
+        self.connections
+            .values()
+            .any(|c| !c.grants.oauth.is_empty())
     }
 
     /// The compile cache directory: `<data_dir>/cache`.

@@ -104,6 +104,8 @@ pub struct Host {
     /// The cluster backend, when `[cluster]` is configured: connection
     /// state, and the flows' queue, cursors and leases.
     pub cluster: Option<Cluster>,
+    /// OAuth grants' tokens, when any connection has an OAuth grant.
+    pub oauth: Option<switchyard_oauth::OAuthManager>,
     /// The exclusive lock on `<data_dir>/switchyard.lock`, held while any
     /// clone of the host lives (see [`Host::from_config`]).
     data_dir_lock: Option<Arc<std::fs::File>>,
@@ -163,7 +165,9 @@ impl Host {
             ),
             None => None,
         };
+        let network = switchyard_broker::egress::Network::default();
         let mut builder = Runtime::builder()
+            .network(network.clone())
             .limits(config.limits.clone())
             .cache_dir(config.cache_dir())
             .state_path(config.state_path())
@@ -197,6 +201,27 @@ impl Host {
         if let Some(cluster) = &cluster {
             builder = builder.state_backend(Arc::new(cluster.state(config.limits.state_quota())));
         }
+        let token_store = match &cluster {
+            Some(cluster) if config.uses_oauth() => Some(
+                cluster
+                    .token_store()
+                    .await
+                    .map_err(|e| LoadError::Config(format!("[cluster] oauth tokens: {e}")))?,
+            ),
+            _ => None,
+        };
+        let oauth = crate::oauth::manager(
+            config,
+            token_store,
+            Arc::new(EnvOrFile),
+            network,
+            metrics.clone(),
+            monitor.clone(),
+        )
+        .map_err(LoadError::Config)?;
+        if let Some(oauth) = &oauth {
+            builder = builder.tokens(Arc::new(oauth.clone()));
+        }
         let runtime = builder.build()?;
         if let Some(monitor) = &monitor {
             monitor
@@ -213,6 +238,7 @@ impl Host {
             syncs: None,
             access: Arc::new(Access::default()),
             cluster,
+            oauth,
             data_dir_lock: None,
         })
     }

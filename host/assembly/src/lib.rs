@@ -20,6 +20,7 @@
 pub mod access;
 pub mod config;
 mod host;
+mod oauth;
 
 pub use access::Access;
 pub use config::{ConfigError, SwitchyardConfig};

@@ -8,6 +8,7 @@
 //! both named by the plugin and bound by the operator. Everything else is
 //! denied, and a plugin without a manifest requests nothing.
 
+use crate::oauth::OAuthGrant;
 use crate::policy::{Denied, Destination, EgressPolicy};
 use crate::rate::RateLimitGrant;
 use crate::secrets::SecretGrant;
@@ -27,6 +28,9 @@ pub struct PluginManifest {
     pub rate_limits: BTreeSet<String>,
     /// Whether the plugin keeps key-value state.
     pub state: bool,
+    /// Names of OAuth grants whose access token the plugin sends, as the
+    /// placeholder `{{oauth:NAME}}`.
+    pub oauth: BTreeSet<String>,
 }
 
 impl PluginManifest {
@@ -68,6 +72,7 @@ impl PluginManifest {
                 .cloned()
                 .collect(),
             state: self.state && !old.state,
+            oauth: self.oauth.difference(&old.oauth).cloned().collect(),
         }
     }
 
@@ -79,6 +84,7 @@ impl PluginManifest {
         if self.state {
             lines.push("state".into());
         }
+        lines.extend(self.oauth.iter().map(|g| format!("oauth {g}")));
         lines
     }
 
@@ -103,6 +109,9 @@ pub struct Grants {
     pub state: bool,
     /// Host-level retries of idempotent outbound requests. Default: none.
     pub retry: Option<crate::egress::RetryGrant>,
+    /// OAuth clients whose access tokens the host obtains and sends for
+    /// this connection. Default: none.
+    pub oauth: BTreeMap<String, OAuthGrant>,
 }
 
 /// The rights one connection actually has: requested ∩ granted.
@@ -116,6 +125,8 @@ pub struct EffectiveRights {
     pub rate_limits: BTreeSet<String>,
     /// State both requested and granted.
     pub state: bool,
+    /// OAuth grants both requested and granted.
+    pub oauth: BTreeSet<String>,
     /// Requested but not granted, one line each, for operators.
     pub missing: Vec<String>,
 }
@@ -152,6 +163,13 @@ impl EffectiveRights {
         if manifest.state && !grants.state {
             missing.push("state = true".into());
         }
+        for name in manifest
+            .oauth
+            .iter()
+            .filter(|n| !grants.oauth.contains_key(*n))
+        {
+            missing.push(format!("oauth grant `{name}`"));
+        }
         Ok(EffectiveRights {
             requested_http,
             granted_http,
@@ -168,6 +186,12 @@ impl EffectiveRights {
                 .cloned()
                 .collect(),
             state: manifest.state && grants.state,
+            oauth: manifest
+                .oauth
+                .iter()
+                .filter(|n| grants.oauth.contains_key(*n))
+                .cloned()
+                .collect(),
             missing,
         })
     }
@@ -225,6 +249,7 @@ mod tests {
             rate_limits: BTreeMap::new(),
             state: false,
             retry: None,
+            oauth: BTreeMap::new(),
         };
         let rights = EffectiveRights::new(&manifest(), &grants).unwrap();
         assert!(

@@ -15,6 +15,7 @@
 //! | `state` | [`interfaces::state`] | [`kv`]: the SQLite state store |
 //! | `rate-limit` | [`interfaces::rate_limit`] | [`rate`]: governor buckets |
 //! | `config` | [`interfaces::config`] | the connection's settings |
+//! | (`{{oauth:NAME}}` in headers) | [`egress`] | [`oauth`]: the grant's current access token, from a [`TokenBroker`](oauth::TokenBroker) |
 //! | `log` | [`interfaces::log`] | `tracing`, redacted and rate-limited |
 //!
 //! What a connection may use is the plugin's manifest intersected with the
@@ -31,6 +32,7 @@ pub mod capabilities;
 pub mod egress;
 pub mod interfaces;
 pub mod kv;
+pub mod oauth;
 pub mod observe;
 pub mod policy;
 pub mod rate;
@@ -84,6 +86,9 @@ pub struct ConnectionBroker<'a> {
     pub keep_buckets: Option<Arc<ConnectionRateLimits>>,
     /// Who hears of egress and brokered uses. Default: nobody.
     pub observer: Option<Arc<dyn BrokerObserver>>,
+    /// Who obtains OAuth access tokens. Default: none, and a connection
+    /// granted an OAuth grant is refused.
+    pub tokens: Option<&'a Arc<dyn oauth::TokenBroker>>,
 }
 
 impl std::fmt::Debug for ConnectionBroker<'_> {
@@ -118,7 +123,22 @@ impl BrokerCtx {
         let wanted = only(&c.grants.secrets, &rights.secrets);
         let secrets =
             ConnectionSecrets::resolve(&wanted, c.secret_provider).map_err(|e| e.to_string())?;
-        let redactor = Arc::new(secrets.redactor());
+        let wanted_oauth = only(&c.grants.oauth, &rights.oauth);
+        let token_source = match (wanted_oauth.is_empty(), c.tokens) {
+            (true, _) => None,
+            (false, Some(tokens)) => Some(tokens.for_connection(&c.connection, &wanted_oauth)?),
+            (false, None) => {
+                return Err(
+                    "an oauth grant is granted but the runtime has no token manager".into(),
+                );
+            }
+        };
+        let oauth = oauth::ConnectionOAuth::new(&wanted_oauth, token_source.clone())?;
+        let mut redactor = secrets.redactor();
+        if let Some(source) = &token_source {
+            redactor = redactor.with_live(source.live_values());
+        }
+        let redactor = Arc::new(redactor);
         let secrets = Arc::new(secrets);
         let rate_limits = match c.keep_buckets {
             Some(buckets) => buckets,
@@ -152,6 +172,7 @@ impl BrokerCtx {
             c.limits,
             c.network,
         )
+        .with_oauth(oauth)
         .observed(c.observer, c.version);
         Ok(BrokerCtx {
             config: ConfigCtx::new(c.config),

@@ -8,6 +8,7 @@
 //! [`Redactor`] scrubs them from anything a guest hands back (logs, errors,
 //! outputs) in case one leaks some other way.
 
+use crate::oauth::LiveValues;
 use crate::policy::{Destination, EgressPolicy};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
@@ -15,6 +16,7 @@ use sha2::Sha256;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// Where a secret comes from and where it may go, per connection.
@@ -307,16 +309,24 @@ pub struct Redactor {
     /// Every form of every value, longest first, so a longer form is
     /// replaced whole before a shorter one inside it.
     forms: Vec<Zeroizing<Vec<u8>>>,
+    /// Values that change while the host runs (OAuth tokens), read at
+    /// each use.
+    live: Vec<Arc<LiveValues>>,
 }
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Redactor({} forms)", self.forms.len())
+        write!(
+            f,
+            "Redactor({} forms, {} live lists)",
+            self.forms.len(),
+            self.live.len()
+        )
     }
 }
 
 /// `value` raw and in its common encodings, without repeats or empties.
-fn encoded_forms(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+pub(crate) fn encoded_forms(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     if value.is_empty() {
@@ -356,24 +366,44 @@ impl Redactor {
             .collect();
         forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         forms.dedup_by(|a, b| **a == **b);
-        Redactor { forms }
+        Redactor {
+            forms,
+            live: Vec::new(),
+        }
     }
 
-    /// Whether there is nothing to redact.
+    /// Also redacts every value `live` holds at the time of each use.
+    pub fn with_live(mut self, live: Arc<LiveValues>) -> Self {
+        self.live.push(live);
+        self
+    }
+
+    /// Whether there is nothing to redact (now or later).
     pub fn is_empty(&self) -> bool {
-        self.forms.is_empty()
+        self.forms.is_empty() && self.live.is_empty()
     }
 
     /// Whether `bytes` hold a secret value in any form.
     pub fn finds(&self, bytes: &[u8]) -> bool {
         self.forms.iter().any(|f| contains(bytes, f))
+            || self
+                .live
+                .iter()
+                .any(|live| live.with_forms(|forms| forms.iter().any(|f| contains(bytes, f))))
     }
 
     /// `bytes` with every secret value (in any form) replaced by
     /// [`REDACTED`].
     pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
-        self.forms.iter().fold(bytes.to_vec(), |acc, f| {
+        let fixed = self.forms.iter().fold(bytes.to_vec(), |acc, f| {
             replace(&acc, f, REDACTED.as_bytes())
+        });
+        self.live.iter().fold(fixed, |acc, live| {
+            live.with_forms(|forms| {
+                forms
+                    .iter()
+                    .fold(acc, |acc, f| replace(&acc, f, REDACTED.as_bytes()))
+            })
         })
     }
 

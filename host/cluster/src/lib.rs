@@ -24,6 +24,7 @@ mod names;
 mod queue;
 mod state;
 mod store;
+mod tokens;
 
 pub use queue::JetStreamQueue;
 pub use state::JetStreamState;
@@ -260,6 +261,15 @@ impl Cluster {
     /// at most `quota`.
     pub fn state(&self, quota: StateQuota) -> JetStreamState {
         JetStreamState::new(self.context.clone(), self.settings.clone(), quota)
+    }
+
+    /// OAuth token records and refresh locks shared by the hosts.
+    pub async fn token_store(
+        &self,
+    ) -> Result<std::sync::Arc<dyn switchyard_oauth::store::TokenStore>, ClusterError> {
+        Ok(std::sync::Arc::new(
+            tokens::JetStreamTokens::new(&self.context, &self.settings).await?,
+        ))
     }
 
     /// The three seams as the flows take them.

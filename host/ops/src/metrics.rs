@@ -117,6 +117,20 @@ struct LoadedLabels {
     version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OAuthLabels {
+    connection: String,
+    grant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenRequestLabels {
+    connection: String,
+    grant: String,
+    kind: String,
+    outcome: String,
+}
+
 type Counters<L> = Family<L, Counter>;
 
 /// The runtime's metrics. Register it with
@@ -143,6 +157,8 @@ pub struct Metrics {
     dlq_size: Family<QueueLabels, Gauge>,
     plugins: Family<LoadedLabels, Gauge>,
     api_requests: Counters<ApiLabels>,
+    token_requests: Counters<TokenRequestLabels>,
+    needs_reauthorization: Family<OAuthLabels, Gauge>,
     audit_dropped: Counter,
     /// The audit log's drop count already added to `audit_dropped`.
     audit_dropped_seen: std::sync::atomic::AtomicU64,
@@ -183,6 +199,8 @@ impl Metrics {
             dlq_size: Family::default(),
             plugins: Family::default(),
             api_requests: Family::default(),
+            token_requests: Family::default(),
+            needs_reauthorization: Family::default(),
             audit_dropped: Counter::default(),
             audit_dropped_seen: std::sync::atomic::AtomicU64::new(0),
             scrape: Mutex::new(()),
@@ -271,7 +289,39 @@ impl Metrics {
             "Plugins loaded, by version",
             m.plugins.clone(),
         );
+        r.register(
+            "oauth_token_requests",
+            "Requests to OAuth token endpoints, by grant type sent and outcome (ok, dead, failed)",
+            m.token_requests.clone(),
+        );
+        r.register(
+            "oauth_needs_reauthorization",
+            "1 while an OAuth grant needs an operator to connect the account again",
+            m.needs_reauthorization.clone(),
+        );
         m
+    }
+
+    /// Counts one token endpoint request of `connection`'s `grant`.
+    pub fn oauth_token_request(&self, connection: &str, grant: &str, kind: &str, outcome: &str) {
+        let labels = TokenRequestLabels {
+            connection: connection.to_owned(),
+            grant: grant.to_owned(),
+            kind: kind.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.token_requests.get_or_create(&labels).inc();
+    }
+
+    /// Sets whether `connection`'s `grant` needs re-authorisation.
+    pub fn oauth_needs_reauthorization(&self, connection: &str, grant: &str, needs: bool) {
+        let labels = OAuthLabels {
+            connection: connection.to_owned(),
+            grant: grant.to_owned(),
+        };
+        self.needs_reauthorization
+            .get_or_create(&labels)
+            .set(i64::from(needs));
     }
 
     /// Counts one access decision of the HTTP API: `caller` is a key id,

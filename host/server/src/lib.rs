@@ -52,6 +52,7 @@ pub(crate) struct AppState {
     monitor: Option<Monitor>,
     admin: admin::AdminState,
     access: Arc<Access>,
+    oauth: Option<switchyard_oauth::OAuthManager>,
 }
 
 /// Everything the server fronts. Only `runtime` is required.
@@ -77,6 +78,9 @@ pub struct Services {
     /// Who may call actions and run syncs. Default: nobody (no connection
     /// public, no keys).
     pub access: Arc<Access>,
+    /// OAuth grants, shown and connected through `/admin/v1/oauth`.
+    /// Default: none.
+    pub oauth: Option<switchyard_oauth::OAuthManager>,
 }
 
 impl Services {
@@ -93,6 +97,7 @@ impl Services {
             admin_token: None,
             plugin_dir: None,
             access: Arc::new(Access::default()),
+            oauth: None,
         }
     }
 
@@ -105,6 +110,7 @@ impl Services {
             audit: host.audit.clone(),
             monitor: host.monitor.clone(),
             access: host.access.clone(),
+            oauth: host.oauth.clone(),
             ..Services::new(host.runtime.clone())
         }
     }
@@ -155,6 +161,7 @@ pub fn app(services: Services) -> Router {
         audit: services.audit,
         monitor: services.monitor,
         access: services.access,
+        oauth: services.oauth,
     };
     Router::new()
         .route("/healthz", get(healthz))
@@ -168,6 +175,7 @@ pub fn app(services: Services) -> Router {
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_REQUEST_BYTES))
         .merge(admin::router(state.clone()))
         .merge(status::routes())
+        .merge(admin::oauth_callback_routes())
         .with_state(state)
 }
 

@@ -17,10 +17,11 @@
 //! environment variables are ignored: nothing here reads them.
 
 use crate::capabilities::EffectiveRights;
+use crate::oauth::ConnectionOAuth;
 use crate::observe::{BrokerEvent, BrokerObserver, BrokerUse, EgressEvent};
 use crate::policy::Destination;
 use crate::rate::{ConnectionRateLimits, RateLimitGrant, RateLimited, RateLimiter};
-use crate::secrets::{ConnectionSecrets, Redactor};
+use crate::secrets::{ConnectionSecrets, Redactor, SecretValue};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -40,9 +41,11 @@ use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
 
 mod dial;
+mod host_request;
 mod malformed;
 mod network;
 mod retry;
+mod tokens;
 
 pub use network::{
     BoxFuture, Dialer, DirectDialer, Network, Resolver, StaticResolver, SystemResolver,
@@ -97,6 +100,8 @@ pub struct Egress {
     retry: Option<RetryGrant>,
     limits: EgressLimits,
     network: Network,
+    /// OAuth grants whose tokens replace `{{oauth:NAME}}` in headers.
+    oauth: ConnectionOAuth,
 }
 
 impl fmt::Debug for Egress {
@@ -141,6 +146,12 @@ struct Prepared {
     dest: Destination,
     connect: Duration,
     first_byte: Duration,
+    /// Headers holding `{{oauth:NAME}}` placeholders, by index into
+    /// `headers`, as the guest wrote them: a retry after a 401 puts in a
+    /// new token.
+    token_templates: Vec<(http::HeaderName, HeaderValue)>,
+    /// The tokens put in, by grant.
+    tokens: Vec<(String, SecretValue)>,
 }
 
 impl Egress {
@@ -168,7 +179,18 @@ impl Egress {
             retry,
             limits,
             network,
+            oauth: ConnectionOAuth::default(),
         }
+    }
+
+    /// Puts access tokens of `oauth`'s grants in for `{{oauth:NAME}}`, and
+    /// redacts every token those grants hand out. Default: no grants.
+    pub fn with_oauth(mut self, oauth: ConnectionOAuth) -> Self {
+        if let Some(source) = &oauth.source {
+            self.redactor = self.redactor.with_live(source.live_values());
+        }
+        self.oauth = oauth;
+        self
     }
 
     /// Reports every request and brokered use to `observer`, naming the
@@ -343,10 +365,14 @@ impl Egress {
         invocation: u64,
         progress: &Progress,
     ) -> Result<Response<Full<Bytes>>, Failure> {
-        let prepared = self.prepare(request, options, invocation, progress).await?;
+        let mut prepared = self.prepare(request, options, invocation, progress).await?;
         if let Some(refused) = self.pace(&prepared.dest, invocation).await {
             return Ok(refused);
         }
+        if let Err(answer) = self.put_tokens(&mut prepared, None, invocation).await {
+            return Ok(answer);
+        }
+        let mut reauthorized = false;
         progress
             .bytes_out
             .store(prepared.body.len() as u64, Ordering::Relaxed);
@@ -361,6 +387,24 @@ impl Egress {
             let result = self.attempt(&prepared).await;
             if let Ok(response) = &result {
                 self.honour_retry_after(&prepared.dest, response);
+                // A token the upstream refused: one forced refresh, and one
+                // more try when repeating the request is safe.
+                if response.status() == StatusCode::UNAUTHORIZED
+                    && !prepared.tokens.is_empty()
+                    && !reauthorized
+                {
+                    reauthorized = true;
+                    let rejected = std::mem::take(&mut prepared.tokens);
+                    if let Err(answer) = self
+                        .put_tokens(&mut prepared, Some(&rejected), invocation)
+                        .await
+                    {
+                        return Ok(answer);
+                    }
+                    if is_idempotent(&prepared.method) {
+                        continue;
+                    }
+                }
             }
             let again = match &result {
                 Ok(response) => {
@@ -480,10 +524,12 @@ impl Egress {
         Ok(Prepared {
             method: parts.method,
             uri: parts.uri,
-            headers,
             body,
             connect: shorter(guest.connect_timeout, self.limits.connect),
             first_byte: shorter(guest.first_byte_timeout, self.limits.first_byte),
+            token_templates: tokens::templates(&mut headers),
+            headers,
+            tokens: Vec::new(),
             dest,
         })
     }

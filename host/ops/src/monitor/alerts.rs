@@ -22,6 +22,9 @@ pub enum AlertKind {
     LatencyRegression,
     /// A sync run's records do not add up, or source and sink counts differ.
     ReconciliationMismatch,
+    /// An OAuth grant was refused (`invalid_grant`, revoked): an operator
+    /// must connect the account again.
+    OauthNeedsReauthorization,
 }
 
 impl AlertKind {
@@ -32,6 +35,7 @@ impl AlertKind {
             AlertKind::VolumeZero => "volume_zero",
             AlertKind::LatencyRegression => "latency_regression",
             AlertKind::ReconciliationMismatch => "reconciliation_mismatch",
+            AlertKind::OauthNeedsReauthorization => "oauth_needs_reauthorization",
         }
     }
 }

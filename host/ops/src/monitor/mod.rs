@@ -275,6 +275,20 @@ impl Monitor {
         }
     }
 
+    /// Raises an alert that `connection`'s OAuth `grant` needs an operator
+    /// to connect the account again (subject `oauth:CONNECTION/GRANT`).
+    pub fn oauth_needs_reauthorization(&self, connection: &str, grant: &str, reason: &str) {
+        self.raise(Alert::new(
+            AlertKind::OauthNeedsReauthorization,
+            format!("oauth:{connection}/{grant}"),
+            format!(
+                "connection `{connection}` needs re-authorisation for oauth grant `{grant}` ({reason}); reconnect it on the status page"
+            ),
+            1.0,
+            0.0,
+        ));
+    }
+
     /// Logs, keeps and (when configured) sends `alert`.
     fn raise(&self, alert: Alert) {
         tracing::warn!(

@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use switchyard_broker::egress::Network;
 use switchyard_broker::kv::{StateBackend, StateStore};
+use switchyard_broker::oauth::TokenBroker;
 use switchyard_broker::secrets::{EnvOrFile, SecretProvider};
 use wasmtime::component::Linker;
 
@@ -28,6 +29,7 @@ pub struct RuntimeBuilder {
     observers: Vec<Arc<dyn Observer>>,
     trust: TrustPolicy,
     without_epochs: bool,
+    tokens: Option<Arc<dyn TokenBroker>>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -86,6 +88,13 @@ impl RuntimeBuilder {
     /// none.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observers.push(observer);
+        self
+    }
+
+    /// Who obtains OAuth access tokens for connections' `oauth` grants.
+    /// Default: none, and a connection granted one does not load.
+    pub fn tokens(mut self, tokens: Arc<dyn TokenBroker>) -> Self {
+        self.tokens = Some(tokens);
         self
     }
 
@@ -151,6 +160,7 @@ impl RuntimeBuilder {
                 next_invocation: AtomicU64::new(1),
                 observers: Observers::new(self.observers),
                 trust: self.trust,
+                tokens: self.tokens,
             }),
         })
     }

@@ -105,6 +105,7 @@ impl Runtime {
             limits: (&inner.limits).into(),
             keep_buckets,
             observer: inner.observers.for_broker(),
+            tokens: inner.tokens.as_ref(),
         })
         .map_err(|e| LoadError::Config(format!("connection `{name}`: {e}")))?;
         Ok(Connection {

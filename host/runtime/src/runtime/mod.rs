@@ -217,6 +217,7 @@ struct Inner {
     next_invocation: AtomicU64,
     observers: Observers,
     trust: TrustPolicy,
+    tokens: Option<Arc<dyn switchyard_broker::oauth::TokenBroker>>,
 }
 
 impl std::fmt::Debug for Inner {

@@ -18,7 +18,10 @@ use switchyard_broker::secrets::SecretValue;
 
 mod audit;
 mod monitor;
+mod oauth;
 mod plugins;
+
+pub(crate) use oauth::callback_routes as oauth_callback_routes;
 
 /// Admin state shared by the handlers.
 #[derive(Clone, Default)]
@@ -62,6 +65,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
             state.runtime.limits().component_bytes as usize,
         ))
         .merge(monitor::routes())
+        .merge(oauth::routes())
         .merge(audit::routes());
     protect(routes, state)
 }

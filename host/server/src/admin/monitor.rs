@@ -60,7 +60,8 @@ async fn alerts(State(state): State<AppState>, Query(limit): Query<Limit>) -> Re
 ///                "baseline_p99_ms": 2.0, "windows": 5}],
 ///   "alerts": [/* the latest 20, as in /admin/v1/alerts */],
 ///   "dlq": {"pipeline:to-crm": 0, "hook:github": 1, "pipeline:sync.copy": 0},
-///   "syncs": {"copy": {/* the last run report, as in GET /v1/syncs, or null */}}
+///   "syncs": {"copy": {/* the last run report, as in GET /v1/syncs, or null */}},
+///   "oauth": [/* the grants, as in GET /admin/v1/oauth */]
 /// }
 /// ```
 ///
@@ -114,7 +115,12 @@ async fn status(State(state): State<AppState>) -> Response {
         }
     }
     let monitor = state.monitor.as_ref();
+    let oauth = match &state.oauth {
+        Some(oauth) => oauth.statuses().await,
+        None => Vec::new(),
+    };
     axum::Json(json!({
+        "oauth": oauth,
         "health": { "status": "ok", "connections": runtime.connections().len() },
         "plugins": plugins,
         "series": monitor.map(Monitor::series).unwrap_or_default(),

@@ -1,0 +1,102 @@
+//! The host's OAuth manager, built from `[oauth]` and the connections'
+//! grants, reporting to the metrics and the monitor's alerts.
+
+use crate::config::SwitchyardConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_broker::egress::Network;
+use switchyard_broker::secrets::SecretProvider;
+use switchyard_oauth::seal::SealKey;
+use switchyard_oauth::store::{SqliteTokenStore, TokenStore};
+use switchyard_oauth::{OAuthManager, OAuthObserver};
+use switchyard_ops::metrics::Metrics;
+use switchyard_ops::monitor::Monitor;
+
+/// Token requests and dead grants, as metrics and alerts.
+struct OAuthEvents {
+    metrics: Arc<Metrics>,
+    monitor: Option<Monitor>,
+}
+
+impl OAuthObserver for OAuthEvents {
+    fn token_request(
+        &self,
+        connection: &str,
+        grant: &str,
+        kind: &str,
+        outcome: &str,
+        elapsed: Duration,
+    ) {
+        tracing::info!(
+            target: "switchyard::oauth",
+            connection,
+            grant,
+            kind,
+            outcome,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "token request"
+        );
+        self.metrics
+            .oauth_token_request(connection, grant, kind, outcome);
+    }
+
+    fn needs_reauthorization(&self, connection: &str, grant: &str, reason: &str) {
+        self.metrics
+            .oauth_needs_reauthorization(connection, grant, true);
+        if let Some(monitor) = &self.monitor {
+            monitor.oauth_needs_reauthorization(connection, grant, reason);
+        }
+    }
+
+    fn connected(&self, connection: &str, grant: &str) {
+        self.metrics
+            .oauth_needs_reauthorization(connection, grant, false);
+    }
+}
+
+/// The manager for `config`, or `None` when no connection has an OAuth
+/// grant. Tokens live in `store` when given (the cluster's), else in
+/// `<data_dir>/oauth.sqlite`.
+pub(crate) fn manager(
+    config: &SwitchyardConfig,
+    store: Option<Arc<dyn TokenStore>>,
+    secrets: Arc<dyn SecretProvider>,
+    network: Network,
+    metrics: Arc<Metrics>,
+    monitor: Option<Monitor>,
+) -> Result<Option<OAuthManager>, String> {
+    if !config.uses_oauth() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let key = match &config.oauth.key {
+        Some(grant) => {
+            let text = secrets
+                .resolve("oauth key", grant)
+                .map_err(|e| format!("[oauth] key: {e}"))?;
+            SealKey::from_text(text.expose()).map_err(|e| format!("[oauth] key: {e}"))?
+        }
+        None => SealKey::load_or_create(&config.oauth_key_path())?,
+    };
+    let store = match store {
+        Some(store) => store,
+        None => {
+            Arc::new(SqliteTokenStore::open(&config.oauth_store_path()).map_err(|e| e.to_string())?)
+        }
+    };
+    let public_url = config
+        .oauth
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    Ok(Some(OAuthManager::new(
+        store,
+        key,
+        secrets,
+        network,
+        (&config.limits).into(),
+        &public_url,
+        Some(Arc::new(OAuthEvents { metrics, monitor })),
+    )))
+}

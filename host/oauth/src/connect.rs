@@ -1,0 +1,185 @@
+//! Connecting an account: the authorization-code flow with PKCE (S256) and
+//! a `state` check.
+//!
+//! [`OAuthManager::start_connect`] (the admin API, the status page's
+//! Connect / Reconnect button) returns the authorization URL and remembers
+//! the flow under its random `state`; the server sends the browser back to
+//! `/oauth/callback?code=…&state=…`, where
+//! [`OAuthManager::finish_connect`] takes the flow out (a `state` works
+//! once, for ten minutes), exchanges the code with the PKCE verifier, and
+//! stores the tokens, replacing a dead grant.
+//!
+//! Pending flows live in this host's memory: the callback must reach the
+//! host that started the flow.
+
+use crate::client::{self, Answer};
+use crate::{OAuthManager, Record};
+use oauth2::PkceCodeVerifier;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use switchyard_broker::oauth::GrantType;
+
+/// How long an operator has to finish consenting.
+pub const FLOW_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Most flows pending at once; the oldest is dropped beyond it.
+const MAX_PENDING: usize = 256;
+
+struct Flow {
+    grant_key: String,
+    verifier: PkceCodeVerifier,
+    started: Instant,
+}
+
+/// Flows started and not finished, by `state`.
+#[derive(Default)]
+pub(crate) struct Pending(Mutex<HashMap<String, Flow>>);
+
+/// Why connecting failed. Holds no token, code or verifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("connection `{connection}` has no oauth grant `{grant}`")]
+    UnknownGrant { connection: String, grant: String },
+    #[error(
+        "oauth grant `{0}` uses client credentials: there is no account to connect, the host gets tokens itself"
+    )]
+    NotAuthorizationCode(String),
+    #[error("unknown or expired `state`: start connecting again from the status page")]
+    UnknownState,
+    #[error("the authorization server refused: {0}")]
+    Refused(String),
+    #[error("the code exchange failed: {0}")]
+    Exchange(String),
+    #[error("oauth grant `{grant}`: {reason}")]
+    Config { grant: String, reason: String },
+}
+
+impl OAuthManager {
+    /// Starts connecting `connection`'s `grant`: the URL to send the
+    /// operator's browser to.
+    pub fn start_connect(&self, connection: &str, grant: &str) -> Result<String, ConnectError> {
+        let found = self
+            .grant(connection, grant)
+            .ok_or_else(|| ConnectError::UnknownGrant {
+                connection: connection.to_owned(),
+                grant: grant.to_owned(),
+            })?;
+        if found.config.grant_type != GrantType::AuthorizationCode {
+            return Err(ConnectError::NotAuthorizationCode(grant.to_owned()));
+        }
+        let (url, state, verifier) = client::authorize_url(&found, &self.inner.redirect_url)
+            .map_err(|reason| ConnectError::Config {
+                grant: grant.to_owned(),
+                reason,
+            })?;
+        let mut pending = self
+            .inner
+            .pending
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        pending.retain(|_, flow| flow.started.elapsed() < FLOW_LIFETIME);
+        if pending.len() >= MAX_PENDING
+            && let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, flow)| flow.started)
+                .map(|(state, _)| state.clone())
+        {
+            pending.remove(&oldest);
+        }
+        pending.insert(
+            state.secret().clone(),
+            Flow {
+                grant_key: found.key.clone(),
+                verifier,
+                started: Instant::now(),
+            },
+        );
+        tracing::info!(connection, grant, "oauth connect started");
+        Ok(url)
+    }
+
+    /// Finishes a flow from the callback's query: `(connection, grant)`
+    /// once the tokens are stored.
+    pub async fn finish_connect(
+        &self,
+        state: &str,
+        code: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(String, String), ConnectError> {
+        let flow = {
+            let mut pending = self
+                .inner
+                .pending
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            pending.remove(state)
+        };
+        let flow = flow
+            .filter(|flow| flow.started.elapsed() < FLOW_LIFETIME)
+            .ok_or(ConnectError::UnknownState)?;
+        let grant = {
+            let grants = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
+            grants.get(&flow.grant_key).cloned()
+        }
+        .ok_or(ConnectError::UnknownState)?;
+        if let Some(error) = error {
+            return Err(ConnectError::Refused(error.chars().take(200).collect()));
+        }
+        let code = code.ok_or_else(|| ConnectError::Refused("no code in the callback".into()))?;
+        let issued = match client::exchange_code(
+            &grant,
+            code.to_owned(),
+            flow.verifier,
+            &self.inner.redirect_url,
+        )
+        .await
+        {
+            Answer::Issued(issued) => issued,
+            Answer::Dead(reason) | Answer::Failed(reason) => {
+                return Err(ConnectError::Exchange(reason));
+            }
+        };
+        // Replace whatever is stored (a dead grant, an older account),
+        // under the same lock refreshes take.
+        let _flight = grant.flight_lock().await;
+        let shared = &grant.shared;
+        for _ in 0..50 {
+            if shared
+                .store
+                .lock(&grant.key, &shared.holder, Duration::from_secs(30))
+                .await
+                .map_err(|e| ConnectError::Exchange(e.to_string()))?
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stored = shared
+            .load(&grant.key)
+            .await
+            .map_err(ConnectError::Exchange);
+        let result = match stored {
+            Ok(stored) => {
+                let revision = stored.as_ref().map(|(_, r)| *r);
+                // Not the stored record: a new account's tokens replace it
+                // whole, and `connected` is reported.
+                let old = Record::default();
+                grant.forget();
+                grant
+                    .store_issued(old, revision, issued)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| ConnectError::Exchange(e.to_string()))
+            }
+            Err(e) => Err(e),
+        };
+        let _ = shared.store.unlock(&grant.key, &shared.holder).await;
+        result?;
+        tracing::info!(connection = %grant.connection, grant = %grant.name, "oauth account connected");
+        Ok((grant.connection.clone(), grant.name.clone()))
+    }
+}

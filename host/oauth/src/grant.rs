@@ -1,0 +1,346 @@
+//! One grant of one connection: its cached token and how it is refreshed.
+//!
+//! A refresh is single-flight twice over: callers in this process queue on
+//! one async mutex, and the refresher then takes the record's lock in the
+//! token store, so hosts sharing the store refresh one at a time. After
+//! taking each, the cache and then the stored record are read again: a
+//! token someone else just obtained is adopted, not refreshed again (which
+//! with rotating refresh tokens would burn the family). A rotated refresh
+//! token is stored before the new access token is used. A dead grant
+//! (`invalid_grant`) is marked "needs re-authorisation" only if the stored
+//! refresh token is still the one that was refused, and the stored tokens
+//! are kept, never deleted.
+
+use crate::client::{self, Answer, Issued};
+use crate::{Record, Shared, Status, unix_ms};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchyard_broker::egress::Egress;
+use switchyard_broker::oauth::{GrantType, LiveValues, OAuthGrant, TokenError};
+use switchyard_broker::secrets::SecretValue;
+
+/// How long a refresher holds the store's lock at most.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a caller waits for another host's refresh to land.
+const LOCK_WAIT: Duration = Duration::from_secs(20);
+/// The lifetime assumed when the server gives no `expires_in`.
+const ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A token in memory, with when to refresh it.
+#[derive(Clone)]
+struct Cached {
+    token: SecretValue,
+    refresh_at_ms: u64,
+    expires_at_ms: u64,
+}
+
+pub(crate) struct Grant {
+    /// `connection/grant`: the record's name in the store.
+    pub(crate) key: String,
+    pub(crate) connection: String,
+    pub(crate) name: String,
+    pub(crate) config: OAuthGrant,
+    pub(crate) client_secret: SecretValue,
+    pub(crate) egress: Egress,
+    pub(crate) live: Arc<LiveValues>,
+    pub(crate) shared: Arc<Shared>,
+    cached: Mutex<Option<Cached>>,
+    flight: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Grant {
+    pub(crate) fn new(
+        connection: &str,
+        name: &str,
+        config: OAuthGrant,
+        client_secret: SecretValue,
+        egress: Egress,
+        live: Arc<LiveValues>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        live.add(&client_secret);
+        Grant {
+            key: format!("{connection}/{name}"),
+            connection: connection.to_owned(),
+            name: name.to_owned(),
+            config,
+            client_secret,
+            egress,
+            live,
+            shared,
+            cached: Mutex::default(),
+            flight: tokio::sync::Mutex::default(),
+        }
+    }
+
+    fn needs_reauthorization(&self, reason: &str) -> TokenError {
+        TokenError::NeedsReauthorization {
+            connection: self.connection.clone(),
+            grant: self.name.clone(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> TokenError {
+        TokenError::Unavailable {
+            grant: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The cached token if it is not due for refresh and is not `rejected`.
+    fn fresh(&self, rejected: Option<&SecretValue>) -> Option<SecretValue> {
+        let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = cached.as_ref()?;
+        let refused = rejected.is_some_and(|r| r.expose() == cached.token.expose());
+        (unix_ms() < cached.refresh_at_ms && !refused).then(|| cached.token.clone())
+    }
+
+    /// The cached token while it has not expired (it may be due for
+    /// refresh): what a failed refresh falls back on.
+    fn unexpired(&self, rejected: Option<&SecretValue>) -> Option<SecretValue> {
+        let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = cached.as_ref()?;
+        let refused = rejected.is_some_and(|r| r.expose() == cached.token.expose());
+        (unix_ms() + 1000 < cached.expires_at_ms && !refused).then(|| cached.token.clone())
+    }
+
+    /// The in-process refresh queue, for a connect that replaces tokens.
+    pub(crate) async fn flight_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.flight.lock().await
+    }
+
+    pub(crate) fn forget(&self) {
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Caches the record's access token if it has one and is connected;
+    /// returns it if it is fresh and not `rejected`.
+    fn adopt(&self, record: &Record, rejected: Option<&SecretValue>) -> Option<SecretValue> {
+        if record.status != Status::Connected {
+            return None;
+        }
+        let token = SecretValue::new(record.access_token.clone()?.into_bytes());
+        if rejected.is_some_and(|r| r.expose() == token.expose()) {
+            return None;
+        }
+        self.live.add(&token);
+        if let Some(refresh) = &record.refresh_token {
+            self.live
+                .add(&SecretValue::new(refresh.clone().into_bytes()));
+        }
+        let expires_at_ms = record.expires_at_ms.unwrap_or(0);
+        let lifetime = expires_at_ms.saturating_sub(record.obtained_at_ms);
+        let cached = Cached {
+            token: token.clone(),
+            refresh_at_ms: self.refresh_at(record.obtained_at_ms, lifetime),
+            expires_at_ms,
+        };
+        if unix_ms() >= cached.refresh_at_ms {
+            return None;
+        }
+        *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(cached);
+        Some(token)
+    }
+
+    /// When a token obtained at `obtained_ms`, living `lifetime_ms`, is
+    /// refreshed: `refresh_ahead_secs` early (at most half the lifetime),
+    /// less up to a tenth of that at random.
+    fn refresh_at(&self, obtained_ms: u64, lifetime_ms: u64) -> u64 {
+        let ahead = (self.config.refresh_ahead_secs * 1000).min(lifetime_ms / 2);
+        let jitter = fastrand::u64(0..=ahead / 10);
+        (obtained_ms + lifetime_ms).saturating_sub(ahead + jitter)
+    }
+
+    /// A current access token; see the module docs for the order of
+    /// checks.
+    pub(crate) async fn access_token(
+        &self,
+        rejected: Option<&SecretValue>,
+    ) -> Result<SecretValue, TokenError> {
+        if let Some(token) = self.fresh(rejected) {
+            return Ok(token);
+        }
+        let _flight = self.flight.lock().await;
+        if let Some(token) = self.fresh(rejected) {
+            return Ok(token);
+        }
+        let store = &self.shared.store;
+        let holder = &self.shared.holder;
+        let waited = Instant::now();
+        loop {
+            match store.lock(&self.key, holder, LOCK_TTL).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return Err(self.unavailable(e.to_string())),
+            }
+            // Another host is refreshing: take its token once stored.
+            if let Ok(Some((record, _))) = self.shared.load(&self.key).await
+                && let Some(token) = self.adopt(&record, rejected)
+            {
+                return Ok(token);
+            }
+            if waited.elapsed() > LOCK_WAIT {
+                return Err(self.unavailable("another host has held the refresh lock too long"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let result = self.refresh_locked(rejected).await;
+        if let Err(e) = store.unlock(&self.key, holder).await {
+            tracing::warn!(grant = %self.key, error = %e, "could not release the refresh lock");
+        }
+        result
+    }
+
+    /// Under the store's lock: adopt the stored token, or refresh.
+    async fn refresh_locked(
+        &self,
+        rejected: Option<&SecretValue>,
+    ) -> Result<SecretValue, TokenError> {
+        let stored = self
+            .shared
+            .load(&self.key)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let (record, revision) = match stored {
+            Some((record, revision)) => (record, Some(revision)),
+            None => (Record::default(), None),
+        };
+        if let Some(token) = self.adopt(&record, rejected) {
+            return Ok(token);
+        }
+        if record.status == Status::NeedsReauthorization {
+            self.forget();
+            return Err(self.needs_reauthorization(record.reason.as_deref().unwrap_or("")));
+        }
+        let used_refresh = match self.config.grant_type {
+            GrantType::ClientCredentials => None,
+            GrantType::AuthorizationCode => match &record.refresh_token {
+                Some(token) => Some(SecretValue::new(token.clone().into_bytes())),
+                None => {
+                    return Err(self.needs_reauthorization("no account is connected yet"));
+                }
+            },
+        };
+        match client::request_token(self, used_refresh.as_ref()).await {
+            Answer::Issued(issued) => self.store_issued(record, revision, issued).await,
+            Answer::Dead(reason) => {
+                self.mark_dead(&reason, used_refresh.as_ref()).await;
+                Err(self.needs_reauthorization(&reason))
+            }
+            Answer::Failed(reason) => {
+                tracing::warn!(grant = %self.key, reason = %self.redact(&reason), "token request failed");
+                self.unexpired(rejected)
+                    .ok_or_else(|| self.unavailable(self.redact(&reason)))
+            }
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        switchyard_broker::secrets::Redactor::default()
+            .with_live(self.live.clone())
+            .redact(text)
+            .into_owned()
+    }
+
+    /// Stores what the server issued (a rotated refresh token first of
+    /// all), then caches and returns the access token.
+    pub(crate) async fn store_issued(
+        &self,
+        old: Record,
+        revision: Option<u64>,
+        issued: Issued,
+    ) -> Result<SecretValue, TokenError> {
+        self.live.add(&issued.access);
+        if let Some(refresh) = &issued.refresh {
+            self.live.add(refresh);
+        }
+        let now = unix_ms();
+        let lifetime = issued.expires_in.unwrap_or(ASSUMED_LIFETIME);
+        let text = |v: &SecretValue| String::from_utf8_lossy(v.expose()).into_owned();
+        let record = Record {
+            access_token: Some(text(&issued.access)),
+            refresh_token: issued
+                .refresh
+                .as_ref()
+                .map(text)
+                .or(old.refresh_token.clone()),
+            expires_at_ms: Some(now + lifetime.as_millis() as u64),
+            obtained_at_ms: now,
+            scope: issued.scope.clone().or(old.scope.clone()),
+            status: Status::Connected,
+            reason: None,
+        };
+        match self.shared.save(&self.key, &record, revision).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                // Only a lock holder writes; losing the swap means the lock
+                // ran out under us. The other writer's record stands.
+                tracing::warn!(grant = %self.key, "the stored record changed under a refresh; keeping the newer one");
+                if let Ok(Some((current, _))) = self.shared.load(&self.key).await
+                    && let Some(token) = self.adopt(&current, None)
+                {
+                    return Ok(token);
+                }
+                return Err(self.unavailable("the stored token changed during a refresh"));
+            }
+            Err(e) => {
+                // Not stored, so not used: a rotated refresh token we could
+                // not keep must not be the only copy.
+                return Err(self.unavailable(format!("could not store the new token: {e}")));
+            }
+        }
+        if old.status != Status::Connected {
+            self.shared.observer_connected(self);
+        }
+        self.adopt(&record, None)
+            .or_else(|| Some(issued.access.clone()))
+            .ok_or_else(|| self.unavailable("no token"))
+    }
+
+    /// Marks the grant dead, unless the stored refresh token changed since
+    /// `used` was read (then someone else rotated it: not dead).
+    async fn mark_dead(&self, reason: &str, used: Option<&SecretValue>) {
+        self.forget();
+        for _ in 0..3 {
+            let Ok(stored) = self.shared.load(&self.key).await else {
+                return;
+            };
+            let (mut record, revision) = match stored {
+                Some((record, revision)) => (record, Some(revision)),
+                None => (Record::default(), None),
+            };
+            let current = record.refresh_token.as_deref().map(str::as_bytes);
+            if used.map(|u| u.expose()) != current {
+                return;
+            }
+            record.status = Status::NeedsReauthorization;
+            record.reason = Some(reason.to_owned());
+            if let Ok(Some(_)) = self.shared.save(&self.key, &record, revision).await {
+                tracing::error!(connection = %self.connection, grant = %self.name, reason, "oauth grant needs re-authorisation");
+                self.shared.observer_dead(self, reason);
+                return;
+            }
+        }
+    }
+
+    /// Reports a token request to the observer.
+    pub(crate) fn observe_request(&self, kind: &str, answer: &Answer, elapsed: Duration) {
+        let outcome = match answer {
+            Answer::Issued(_) => "ok",
+            Answer::Dead(_) => "dead",
+            Answer::Failed(_) => "failed",
+        };
+        if let Some(observer) = &self.shared.observer {
+            observer.token_request(&self.connection, &self.name, kind, outcome, elapsed);
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! OAuth 2.0 handled by the host: connectors send `{{oauth:NAME}}` and
+//! never hold a token, a refresh token or a client secret.
+//!
+//! [`OAuthManager`] is the broker's [`TokenBroker`]: for each connection's
+//! granted `[connections.X.grants.oauth.NAME]` it keeps a [`grant::Grant`]
+//! that caches the access token, refreshes it ahead of expiry (single-flight
+//! in the process and, through the [`TokenStore`]'s lock, across hosts),
+//! stores tokens sealed under the host key ([`seal`]) and marks a dead
+//! grant "needs re-authorisation". Operators connect accounts with the
+//! authorization-code flow and PKCE ([`connect`]). Token requests leave
+//! through the host's egress, under the same address rules and TLS as
+//! guests' requests.
+//!
+//! Layering: this crate knows the broker (its seam and egress) and nothing
+//! of servers, queues or metrics backends; it reports through
+//! [`OAuthObserver`].
+
+mod client;
+pub mod connect;
+mod grant;
+pub mod seal;
+pub mod store;
+
+use grant::Grant;
+use seal::SealKey;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::TokenStore;
+use switchyard_broker::egress::{Egress, EgressLimits, Network};
+use switchyard_broker::oauth::{
+    GrantType, LiveValues, OAuthGrant, TokenBroker, TokenError, TokenSource,
+};
+use switchyard_broker::secrets::{SecretGrant, SecretProvider, SecretValue};
+use zeroize::Zeroize;
+
+/// `[oauth]`: the host's side of OAuth. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// The key sealing tokens at rest (`{ env = … }` or `{ file = … }`,
+    /// base64 of 32 bytes). Default: `<data_dir>/oauth.key`, created with
+    /// mode 0600 on first start. Hosts sharing a `[cluster]` need the same
+    /// key.
+    pub key: Option<SecretGrant>,
+    /// Where operators' browsers reach this host, for the redirect URI
+    /// `<public_url>/oauth/callback` registered with each authorization
+    /// server. Default: `http://<listen>`.
+    pub public_url: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where a grant stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// No token yet: an `authorization_code` grant nobody connected, or a
+    /// `client_credentials` grant not used yet.
+    #[default]
+    NotConnected,
+    Connected,
+    /// The server refused the grant (`invalid_grant`, revoked): an operator
+    /// must connect the account again.
+    NeedsReauthorization,
+}
+
+/// What the store keeps per grant, sealed. Tokens are wiped from memory
+/// when a record is dropped.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Record {
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    expires_at_ms: Option<u64>,
+    obtained_at_ms: u64,
+    scope: Option<String>,
+    status: Status,
+    reason: Option<String>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        self.access_token.zeroize();
+        self.refresh_token.zeroize();
+    }
+}
+
+/// Hears what happens to grants (metrics, alerts, the audit trail). Every
+/// method has an empty default.
+pub trait OAuthObserver: Send + Sync + 'static {
+    /// A request to the token endpoint: `kind` is the grant type sent,
+    /// `outcome` `ok`, `dead` (the grant is refused) or `failed`.
+    fn token_request(
+        &self,
+        _connection: &str,
+        _grant: &str,
+        _kind: &str,
+        _outcome: &str,
+        _elapsed: Duration,
+    ) {
+    }
+    /// A grant was marked "needs re-authorisation".
+    fn needs_reauthorization(&self, _connection: &str, _grant: &str, _reason: &str) {}
+    /// A grant got its first token, or its first after being dead.
+    fn connected(&self, _connection: &str, _grant: &str) {}
+}
+
+/// What every grant shares: the store, its key and who is told.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn TokenStore>,
+    key: SealKey,
+    /// This host's name as a lock holder.
+    pub(crate) holder: String,
+    pub(crate) observer: Option<Arc<dyn OAuthObserver>>,
+}
+
+impl Shared {
+    pub(crate) async fn load(&self, key: &str) -> Result<Option<(Record, u64)>, String> {
+        let Some(found) = self.store.load(key).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let plain = self.key.open(key, &found.sealed)?;
+        let record: Record = serde_json::from_slice(&plain)
+            .map_err(|e| format!("stored token record `{key}`: {e}"))?;
+        Ok(Some((record, found.revision)))
+    }
+
+    pub(crate) async fn save(
+        &self,
+        key: &str,
+        record: &Record,
+        expected: Option<u64>,
+    ) -> Result<Option<u64>, String> {
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(record).expect("a record serializes"));
+        let sealed = self.key.seal(key, &plain);
+        self.store
+            .save(key, &sealed, expected)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub(crate) fn observer_connected(&self, grant: &Grant) {
+        if let Some(observer) = &self.observer {
+            observer.connected(&grant.connection, &grant.name);
+        }
+    }
+
+    pub(crate) fn observer_dead(&self, grant: &Grant, reason: &str) {
+        if let Some(observer) = &self.observer {
+            observer.needs_reauthorization(&grant.connection, &grant.name, reason);
+        }
+    }
+}
+
+/// A grant as the admin API and status page show it. No token in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrantStatus {
+    pub connection: String,
+    pub grant: String,
+    pub grant_type: GrantType,
+    pub status: Status,
+    /// Why the grant needs re-authorisation.
+    pub reason: Option<String>,
+    /// When the stored access token expires (ms since the epoch).
+    pub expires_at_ms: Option<u64>,
+    /// When the stored access token was obtained (ms since the epoch).
+    pub obtained_at_ms: Option<u64>,
+    pub scope: Option<String>,
+    /// Whether an operator can (re)connect it from the status page.
+    pub connectable: bool,
+}
+
+/// The host's OAuth grants. Cheap to clone.
+#[derive(Clone)]
+pub struct OAuthManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    secret_provider: Arc<dyn SecretProvider>,
+    network: Network,
+    limits: EgressLimits,
+    redirect_url: String,
+    grants: Mutex<HashMap<String, Arc<Grant>>>,
+    live: Mutex<HashMap<String, Arc<LiveValues>>>,
+    pending: connect::Pending,
+}
+
+impl std::fmt::Debug for OAuthManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthManager")
+            .field("redirect_url", &self.inner.redirect_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The path of the callback route the redirect URI names.
+pub const CALLBACK_PATH: &str = "/oauth/callback";
+
+impl OAuthManager {
+    /// A manager over `store`, sealing with `key`, reaching token
+    /// endpoints through `network` under `limits`, answering the
+    /// authorization server at `<public_url>/oauth/callback`.
+    pub fn new(
+        store: Arc<dyn TokenStore>,
+        key: SealKey,
+        secret_provider: Arc<dyn SecretProvider>,
+        network: Network,
+        limits: EgressLimits,
+        public_url: &str,
+        observer: Option<Arc<dyn OAuthObserver>>,
+    ) -> Self {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).expect("the OS random source works");
+        let holder = format!(
+            "{}-{}",
+            std::process::id(),
+            id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        OAuthManager {
+            inner: Arc::new(Inner {
+                shared: Arc::new(Shared {
+                    store,
+                    key,
+                    holder,
+                    observer,
+                }),
+                secret_provider,
+                network,
+                limits,
+                redirect_url: format!("{}{CALLBACK_PATH}", public_url.trim_end_matches('/')),
+                grants: Mutex::default(),
+                live: Mutex::default(),
+                pending: connect::Pending::default(),
+            }),
+        }
+    }
+
+    /// The redirect URI to register with authorization servers.
+    pub fn redirect_url(&self) -> &str {
+        &self.inner.redirect_url
+    }
+
+    fn grant(&self, connection: &str, name: &str) -> Option<Arc<Grant>> {
+        let grants = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
+        grants.get(&format!("{connection}/{name}")).cloned()
+    }
+
+    /// Every grant of every connection, with its stored state.
+    pub async fn statuses(&self) -> Vec<GrantStatus> {
+        let mut grants: Vec<Arc<Grant>> = {
+            let grants = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
+            grants.values().cloned().collect()
+        };
+        grants.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut out = Vec::with_capacity(grants.len());
+        for grant in grants {
+            let record = self.inner.shared.load(&grant.key).await;
+            let (status, reason, expires, obtained, scope) = match &record {
+                Ok(Some((r, _))) => (
+                    r.status,
+                    r.reason.clone(),
+                    r.expires_at_ms,
+                    (r.obtained_at_ms > 0).then_some(r.obtained_at_ms),
+                    r.scope.clone(),
+                ),
+                Ok(None) => (Status::NotConnected, None, None, None, None),
+                Err(e) => (Status::NotConnected, Some(e.clone()), None, None, None),
+            };
+            out.push(GrantStatus {
+                connection: grant.connection.clone(),
+                grant: grant.name.clone(),
+                grant_type: grant.config.grant_type,
+                status,
+                reason,
+                expires_at_ms: expires,
+                obtained_at_ms: obtained,
+                scope,
+                connectable: grant.config.grant_type == GrantType::AuthorizationCode,
+            });
+        }
+        out
+    }
+
+    /// How many grants need re-authorisation.
+    pub async fn needing_reauthorization(&self) -> usize {
+        self.statuses()
+            .await
+            .iter()
+            .filter(|s| s.status == Status::NeedsReauthorization)
+            .count()
+    }
+}
+
+impl TokenBroker for OAuthManager {
+    fn for_connection(
+        &self,
+        connection: &str,
+        grants: &BTreeMap<String, OAuthGrant>,
+    ) -> Result<Arc<dyn TokenSource>, String> {
+        let live = {
+            let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.entry(connection.to_owned()).or_default().clone()
+        };
+        let mut mine = BTreeMap::new();
+        for (name, config) in grants {
+            config.validate(name)?;
+            let key = format!("{connection}/{name}");
+            let existing = self.grant(connection, name);
+            let grant = match existing {
+                // A reload with the same grant keeps its cache and queue.
+                Some(grant) if grant.config == *config => grant,
+                _ => {
+                    let secret = self
+                        .inner
+                        .secret_provider
+                        .resolve(
+                            &format!("oauth {name} client_secret"),
+                            &config.client_secret,
+                        )
+                        .map_err(|e| format!("oauth grant `{name}`: client_secret: {e}"))?;
+                    let origin = origin_of(&config.token_url)
+                        .map_err(|e| format!("oauth grant `{name}`: token_url: {e}"))?;
+                    let egress = Egress::for_host(
+                        &format!("oauth:{key}"),
+                        &[origin],
+                        self.inner.limits.clone(),
+                        self.inner.network.clone(),
+                    )
+                    .map_err(|e| format!("oauth grant `{name}`: token_url: {e}"))?;
+                    let grant = Arc::new(Grant::new(
+                        connection,
+                        name,
+                        config.clone(),
+                        secret,
+                        egress,
+                        live.clone(),
+                        self.inner.shared.clone(),
+                    ));
+                    let mut grants = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
+                    grants.insert(key, grant.clone());
+                    grant
+                }
+            };
+            mine.insert(name.clone(), grant);
+        }
+        Ok(Arc::new(ConnectionTokens { grants: mine, live }))
+    }
+}
+
+/// `scheme://host[:port]` of `url`, as an egress rule.
+fn origin_of(url: &str) -> Result<String, String> {
+    let url = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(host) => host.to_string(),
+        None => return Err("no host".into()),
+    };
+    Ok(match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    })
+}
+
+/// One connection's grants, as its egress asks for tokens.
+#[derive(Debug)]
+struct ConnectionTokens {
+    grants: BTreeMap<String, Arc<Grant>>,
+    live: Arc<LiveValues>,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for ConnectionTokens {
+    async fn access_token(
+        &self,
+        grant: &str,
+        rejected: Option<&SecretValue>,
+    ) -> Result<SecretValue, TokenError> {
+        let Some(found) = self.grants.get(grant) else {
+            return Err(TokenError::Config {
+                grant: grant.to_owned(),
+                reason: "not granted to this connection".into(),
+            });
+        };
+        found.access_token(rejected).await
+    }
+
+    fn live_values(&self) -> Arc<LiveValues> {
+        self.live.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_egress_rules() {
+        assert_eq!(
+            origin_of("https://login.example.com/oauth/token").unwrap(),
+            "https://login.example.com"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:9000/token").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            origin_of("http://[::1]:9000/t").unwrap(),
+            "http://[::1]:9000"
+        );
+    }
+}
