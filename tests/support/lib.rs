@@ -1,10 +1,12 @@
 //! Test support: builds every guest component once per test process, from
 //! source, with the same tooling `switchyard plugin build` uses.
 
+pub mod browser;
 pub mod couchdb_plugins;
 pub mod httpbin;
 pub mod logs;
 pub mod nats;
+pub mod oidc;
 pub mod pouchdb;
 
 use std::collections::BTreeMap;

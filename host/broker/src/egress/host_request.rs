@@ -57,6 +57,15 @@ impl Egress {
         let mut headers = parts.headers;
         headers.remove(http::header::CONTENT_LENGTH);
         headers.remove(http::header::TRANSFER_ENCODING);
+        // Only the path goes on the request line: the authority travels in
+        // `Host`, which HTTP/1.1 servers require.
+        if let Some(authority) = parts.uri.authority()
+            && !headers.contains_key(http::header::HOST)
+        {
+            let host = HeaderValue::from_str(authority.as_str())
+                .map_err(|e| format!("host header: {e}"))?;
+            headers.insert(http::header::HOST, host);
+        }
         let prepared = Prepared {
             method: parts.method,
             uri: parts.uri,
