@@ -3,7 +3,8 @@
 //! ```text
 //! switchyard (cli) ─► switchyard-server ─► switchyard-host ─► switchyard-ops
 //!   ─► switchyard-cluster (the flows on NATS JetStream) ─► switchyard-flows
-//!   ─► switchyard-runtime (the sandbox) ─► switchyard-broker
+//!   ─► switchyard-oauth (tokens) ─► switchyard-runtime (the sandbox)
+//!   ─► switchyard-broker
 //! ```
 //!
 //! Cargo already refuses cycles; this test refuses a dependency that points
@@ -20,6 +21,7 @@ use std::process::Command;
 const LAYERS: &[&str] = &[
     "switchyard-broker",
     "switchyard-runtime",
+    "switchyard-oauth",
     "switchyard-flows",
     "switchyard-cluster",
     "switchyard-ops",
@@ -127,6 +129,23 @@ fn the_sandbox_is_embeddable_with_the_broker_alone() {
         .filter(|c| c.starts_with("switchyard"))
         .collect();
     assert_eq!(ours, ["switchyard-broker"], "the sandbox's own crates");
+}
+
+#[test]
+fn the_token_manager_knows_only_the_broker_and_only_it_speaks_oauth() {
+    let graph = graph();
+    let reach = closure(&graph, "switchyard-oauth");
+    let ours: Vec<&String> = reach
+        .iter()
+        .filter(|c| c.starts_with("switchyard"))
+        .collect();
+    assert_eq!(ours, ["switchyard-broker"], "the token manager's own crates");
+    for name in ["switchyard-broker", "switchyard-runtime", "switchyard-flows"] {
+        assert!(
+            !closure(&graph, name).contains("oauth2"),
+            "{name} depends on oauth2"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,305 @@
+//! OAuth across process deaths and hosts, with `switchyard serve` processes
+//! and a real authorization server (oidc-provider on loopback):
+//!
+//! - an account connected in headless Chromium through the status page,
+//!   its refresh token rotated by refreshes, each followed at once by a
+//!   `kill -9` of the host: the restarted host refreshes with the rotated
+//!   token it stored (the provider revokes the whole grant if an old one
+//!   is used, so a lost rotation would show as `invalid_grant`);
+//! - two hosts of a cluster (NATS JetStream) sharing a grant: 50 calls at
+//!   once, half on each, make exactly one token request.
+
+mod common;
+
+use common::{free_port, http, kill_9, wait_for};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use switchyard_tests::browser::Browser;
+use switchyard_tests::guest;
+use switchyard_tests::nats::NatsServer;
+use switchyard_tests::oidc::{AC_CLIENT, CC_CLIENT, Oidc, start_oidc};
+
+const ADMIN_TOKEN: &str = "oauth-crash-test-admin-token-0123456789";
+
+struct Host {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Host {
+    /// A host directory with the http probe as connection `crm`, granted
+    /// `grant` (TOML for `[connections.crm.grants.oauth.NAME]`), and
+    /// `extra` config.
+    fn new(root: &Path, name: &str, oidc: &Oidc, extra: &str) -> Host {
+        let dir = root.join(name);
+        let plugins = dir.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::copy(guest("guest-http-probe"), plugins.join("probe.wasm")).unwrap();
+        std::fs::write(
+            plugins.join("probe.manifest.toml"),
+            format!(
+                "http = [\"{}\"]\nsecrets = [\"base-token\"]\nrate_limits = [\"spare\"]\nstate = true\noauth = [\"cc\", \"ac\"]\n",
+                oidc.issuer()
+            ),
+        )
+        .unwrap();
+        std::fs::write(root.join("client-secret"), oidc.client_secret()).unwrap();
+        let port = free_port();
+        let config = format!(
+            r#"listen = "127.0.0.1:{port}"
+data_dir = "data"
+plugin_dir = "plugins"
+watch_plugin_dir = false
+[admin]
+token = {{ env = "SWITCHYARD_TEST_ADMIN_TOKEN" }}
+[access]
+public = ["crm"]
+[connections.crm]
+plugin = "probe"
+[connections.crm.grants]
+allow = ["{issuer}"]
+state = true
+secrets.base-token = {{ env = "SWITCHYARD_TEST_ADMIN_TOKEN" }}
+rate_limits.spare = {{ per_second = 1000, burst = 1000 }}
+[connections.crm.grants.oauth.cc]
+token_url = "{token}"
+client_id = "{CC_CLIENT}"
+client_secret = {{ file = "../client-secret" }}
+destinations = ["{issuer}"]
+[connections.crm.grants.oauth.ac]
+grant_type = "authorization_code"
+authorize_url = "{authorize}"
+token_url = "{token}"
+client_id = "{AC_CLIENT}"
+client_secret = {{ file = "../client-secret" }}
+scopes = ["openid", "api:read"]
+destinations = ["{issuer}"]
+{extra}
+"#,
+            issuer = oidc.issuer(),
+            token = oidc.token_url(),
+            authorize = oidc.authorize_url(),
+        );
+        std::fs::write(dir.join("switchyard.toml"), config).unwrap();
+        Host {
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("serve.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("serve")
+            .current_dir(&self.dir)
+            .env("SWITCHYARD_LOG", "info")
+            .env("SWITCHYARD_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while http(self.port, "GET", "/healthz", &[], "").is_none() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("host exited ({status}): {}", self.log());
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "host did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = self.child.take() {
+            kill_9(child);
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// `GET /api/whoami` through the probe with grant `grant`'s token:
+    /// the probe's answer.
+    fn whoami(&self, oidc: &Oidc, grant: &str) -> Value {
+        let input = json!({
+            "url": oidc.api("/whoami"),
+            "headers": [["authorization", format!("Bearer {{{{oauth:{grant}}}}}")]],
+        });
+        let (status, body) = http(
+            self.port,
+            "POST",
+            "/v1/connectors/crm/actions/fetch",
+            &[("content-type", "application/json")],
+            &input.to_string(),
+        )
+        .expect("the host answers");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Every byte under the host's directory.
+    fn disk(&self) -> Vec<u8> {
+        fn walk(dir: &Path, out: &mut Vec<u8>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.extend(std::fs::read(&path).unwrap_or_default());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir, &mut out);
+        out
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn assert_no_credential(oidc: &Oidc, what: &str, bytes: &[u8]) {
+    let mut values = oidc.issued();
+    values.push(oidc.client_secret().to_owned());
+    for value in values {
+        assert!(
+            !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+            "{what} holds a credential ({}…)",
+            &value[..6]
+        );
+    }
+}
+
+#[test]
+fn a_rotated_refresh_token_survives_kill_9_of_the_host() {
+    let oidc = start_oidc(30);
+    let root = tempfile::tempdir().unwrap();
+    let mut host = Host::new(root.path(), "host", &oidc, "");
+    host.start();
+
+    // The operator connects the account in a browser.
+    let port = host.port;
+    let mut browser = Browser::launch();
+    browser.goto(&format!("http://127.0.0.1:{port}/status#token={ADMIN_TOKEN}"));
+    browser.wait_for(
+        "the Connect button",
+        "!!document.querySelector('[data-testid=\"connect-crm-ac\"]')",
+        Duration::from_secs(30),
+    );
+    browser.click("[data-testid=\"connect-crm-ac\"]");
+    browser.wait_for(
+        "the provider's login form",
+        "!!document.querySelector('input[name=login]')",
+        Duration::from_secs(30),
+    );
+    browser.fill("input[name=login]", "grace");
+    browser.fill("input[name=password]", "any-password");
+    browser.click("button[type=submit]");
+    browser.wait_for(
+        "the consent page or the callback",
+        "location.pathname.startsWith('/oauth/callback') || (!document.querySelector('input[name=login]') && !!document.querySelector('button[type=submit]'))",
+        Duration::from_secs(30),
+    );
+    if browser.eval("location.pathname.startsWith('/oauth/callback')") != json!(true) {
+        browser.click("button[type=submit]");
+    }
+    browser.wait_for(
+        "the callback saying connected",
+        "document.querySelector('[data-testid=oauth-outcome]')?.dataset.outcome === 'connected'",
+        Duration::from_secs(30),
+    );
+    drop(browser);
+    let me = host.whoami(&oidc, "ac");
+    assert_eq!(me["status"], 200, "{me}");
+
+    // Five times: the provider drops the access tokens, a call refreshes
+    // (rotating the refresh token), and the host is killed at once.
+    for round in 0..5 {
+        oidc.expire_access_tokens();
+        let answer = host.whoami(&oidc, "ac");
+        assert_eq!(answer["status"], 200, "round {round}: {answer}");
+        host.kill();
+        host.start();
+    }
+    oidc.expire_access_tokens();
+    let answer = host.whoami(&oidc, "ac");
+    assert_eq!(answer["status"], 200, "after the last restart: {answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["sub"], "grace");
+    let stats = oidc.stats();
+    assert_eq!(stats["by_grant"]["refresh_token"], 6, "{stats}");
+    assert_eq!(stats["invalid_grant"], 0, "{stats}");
+    host.kill();
+
+    // Nothing on disk or in the log holds a token or the client secret
+    // (the token store is sealed).
+    let disk = host.disk();
+    assert!(
+        disk.windows(8).any(|w| w == b"oauth:ac"),
+        "the audit trail records the token's uses"
+    );
+    assert_no_credential(&oidc, "the host's directory (data dir, log)", &disk);
+}
+
+#[test]
+fn two_hosts_of_a_cluster_sharing_a_grant_make_one_token_request_for_fifty_calls() {
+    let oidc = start_oidc(30);
+    let nats = NatsServer::start();
+    let root = tempfile::tempdir().unwrap();
+    // Hosts sharing tokens share the sealing key.
+    let key = root.path().join("oauth.key");
+    std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let extra = |name: &str| {
+        format!(
+            "[oauth]\nkey = {{ file = \"{}\" }}\n[cluster]\nnats = [\"{}\"]\nhost_id = \"{name}\"\n",
+            key.display(),
+            nats.url()
+        )
+    };
+    let mut a = Host::new(root.path(), "a", &oidc, &extra("a"));
+    let mut b = Host::new(root.path(), "b", &oidc, &extra("b"));
+    a.start();
+    b.start();
+    oidc.reset();
+    oidc.slow_token_endpoint(800);
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..50)
+            .map(|i| {
+                let host = if i % 2 == 0 { &a } else { &b };
+                let oidc = &oidc;
+                scope.spawn(move || host.whoami(oidc, "cc"))
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    oidc.slow_token_endpoint(0);
+    for answer in &answers {
+        assert_eq!(answer["status"], 200, "{answer}");
+    }
+    assert_eq!(oidc.stats()["token_requests"], 1, "{}", oidc.stats());
+    wait_for("both logs", Duration::from_secs(5), || {
+        !a.log().is_empty() && !b.log().is_empty()
+    });
+    a.kill();
+    b.kill();
+    for host in [&a, &b] {
+        assert_no_credential(&oidc, "a host's directory (data dir, log)", &host.disk());
+    }
+}
