@@ -139,8 +139,16 @@ fn the_token_manager_knows_only_the_broker_and_only_it_speaks_oauth() {
         .iter()
         .filter(|c| c.starts_with("switchyard"))
         .collect();
-    assert_eq!(ours, ["switchyard-broker"], "the token manager's own crates");
-    for name in ["switchyard-broker", "switchyard-runtime", "switchyard-flows"] {
+    assert_eq!(
+        ours,
+        ["switchyard-broker"],
+        "the token manager's own crates"
+    );
+    for name in [
+        "switchyard-broker",
+        "switchyard-runtime",
+        "switchyard-flows",
+    ] {
         assert!(
             !closure(&graph, name).contains("oauth2"),
             "{name} depends on oauth2"

@@ -218,6 +218,12 @@ fn assert_no_credential_in(oidc: &Oidc, places: &[(&str, &[u8])]) {
     }
 }
 
+/// Writes `logs` where the suite's last step greps for the canary (the
+/// client secret starts with it).
+fn keep_for_the_canary_check(name: &str, logs: &Captured) {
+    std::fs::write(switchyard_tests::log_dir().join(name), logs.bytes()).unwrap();
+}
+
 /// Captures this test's logs (every level) into a buffer.
 fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
@@ -288,6 +294,7 @@ async fn client_credentials_tokens_are_put_in_for_bound_destinations_only_and_ne
     assert_eq!(status["connectable"], false, "{status}");
 
     drop(_guard);
+    keep_for_the_canary_check("oauth-client-credentials.log", &logs);
     // Every use of the token is in the audit trail, by grant name.
     setup.host.audit.as_ref().unwrap().flush();
     let disk = setup.disk();
@@ -499,6 +506,7 @@ async fn an_operator_connects_an_account_in_the_browser_and_a_revoked_grant_asks
     );
 
     drop(_guard);
+    keep_for_the_canary_check("oauth-connect.log", &logs);
     setup.host.audit.as_ref().unwrap().flush();
     let disk = setup.disk();
     let logs = logs.bytes();

@@ -102,7 +102,9 @@ pub fn start_oidc(access_ttl_secs: u64) -> Oidc {
         dir.display()
     );
     let script = crate::workspace_root().join("tests/oidc/server.mjs");
-    let client_secret = random_hex(24);
+    // The run's canary in it: the suite's last step greps every captured
+    // log for the canary, so a leaked client secret fails there too.
+    let client_secret = format!("{}{}", crate::canary(), random_hex(24));
     // Only node holds the stdout pipe: it closes when node exits.
     let watchdog = r#"cd "$1" || exit 1
 exec 3>&1 >/dev/null
@@ -171,7 +173,8 @@ impl Oidc {
         format!("{}/api{path}", self.issuer())
     }
 
-    /// Both clients' secret: 48 random hex digits, new per server.
+    /// Both clients' secret: the run's canary then 48 random hex digits,
+    /// new per server.
     pub fn client_secret(&self) -> &str {
         &self.client_secret
     }

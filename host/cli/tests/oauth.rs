@@ -112,7 +112,10 @@ destinations = ["{issuer}"]
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("host exited ({status}): {}", self.log());
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "host did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "host did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -121,6 +124,10 @@ destinations = ["{issuer}"]
         if let Some(child) = self.child.take() {
             kill_9(child);
         }
+        // For the suite's canary grep (the client secret starts with the
+        // canary).
+        let name = format!("oauth-serve-{}.log", self.port);
+        let _ = std::fs::write(switchyard_tests::log_dir().join(name), self.log());
     }
 
     fn log(&self) -> String {
@@ -192,7 +199,9 @@ fn a_rotated_refresh_token_survives_kill_9_of_the_host() {
     // The operator connects the account in a browser.
     let port = host.port;
     let mut browser = Browser::launch();
-    browser.goto(&format!("http://127.0.0.1:{port}/status#token={ADMIN_TOKEN}"));
+    browser.goto(&format!(
+        "http://127.0.0.1:{port}/status#token={ADMIN_TOKEN}"
+    ));
     browser.wait_for(
         "the Connect button",
         "!!document.querySelector('[data-testid=\"connect-crm-ac\"]')",
