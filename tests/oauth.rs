@@ -249,6 +249,16 @@ async fn client_credentials_tokens_are_put_in_for_bound_destinations_only_and_ne
     let body: Value = serde_json::from_str(me["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["client"], CC_CLIENT, "{body}");
     outputs.push(me.to_string());
+    // The same through the Rust SDK's `bearer_oauth`.
+    let input = json!({ "url": oidc.api("/whoami"), "bearer_oauth": "cc" });
+    let sdk = setup
+        .host
+        .runtime
+        .call_action("crm", "fetch", input.to_string().as_bytes())
+        .await
+        .unwrap();
+    let sdk: Value = serde_json::from_slice(&sdk).unwrap();
+    assert_eq!(sdk["status"], 200, "{sdk}");
 
     // The provider echoes the Authorization header back: the guest sees
     // it redacted, raw and in the encodings a hostile guest would try.

@@ -16,7 +16,8 @@
 // or sy.InvalidInput; anything else is permanent, with its message.
 // Outbound HTTP is the global `fetch` (over wasi:http: the host's egress
 // path); `sy.bearer(secretName)` gives an Authorization value whose
-// placeholder the host swaps for the secret on the way out.
+// placeholder the host swaps for the secret on the way out, and
+// `sy.bearerOAuth(grant)` one the host swaps for an OAuth access token.
 // A line ending in `// requires: X` is dropped by the build when the
 // connector's manifest does not request X, so the component imports only
 // what the manifest asks for.
@@ -140,6 +141,9 @@ const sy = (() => {
   };
 
   const bearer = (secretName) => `Bearer ${secrets.placeholder(secretName)}`;
+  // The host puts a current access token of OAuth grant `grant` in on the
+  // way out (list it under `oauth` in the manifest); it never enters here.
+  const bearerOAuth = (grant) => `Bearer {{oauth:${grant}}}`;
 
   // An HTTP status as the error kind the host acts on.
   function raiseForStatus(response) {
@@ -247,7 +251,7 @@ const sy = (() => {
 
   return {
     Connector, exportConnector, Retryable, Permanent, InvalidInput, RateLimited, ConnectorError,
-    log, config, secrets, state, rateLimit, bearer, raiseForStatus, message, written, failed,
+    log, config, secrets, state, rateLimit, bearer, bearerOAuth, raiseForStatus, message, written, failed,
     text: (b) => dec.decode(b), json,
   };
 })();

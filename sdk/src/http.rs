@@ -90,6 +90,14 @@ impl RequestBuilder {
         }
     }
 
+    /// `Authorization: Bearer {{oauth:GRANT}}`: the host puts in a current
+    /// access token of the connection's OAuth grant `grant` on the way
+    /// out, only for destinations the grant is bound to. The connector
+    /// never holds the token (list `grant` under `oauth` in the manifest).
+    pub fn bearer_oauth(self, grant: &str) -> Self {
+        self.set_header("authorization", &format!("Bearer {{{{oauth:{grant}}}}}"))
+    }
+
     /// Sets the body, sent as is.
     pub fn body(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.body = Some(bytes.into());

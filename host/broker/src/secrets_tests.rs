@@ -230,3 +230,27 @@ fn bad_destinations_name_the_secret() {
     let err = ConnectionSecrets::resolve(&grants, &Fixed(&[("s", "v")])).unwrap_err();
     assert!(err.to_string().starts_with("secret `s`:"), "{err}");
 }
+
+#[test]
+fn a_redactor_scrubs_live_values_added_after_it_was_made() {
+    use crate::oauth::{LIVE_VALUES_KEPT, LiveValues};
+    let live = Arc::new(LiveValues::default());
+    let redactor = secrets().redactor().with_live(live.clone());
+    let token = "access-token-issued-later-0123456789";
+    assert!(!redactor.finds(token.as_bytes()));
+    live.add(&SecretValue::new(token.as_bytes().to_vec()));
+    let echoed = format!("Authorization: Bearer {token}");
+    assert_eq!(redactor.redact(&echoed), "Authorization: Bearer [redacted]");
+    // Encoded forms too, as for static secrets.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(token);
+    assert_eq!(redactor.redact(&b64), "[redacted]");
+    // The newest LIVE_VALUES_KEPT values are remembered; older ones go.
+    for i in 0..LIVE_VALUES_KEPT {
+        live.add(&SecretValue::new(
+            format!("rotated-token-{i:04}-abcdef").into_bytes(),
+        ));
+    }
+    assert!(redactor.finds(b"rotated-token-0063-abcdef"));
+    assert!(!redactor.finds(token.as_bytes()));
+}

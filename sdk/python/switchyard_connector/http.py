@@ -180,13 +180,16 @@ def _send_once(method, url, headers, body, timeout_ms):
 
 
 def request(method, url, headers=None, body=None, json=None, bearer_secret=None,
-            timeout_ms=None, max_redirects=5):
+            timeout_ms=None, max_redirects=5, bearer_oauth=None):
     """Sends one request and returns its `Response` (any status).
 
     `headers`: a dict or a list of pairs. `json`: sent as a JSON body with
     `content-type: application/json`. `bearer_secret`: the name of a secret
     sent as `Authorization: Bearer <placeholder>`; the host puts the value
     in on the way out, only for destinations the secret is bound to.
+    `bearer_oauth`: the name of an OAuth grant (listed under `oauth` in the
+    manifest); the host puts a current access token in on the way out, only
+    for destinations the grant is bound to, and refreshes it itself.
     `timeout_ms`: connect, first byte and between bytes (default: the
     host's). Raises `TransportError` when the host or network refuses it.
     """
@@ -202,6 +205,9 @@ def request(method, url, headers=None, body=None, json=None, bearer_secret=None,
     if bearer_secret is not None:
         pairs = [(k, v) for k, v in pairs if k.lower() != "authorization"]
         pairs.append(("authorization", f"Bearer {_secrets.placeholder(bearer_secret)}"))
+    if bearer_oauth is not None:
+        pairs = [(k, v) for k, v in pairs if k.lower() != "authorization"]
+        pairs.append(("authorization", "Bearer {{oauth:%s}}" % bearer_oauth))
     for _ in range(max_redirects + 1):
         response = _send_once(method, url, pairs, body, timeout_ms)
         location = response.header("location")

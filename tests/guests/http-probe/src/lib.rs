@@ -93,6 +93,8 @@ struct Fetch {
     headers: Vec<(String, String)>,
     body: Option<String>,
     bearer_secret: Option<String>,
+    /// Sends this OAuth grant's token (the SDK's `bearer_oauth`).
+    bearer_oauth: Option<String>,
     /// Appends this secret's placeholder to the body.
     body_secret: Option<String>,
     #[serde(default)]
@@ -112,6 +114,9 @@ fn fetch(input: Fetch) -> Value {
     }
     if let Some(secret) = &input.bearer_secret {
         request = request.bearer_secret(secret);
+    }
+    if let Some(grant) = &input.bearer_oauth {
+        request = request.bearer_oauth(grant);
     }
     let mut body = input.body.map(String::into_bytes);
     if let Some(secret) = &input.body_secret {
