@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use switchyard_host::{Host, SwitchyardConfig};
 use switchyard_tests::browser::Browser;
@@ -30,6 +31,34 @@ struct Setup {
     host: Host,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// Requests that reached grant `down`'s token endpoint, which answers
+    /// every one with a 503.
+    down_requests: Arc<AtomicUsize>,
+}
+
+/// A token endpoint that is down: every request gets a 503 (counted).
+fn failing_token_endpoint() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                if stream.read(&mut buf).unwrap_or(0) > 0 {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    (url, count)
 }
 
 fn manifest(oidc: &Oidc) -> String {
@@ -38,7 +67,7 @@ fn manifest(oidc: &Oidc) -> String {
         secrets = ["base-token"]
         rate_limits = ["spare"]
         state = true
-        oauth = ["cc", "ac"]
+        oauth = ["cc", "ac", "down"]
         "#,
         oidc.issuer(),
         httpbin().origin()
@@ -61,6 +90,7 @@ async fn setup(oidc: &Oidc) -> Setup {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
+    let (down_url, down_requests) = failing_token_endpoint();
     let text = format!(
         r#"data_dir = "{data}"
         listen = "{addr}"
@@ -90,6 +120,11 @@ async fn setup(oidc: &Oidc) -> Setup {
         scopes = ["openid", "offline_access", "api:read"]
         extra_params = {{ prompt = "consent" }}
         destinations = ["{issuer}"]
+        [connections.crm.grants.oauth.down]
+        token_url = "{down_url}"
+        client_id = "{CC_CLIENT}"
+        client_secret = {{ file = "client-secret" }}
+        destinations = ["{issuer}"]
         "#,
         data = dir.path().display(),
         issuer = oidc.issuer(),
@@ -107,7 +142,12 @@ async fn setup(oidc: &Oidc) -> Setup {
     });
     let tokio_listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move { axum::serve(tokio_listener, app).await.unwrap() });
-    Setup { host, addr, dir }
+    Setup {
+        host,
+        addr,
+        dir,
+        down_requests,
+    }
 }
 
 impl Setup {
@@ -297,6 +337,17 @@ async fn client_credentials_tokens_are_put_in_for_bound_destinations_only_and_ne
         .await;
     assert_eq!(unknown["status"], 403, "{unknown}");
     outputs.push(unknown.to_string());
+
+    // A guest that somehow learned a token's value (here: handed it) may
+    // not send it anywhere, not even to a bound destination.
+    let learned = oidc.issued().pop().unwrap();
+    for url in [oidc.api("/whoami"), format!("{}/headers", httpbin().origin())] {
+        let bearer = format!("Bearer {learned}");
+        let sent = setup
+            .fetch("GET", &url, &[("authorization", &bearer)])
+            .await;
+        assert_eq!(sent["code"], "HTTP-request-denied", "{sent}");
+    }
 
     assert_eq!(oidc.stats()["by_grant"]["client_credentials"], 1);
     let status = setup.grant_status("cc");
@@ -569,4 +620,32 @@ async fn a_callback_with_a_forged_or_replayed_state_is_refused() {
     let replay = get(&format!("/oauth/callback?state={state}&code=abc"));
     assert_eq!(replay.status, 400);
     assert_eq!(setup.grant_status("ac")["status"], "not_connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_token_endpoint_is_asked_once_and_callers_are_told_to_retry() {
+    let oidc = start_oidc(30);
+    let setup = Arc::new(setup(&oidc).await);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let setup = setup.clone();
+            let url = oidc.api("/whoami");
+            tokio::spawn(async move {
+                setup
+                    .fetch("GET", &url, &[("authorization", "Bearer {{oauth:down}}")])
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert_eq!(answer["status"], 503, "{answer}");
+        let headers = answer["headers"].to_string();
+        assert!(headers.contains("retry-after"), "{answer}");
+        assert!(headers.contains("x-switchyard-oauth"), "{answer}");
+    }
+    assert_eq!(setup.down_requests.load(Ordering::SeqCst), 1);
+    // A transient failure is not a dead grant.
+    assert_eq!(setup.grant_status("down")["status"], "not_connected");
+    assert_eq!(oidc.stats()["token_requests"], 0);
 }

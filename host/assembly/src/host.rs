@@ -229,6 +229,9 @@ impl Host {
                 .map_err(|e| LoadError::Config(format!("monitoring: {e}")))?;
         }
         load_plugins(&runtime, config).await?;
+        if let Some(oauth) = &oauth {
+            oauth.publish_statuses().await;
+        }
         Ok(Host {
             runtime,
             metrics,

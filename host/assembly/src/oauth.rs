@@ -8,7 +8,7 @@ use switchyard_broker::egress::Network;
 use switchyard_broker::secrets::SecretProvider;
 use switchyard_oauth::seal::SealKey;
 use switchyard_oauth::store::{SqliteTokenStore, TokenStore};
-use switchyard_oauth::{OAuthManager, OAuthObserver};
+use switchyard_oauth::{OAuthManager, OAuthObserver, Status};
 use switchyard_ops::metrics::Metrics;
 use switchyard_ops::monitor::Monitor;
 
@@ -51,6 +51,14 @@ impl OAuthObserver for OAuthEvents {
     fn connected(&self, connection: &str, grant: &str) {
         self.metrics
             .oauth_needs_reauthorization(connection, grant, false);
+    }
+
+    fn status(&self, connection: &str, grant: &str, status: Status) {
+        self.metrics.oauth_needs_reauthorization(
+            connection,
+            grant,
+            status == Status::NeedsReauthorization,
+        );
     }
 }
 

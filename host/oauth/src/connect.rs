@@ -147,7 +147,7 @@ impl OAuthManager {
         // under the same lock refreshes take.
         let _flight = grant.flight_lock().await;
         let shared = &grant.shared;
-        for _ in 0..50 {
+        for _ in 0..200 {
             if shared
                 .store
                 .lock(&grant.key, &shared.holder, Duration::from_secs(30))

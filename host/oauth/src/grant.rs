@@ -19,8 +19,15 @@ use switchyard_broker::egress::Egress;
 use switchyard_broker::oauth::{GrantType, LiveValues, OAuthGrant, TokenError};
 use switchyard_broker::secrets::SecretValue;
 
-/// How long a refresher holds the store's lock at most.
-const LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long a refresher holds the store's lock at most: well over
+/// [`REQUEST_LIMIT`], so a lock never runs out under a live request (two
+/// refreshes with one rotating refresh token can revoke the whole grant).
+const LOCK_TTL: Duration = Duration::from_secs(60);
+/// The longest a token request may take.
+const REQUEST_LIMIT: Duration = Duration::from_secs(20);
+/// After a failed token request, calls fail fast this long instead of
+/// queueing one request each behind the failing server.
+const FAILURE_PAUSE: Duration = Duration::from_secs(5);
 /// How long a caller waits for another host's refresh to land.
 const LOCK_WAIT: Duration = Duration::from_secs(20);
 /// The lifetime assumed when the server gives no `expires_in`.
@@ -46,6 +53,8 @@ pub(crate) struct Grant {
     pub(crate) shared: Arc<Shared>,
     cached: Mutex<Option<Cached>>,
     flight: tokio::sync::Mutex<()>,
+    /// Until when, and why, token requests are paused after a failure.
+    failed: Mutex<Option<(Instant, String)>>,
 }
 
 impl std::fmt::Debug for Grant {
@@ -78,6 +87,7 @@ impl Grant {
             shared,
             cached: Mutex::default(),
             flight: tokio::sync::Mutex::default(),
+            failed: Mutex::default(),
         }
     }
 
@@ -169,9 +179,15 @@ impl Grant {
         if let Some(token) = self.fresh(rejected) {
             return Ok(token);
         }
+        if let Some(answer) = self.paused(rejected) {
+            return answer;
+        }
         let _flight = self.flight.lock().await;
         if let Some(token) = self.fresh(rejected) {
             return Ok(token);
+        }
+        if let Some(answer) = self.paused(rejected) {
+            return answer;
         }
         let store = &self.shared.store;
         let holder = &self.shared.holder;
@@ -198,6 +214,19 @@ impl Grant {
             tracing::warn!(grant = %self.key, error = %e, "could not release the refresh lock");
         }
         result
+    }
+
+    /// While requests are paused after a failure: the unexpired cached
+    /// token, or the failure again; `None` when not paused.
+    fn paused(&self, rejected: Option<&SecretValue>) -> Option<Result<SecretValue, TokenError>> {
+        let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let (until, reason) = failed.as_ref()?;
+        if Instant::now() >= *until {
+            return None;
+        }
+        let reason = format!("{reason} (paused for a few seconds after the failure)");
+        drop(failed);
+        Some(self.unexpired(rejected).ok_or_else(|| self.unavailable(reason)))
     }
 
     /// Under the store's lock: adopt the stored token, or refresh.
@@ -230,7 +259,20 @@ impl Grant {
                 }
             },
         };
-        match client::request_token(self, used_refresh.as_ref()).await {
+        let answer = tokio::time::timeout(
+            REQUEST_LIMIT,
+            client::request_token(self, used_refresh.as_ref()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Answer::Failed(format!("no answer within {} s", REQUEST_LIMIT.as_secs()))
+        });
+        let failed = match &answer {
+            Answer::Failed(reason) => Some((Instant::now() + FAILURE_PAUSE, self.redact(reason))),
+            _ => None,
+        };
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = failed;
+        match answer {
             Answer::Issued(issued) => self.store_issued(record, revision, issued).await,
             Answer::Dead(reason) => {
                 self.mark_dead(&reason, used_refresh.as_ref()).await;
@@ -298,6 +340,7 @@ impl Grant {
                 return Err(self.unavailable(format!("could not store the new token: {e}")));
             }
         }
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if old.status != Status::Connected {
             self.shared.observer_connected(self);
         }

@@ -109,6 +109,9 @@ pub trait OAuthObserver: Send + Sync + 'static {
     fn needs_reauthorization(&self, _connection: &str, _grant: &str, _reason: &str) {}
     /// A grant got its first token, or its first after being dead.
     fn connected(&self, _connection: &str, _grant: &str) {}
+    /// Where a grant stands, as read at start-up
+    /// ([`OAuthManager::publish_statuses`]).
+    fn status(&self, _connection: &str, _grant: &str, _status: Status) {}
 }
 
 /// What every grant shares: the store, its key and who is told.
@@ -288,6 +291,17 @@ impl OAuthManager {
             });
         }
         out
+    }
+
+    /// Tells the observer where every grant stands (at start-up, so a
+    /// gauge is right before anything happens).
+    pub async fn publish_statuses(&self) {
+        let Some(observer) = &self.inner.shared.observer else {
+            return;
+        };
+        for status in self.statuses().await {
+            observer.status(&status.connection, &status.grant, status.status);
+        }
     }
 
     /// How many grants need re-authorisation.

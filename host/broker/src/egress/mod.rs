@@ -509,6 +509,18 @@ impl Egress {
                 ),
             ));
         }
+        // The host puts tokens in after this point, so a token's value (or
+        // the client secret) already in what the guest built came from
+        // somewhere it should not have: refused wherever it is headed.
+        if let Some(source) = &self.oauth.source {
+            let live = Redactor::default().with_live(source.live_values());
+            if places.iter().any(|part| live.finds(part)) {
+                return Err(Failure::new(
+                    HttpError::HttpRequestDenied,
+                    format!("an OAuth token or client secret of this connection is in a request to {dest}; connectors send `{{{{oauth:NAME}}}}`, never a token"),
+                ));
+            }
+        }
         // A guest may shorten the host's timeouts, never lengthen them.
         let guest = options.unwrap_or_default();
         let shorter = |guest: Option<Duration>, host: Duration| guest.map_or(host, |g| g.min(host));
