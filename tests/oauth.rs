@@ -67,7 +67,7 @@ fn manifest(oidc: &Oidc) -> String {
         secrets = ["base-token"]
         rate_limits = ["spare"]
         state = true
-        oauth = ["cc", "ac", "down"]
+        oauth = ["cc", "ac", "down", "wrong"]
         "#,
         oidc.issuer(),
         httpbin().origin()
@@ -87,6 +87,11 @@ async fn setup(oidc: &Oidc) -> Setup {
     std::fs::copy(guest("guest-http-probe"), dir.path().join("probe.wasm")).unwrap();
     std::fs::write(dir.path().join("probe.manifest.toml"), manifest(oidc)).unwrap();
     std::fs::write(dir.path().join("client-secret"), oidc.client_secret()).unwrap();
+    std::fs::write(
+        dir.path().join("wrong-secret"),
+        "not-the-client-secret-0123456789",
+    )
+    .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
@@ -119,6 +124,11 @@ async fn setup(oidc: &Oidc) -> Setup {
         client_secret = {{ file = "client-secret" }}
         scopes = ["openid", "offline_access", "api:read"]
         extra_params = {{ prompt = "consent" }}
+        destinations = ["{issuer}"]
+        [connections.crm.grants.oauth.wrong]
+        token_url = "{token}"
+        client_id = "{CC_CLIENT}"
+        client_secret = {{ file = "wrong-secret" }}
         destinations = ["{issuer}"]
         [connections.crm.grants.oauth.down]
         token_url = "{down_url}"
@@ -212,7 +222,7 @@ impl Setup {
         let mut all = Vec::new();
         for entry in walk(self.dir.path())
             .into_iter()
-            .filter(|p| !p.ends_with("client-secret"))
+            .filter(|p| !p.ends_with("client-secret") && !p.ends_with("wrong-secret"))
         {
             all.extend(std::fs::read(entry).unwrap_or_default());
         }
@@ -341,7 +351,10 @@ async fn client_credentials_tokens_are_put_in_for_bound_destinations_only_and_ne
     // A guest that somehow learned a token's value (here: handed it) may
     // not send it anywhere, not even to a bound destination.
     let learned = oidc.issued().pop().unwrap();
-    for url in [oidc.api("/whoami"), format!("{}/headers", httpbin().origin())] {
+    for url in [
+        oidc.api("/whoami"),
+        format!("{}/headers", httpbin().origin()),
+    ] {
         let bearer = format!("Bearer {learned}");
         let sent = setup
             .fetch("GET", &url, &[("authorization", &bearer)])
@@ -648,4 +661,25 @@ async fn a_failing_token_endpoint_is_asked_once_and_callers_are_told_to_retry() 
     // A transient failure is not a dead grant.
     assert_eq!(setup.grant_status("down")["status"], "not_connected");
     assert_eq!(oidc.stats()["token_requests"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_fails_permanently_naming_its_credentials_and_is_not_asked_again_at_once()
+{
+    let oidc = start_oidc(30);
+    let setup = setup(&oidc).await;
+    let refused = setup.whoami(&oidc, "wrong").await;
+    assert_eq!(refused["status"], 401, "{refused}");
+    let why = refused["body"].as_str().unwrap();
+    assert!(why.contains("client_id and client_secret"), "{why}");
+    assert_eq!(
+        setup.grant_status("wrong")["status"],
+        "needs_reauthorization"
+    );
+    assert_eq!(oidc.stats()["token_requests"], 1);
+    let again = setup.whoami(&oidc, "wrong").await;
+    assert_eq!(again["status"], 401, "{again}");
+    assert_eq!(oidc.stats()["token_requests"], 1, "asked again at once");
+    // The other grants of the connection are unaffected.
+    assert_eq!(setup.whoami(&oidc, "cc").await["status"], 200);
 }

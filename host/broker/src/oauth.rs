@@ -130,6 +130,13 @@ pub enum TokenError {
         grant: String,
         reason: String,
     },
+    /// The server refused the client itself (`invalid_client`,
+    /// `unauthorized_client`) on a client-credentials grant: the operator
+    /// must fix `client_id` or `client_secret`. Retried every minute.
+    #[error(
+        "oauth grant `{grant}`: the authorization server refused this client ({reason}); check the grant's client_id and client_secret"
+    )]
+    ClientRefused { grant: String, reason: String },
     /// The token endpoint failed in a way worth retrying later.
     #[error("oauth grant `{grant}`: the token endpoint failed: {reason}")]
     Unavailable { grant: String, reason: String },

@@ -28,6 +28,8 @@ const REQUEST_LIMIT: Duration = Duration::from_secs(20);
 /// After a failed token request, calls fail fast this long instead of
 /// queueing one request each behind the failing server.
 const FAILURE_PAUSE: Duration = Duration::from_secs(5);
+/// After a client-credentials grant's client was refused, this long.
+const DEAD_CLIENT_PAUSE: Duration = Duration::from_secs(60);
 /// How long a caller waits for another host's refresh to land.
 const LOCK_WAIT: Duration = Duration::from_secs(20);
 /// The lifetime assumed when the server gives no `expires_in`.
@@ -53,8 +55,9 @@ pub(crate) struct Grant {
     pub(crate) shared: Arc<Shared>,
     cached: Mutex<Option<Cached>>,
     flight: tokio::sync::Mutex<()>,
-    /// Until when, and why, token requests are paused after a failure.
-    failed: Mutex<Option<(Instant, String)>>,
+    /// Until when, and with what error, token requests are paused after a
+    /// failure.
+    failed: Mutex<Option<(Instant, TokenError)>>,
 }
 
 impl std::fmt::Debug for Grant {
@@ -220,13 +223,13 @@ impl Grant {
     /// token, or the failure again; `None` when not paused.
     fn paused(&self, rejected: Option<&SecretValue>) -> Option<Result<SecretValue, TokenError>> {
         let failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-        let (until, reason) = failed.as_ref()?;
+        let (until, error) = failed.as_ref()?;
         if Instant::now() >= *until {
             return None;
         }
-        let reason = format!("{reason} (paused for a few seconds after the failure)");
+        let error = error.clone();
         drop(failed);
-        Some(self.unexpired(rejected).ok_or_else(|| self.unavailable(reason)))
+        Some(self.unexpired(rejected).ok_or(error))
     }
 
     /// Under the store's lock: adopt the stored token, or refresh.
@@ -246,7 +249,12 @@ impl Grant {
         if let Some(token) = self.adopt(&record, rejected) {
             return Ok(token);
         }
-        if record.status == Status::NeedsReauthorization {
+        // Only an operator's connect revives an authorization-code grant; a
+        // client-credentials one is asked again after a pause (its secret
+        // may have been fixed).
+        if record.status == Status::NeedsReauthorization
+            && self.config.grant_type == GrantType::AuthorizationCode
+        {
             self.forget();
             return Err(self.needs_reauthorization(record.reason.as_deref().unwrap_or("")));
         }
@@ -268,7 +276,23 @@ impl Grant {
             Answer::Failed(format!("no answer within {} s", REQUEST_LIMIT.as_secs()))
         });
         let failed = match &answer {
-            Answer::Failed(reason) => Some((Instant::now() + FAILURE_PAUSE, self.redact(reason))),
+            Answer::Failed(reason) => Some((
+                Instant::now() + FAILURE_PAUSE,
+                self.unavailable(format!(
+                    "{} (asked again in {} s)",
+                    self.redact(reason),
+                    FAILURE_PAUSE.as_secs()
+                )),
+            )),
+            Answer::Dead(reason) if self.config.grant_type == GrantType::ClientCredentials => {
+                Some((
+                    Instant::now() + DEAD_CLIENT_PAUSE,
+                    TokenError::ClientRefused {
+                        grant: self.name.clone(),
+                        reason: self.redact(reason),
+                    },
+                ))
+            }
             _ => None,
         };
         *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = failed;
@@ -276,7 +300,13 @@ impl Grant {
             Answer::Issued(issued) => self.store_issued(record, revision, issued).await,
             Answer::Dead(reason) => {
                 self.mark_dead(&reason, used_refresh.as_ref()).await;
-                Err(self.needs_reauthorization(&reason))
+                Err(match self.config.grant_type {
+                    GrantType::AuthorizationCode => self.needs_reauthorization(&reason),
+                    GrantType::ClientCredentials => TokenError::ClientRefused {
+                        grant: self.name.clone(),
+                        reason: self.redact(&reason),
+                    },
+                })
             }
             Answer::Failed(reason) => {
                 tracing::warn!(grant = %self.key, reason = %self.redact(&reason), "token request failed");

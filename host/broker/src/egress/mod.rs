@@ -517,7 +517,9 @@ impl Egress {
             if places.iter().any(|part| live.finds(part)) {
                 return Err(Failure::new(
                     HttpError::HttpRequestDenied,
-                    format!("an OAuth token or client secret of this connection is in a request to {dest}; connectors send `{{{{oauth:NAME}}}}`, never a token"),
+                    format!(
+                        "an OAuth token or client secret of this connection is in a request to {dest}; connectors send `{{{{oauth:NAME}}}}`, never a token"
+                    ),
                 ));
             }
         }

@@ -282,7 +282,7 @@ impl Monitor {
             AlertKind::OauthNeedsReauthorization,
             format!("oauth:{connection}/{grant}"),
             format!(
-                "connection `{connection}` needs re-authorisation for oauth grant `{grant}` ({reason}); reconnect it on the status page"
+                "connection `{connection}`: oauth grant `{grant}` was refused ({reason}); reconnect the account on the status page (a client-credentials grant: fix its client_id or client_secret)"
             ),
             1.0,
             0.0,
