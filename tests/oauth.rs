@@ -683,3 +683,79 @@ async fn a_refused_client_fails_permanently_naming_its_credentials_and_is_not_as
     // The other grants of the connection are unaffected.
     assert_eq!(setup.whoami(&oidc, "cc").await["status"], 200);
 }
+
+/// Records every address the host dials and refuses it: nothing leaves.
+#[derive(Debug, Default)]
+struct RecordingDialer(std::sync::Mutex<Vec<SocketAddr>>);
+
+impl switchyard_broker::egress::Dialer for RecordingDialer {
+    fn dial(
+        &self,
+        addr: SocketAddr,
+    ) -> switchyard_broker::egress::BoxFuture<'_, std::io::Result<tokio::net::TcpStream>> {
+        self.0.lock().unwrap().push(addr);
+        Box::pin(async { Err(std::io::Error::other("the test dials nothing")) })
+    }
+}
+
+#[tokio::test]
+async fn token_requests_obey_the_egress_address_rules() {
+    use switchyard_broker::egress::{Network, StaticResolver};
+    use switchyard_broker::oauth::{OAuthGrant, TokenBroker, TokenError};
+    use switchyard_oauth::OAuthManager;
+    use switchyard_oauth::seal::SealKey;
+    use switchyard_oauth::store::SqliteTokenStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "client-secret-of-the-ssrf-test").unwrap();
+    let resolver = StaticResolver::default()
+        .with("metadata.test", &["169.254.169.254".parse().unwrap()])
+        .with(
+            "mixed.test",
+            &[
+                "93.184.215.14".parse().unwrap(),
+                "10.0.0.7".parse().unwrap(),
+            ],
+        );
+    let dialer = Arc::new(RecordingDialer::default());
+    let manager = OAuthManager::new(
+        Arc::new(SqliteTokenStore::open(&dir.path().join("oauth.sqlite")).unwrap()),
+        SealKey::from_bytes(&[7; 32]).unwrap(),
+        Arc::new(switchyard_broker::secrets::EnvOrFile),
+        Network::new(Arc::new(resolver), dialer.clone()),
+        (&switchyard_runtime::Limits::default()).into(),
+        "http://127.0.0.1:1",
+        None,
+    );
+    for host in ["metadata.test", "mixed.test", "127.0.0.1:9", "[::1]:9"] {
+        let grant: OAuthGrant = toml::from_str(&format!(
+            r#"token_url = "http://{host}/token"
+            client_id = "c"
+            client_secret = {{ file = "{}" }}
+            destinations = ["https://api.example.com"]"#,
+            secret.display()
+        ))
+        .unwrap();
+        let grants = std::collections::BTreeMap::from([("g".to_owned(), grant)]);
+        let name = format!("conn-{}", host.replace([':', '[', ']', '.'], "-"));
+        let source = manager.for_connection(&name, &grants).unwrap();
+        let err = source.access_token("g", None).await.unwrap_err();
+        assert!(
+            matches!(err, TokenError::Unavailable { .. }),
+            "{host}: {err}"
+        );
+        // IP literals name themselves and are allowed: they reach the
+        // dialer (which refuses); names resolving to forbidden addresses
+        // never do.
+        let text = err.to_string();
+        if host.ends_with(".test") {
+            assert!(text.contains("address"), "{host}: {text}");
+        }
+    }
+    let dialed = dialer.0.lock().unwrap().clone();
+    assert!(
+        dialed.iter().all(|a| a.ip().is_loopback()),
+        "dialed a forbidden address: {dialed:?}"
+    );
+}
