@@ -216,6 +216,31 @@ impl Setup {
             .unwrap_or_else(|| panic!("no grant {grant} in {body}"))
     }
 
+    /// Asserts that no issued token and not the client secret is in the
+    /// guest `outputs`, the captured `logs` (kept as `log_name` for the
+    /// suite's canary grep) or the data dir; returns the data dir's bytes.
+    fn assert_nothing_leaked(
+        &self,
+        oidc: &Oidc,
+        log_name: &str,
+        logs: &Captured,
+        outputs: &[String],
+    ) -> Vec<u8> {
+        std::fs::write(switchyard_tests::log_dir().join(log_name), logs.bytes()).unwrap();
+        self.host.audit.as_ref().unwrap().flush();
+        let disk = self.disk();
+        let outputs = outputs.join("\n");
+        assert_no_credential_in(
+            oidc,
+            &[
+                ("guest outputs", outputs.as_bytes()),
+                ("the logs", &logs.bytes()),
+                ("the data dir (audit, token store)", &disk),
+            ],
+        );
+        disk
+    }
+
     /// Every byte the host wrote to disk (not the client secret file the
     /// test wrote for it).
     fn disk(&self) -> Vec<u8> {
@@ -266,12 +291,6 @@ fn assert_no_credential_in(oidc: &Oidc, places: &[(&str, &[u8])]) {
             );
         }
     }
-}
-
-/// Writes `logs` where the suite's last step greps for the canary (the
-/// client secret starts with it).
-fn keep_for_the_canary_check(name: &str, logs: &Captured) {
-    std::fs::write(switchyard_tests::log_dir().join(name), logs.bytes()).unwrap();
 }
 
 /// Captures this test's logs (every level) into a buffer.
@@ -368,23 +387,11 @@ async fn client_credentials_tokens_are_put_in_for_bound_destinations_only_and_ne
     assert_eq!(status["connectable"], false, "{status}");
 
     drop(_guard);
-    keep_for_the_canary_check("oauth-client-credentials.log", &logs);
+    let disk = setup.assert_nothing_leaked(&oidc, "oauth-client-credentials.log", &logs, &outputs);
     // Every use of the token is in the audit trail, by grant name.
-    setup.host.audit.as_ref().unwrap().flush();
-    let disk = setup.disk();
     assert!(
         contains(&disk, "oauth:cc"),
         "no audit record of the token's use"
-    );
-    let logs = logs.bytes();
-    let outputs = outputs.join("\n");
-    assert_no_credential_in(
-        &oidc,
-        &[
-            ("guest outputs", outputs.as_bytes()),
-            ("the logs", &logs),
-            ("the data dir (audit, token store)", &disk),
-        ],
     );
 }
 
@@ -580,19 +587,7 @@ async fn an_operator_connects_an_account_in_the_browser_and_a_revoked_grant_asks
     );
 
     drop(_guard);
-    keep_for_the_canary_check("oauth-connect.log", &logs);
-    setup.host.audit.as_ref().unwrap().flush();
-    let disk = setup.disk();
-    let logs = logs.bytes();
-    let outputs = outputs.join("\n");
-    assert_no_credential_in(
-        &oidc,
-        &[
-            ("guest outputs", outputs.as_bytes()),
-            ("the logs", &logs),
-            ("the data dir (audit, token store)", &disk),
-        ],
-    );
+    setup.assert_nothing_leaked(&oidc, "oauth-connect.log", &logs, &outputs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
