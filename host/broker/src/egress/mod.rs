@@ -44,6 +44,7 @@ mod dial;
 mod host_request;
 mod malformed;
 mod network;
+mod prepare;
 mod retry;
 mod tokens;
 
@@ -423,129 +424,6 @@ impl Egress {
             tokio::time::sleep(retry.delay(attempt).max(wait)).await;
             attempt += 1;
         }
-    }
-
-    /// Checks the URL, reads the body within its cap and substitutes
-    /// secrets.
-    async fn prepare(
-        &self,
-        request: Request<WasiBody>,
-        options: Option<RequestOptions>,
-        invocation: u64,
-        progress: &Progress,
-    ) -> Result<Prepared, Failure> {
-        let (parts, body) = request.into_parts();
-        let dest = self
-            .rights
-            .check_url(&parts.uri.to_string())
-            .map_err(|denied| Failure::new(HttpError::HttpRequestDenied, denied.to_string()))?;
-        let dest_text = progress.destination.get_or_init(|| dest.to_string());
-        let body = Limited::new(body, self.limits.request_bytes)
-            .collect()
-            .await
-            .map_err(|err| {
-                if err.downcast_ref::<LengthLimitError>().is_some() {
-                    Failure::new(
-                        HttpError::HttpRequestBodySize(None),
-                        format!(
-                            "request body over {} bytes (limits.http_request_bytes)",
-                            self.limits.request_bytes
-                        ),
-                    )
-                } else {
-                    Failure::new(HttpError::HttpRequestDenied, format!("request body: {err}"))
-                }
-            })?
-            .to_bytes();
-        // Secrets put in, reported once the whole request is prepared (a
-        // refused request sends none).
-        let used = std::cell::RefCell::new(Vec::<(String, &'static str)>::new());
-        let note = |purpose| {
-            let used = &used;
-            move |name: &str| used.borrow_mut().push((name.to_owned(), purpose))
-        };
-        let not_bound = |e: crate::secrets::SecretError| {
-            Failure::new(HttpError::HttpRequestDenied, e.to_string())
-        };
-        let body = match self
-            .secrets
-            .substitute_with(&body, &dest, true, note("http-body"))
-            .map_err(not_bound)?
-        {
-            Some(replaced) => Bytes::from(replaced),
-            None => body,
-        };
-        let mut headers = parts.headers;
-        // The body may have changed size; hyper sets the length of the
-        // buffered body itself.
-        headers.remove(http::header::CONTENT_LENGTH);
-        headers.remove(http::header::TRANSFER_ENCODING);
-        for value in headers.values_mut() {
-            if let Some(replaced) = self
-                .secrets
-                .substitute_with(value.as_bytes(), &dest, false, note("http-header"))
-                .map_err(not_bound)?
-            {
-                let mut secret = HeaderValue::from_bytes(&replaced).map_err(|_| {
-                    Failure::new(
-                        HttpError::HttpRequestDenied,
-                        "a secret value is not valid in a header",
-                    )
-                })?;
-                secret.set_sensitive(true);
-                *value = secret;
-            }
-        }
-        // A secret's value (which no guest should hold) may leave only for
-        // a destination it is bound to, wherever it sits in the request.
-        let uri = parts.uri.to_string();
-        let mut places: Vec<&[u8]> = vec![uri.as_bytes(), &body];
-        places.extend(headers.values().map(HeaderValue::as_bytes));
-        if let Some(name) = self.secrets.unbound_value_in(&dest, &places) {
-            return Err(Failure::new(
-                HttpError::HttpRequestDenied,
-                format!(
-                    "the value of secret `{name}` is in a request to {dest}, which it is not bound to"
-                ),
-            ));
-        }
-        // The host puts tokens in after this point, so a token's value (or
-        // the client secret) already in what the guest built came from
-        // somewhere it should not have: refused wherever it is headed.
-        if let Some(source) = &self.oauth.source {
-            let live = Redactor::default().with_live(source.live_values());
-            if places.iter().any(|part| live.finds(part)) {
-                return Err(Failure::new(
-                    HttpError::HttpRequestDenied,
-                    format!(
-                        "an OAuth token or client secret of this connection is in a request to {dest}; connectors send `{{{{oauth:NAME}}}}`, never a token"
-                    ),
-                ));
-            }
-        }
-        // A guest may shorten the host's timeouts, never lengthen them.
-        let guest = options.unwrap_or_default();
-        let shorter = |guest: Option<Duration>, host: Duration| guest.map_or(host, |g| g.min(host));
-        for (name, purpose) in used.into_inner() {
-            let destination = Some(dest_text.as_str());
-            let use_ = BrokerUse::Secret {
-                name: &name,
-                purpose,
-                destination,
-            };
-            self.broker(invocation, use_);
-        }
-        Ok(Prepared {
-            method: parts.method,
-            uri: parts.uri,
-            body,
-            connect: shorter(guest.connect_timeout, self.limits.connect),
-            first_byte: shorter(guest.first_byte_timeout, self.limits.first_byte),
-            token_templates: tokens::templates(&mut headers),
-            headers,
-            tokens: Vec::new(),
-            dest,
-        })
     }
 
     /// Waits for the buckets pacing `dest` and any upstream pause; a
