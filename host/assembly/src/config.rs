@@ -261,6 +261,11 @@ impl SwitchyardConfig {
         if let Some(file) = config.oauth.key.as_mut().and_then(|k| k.file.as_mut()) {
             resolve(file);
         }
+        if config.cluster.is_some() && config.oauth.key.is_none() && config.uses_oauth() {
+            return Err(
+                "hosts of a [cluster] share OAuth tokens, sealed with one key: set [oauth] key = { file = \"…\" } (base64 of 32 random bytes: head -c32 /dev/urandom | base64) to the same key on every host".into(),
+            );
+        }
         for connection in config.connections.values_mut() {
             for grant in connection.grants.oauth.values_mut() {
                 if let Some(file) = grant.client_secret.file.as_mut() {
@@ -390,6 +395,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("connections.a.config"), "{err}");
+    }
+
+    #[test]
+    fn oauth_grants_are_checked_and_a_cluster_needs_a_shared_key() {
+        let grant = "[connections.a]\nplugin = \"p\"\n[connections.a.grants.oauth.crm]\ntoken_url = \"https://login.example.com/token\"\nclient_id = \"x\"\nclient_secret = { env = \"S\" }\n";
+        let ok = SwitchyardConfig::parse(grant, Path::new("/etc/sy")).unwrap();
+        assert!(ok.uses_oauth());
+        let code = format!("{grant}grant_type = \"authorization_code\"\n");
+        let err = SwitchyardConfig::parse(&code, Path::new("/etc/sy")).unwrap_err();
+        assert!(err.contains("authorize_url"), "{err}");
+        let cluster = format!("[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\n{grant}");
+        let err = SwitchyardConfig::parse(&cluster, Path::new("/etc/sy")).unwrap_err();
+        assert!(err.contains("[oauth] key"), "{err}");
+        let keyed = format!("[oauth]\nkey = {{ file = \"oauth.key\" }}\n{cluster}");
+        let ok = SwitchyardConfig::parse(&keyed, Path::new("/etc/sy")).unwrap();
+        let file = ok.oauth.key.unwrap().file.unwrap();
+        assert_eq!(file, Path::new("/etc/sy/oauth.key"));
     }
 
     #[test]

@@ -417,3 +417,114 @@ impl Grant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::SealKey;
+    use crate::store::SqliteTokenStore;
+    use switchyard_broker::egress::Network;
+
+    fn grant(dir: &std::path::Path) -> Grant {
+        let config: OAuthGrant = toml_grant();
+        let shared = Arc::new(Shared {
+            store: Arc::new(SqliteTokenStore::open(&dir.join("oauth.sqlite")).unwrap()),
+            key: SealKey::from_bytes(&[3; 32]).unwrap(),
+            holder: "test".into(),
+            observer: None,
+        });
+        let limits = switchyard_broker::egress::EgressLimits {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(1),
+            total: Duration::from_secs(1),
+            request_bytes: 1 << 16,
+            response_bytes: 1 << 16,
+            rate_wait: Duration::ZERO,
+            destination_per_second: 0,
+            invocation_bytes: 0,
+            connection_destination_per_second: 0,
+        };
+        let egress = Egress::for_host(
+            "t",
+            &["https://login.test".into()],
+            limits,
+            Network::default(),
+        )
+        .unwrap();
+        Grant::new(
+            "c",
+            "g",
+            config,
+            SecretValue::new(b"client-secret".to_vec()),
+            egress,
+            Arc::default(),
+            shared,
+        )
+    }
+
+    fn toml_grant() -> OAuthGrant {
+        OAuthGrant {
+            grant_type: GrantType::AuthorizationCode,
+            token_url: "https://login.test/token".into(),
+            authorize_url: Some("https://login.test/auth".into()),
+            client_id: "c".into(),
+            client_secret: Default::default(),
+            client_auth: Default::default(),
+            scopes: Vec::new(),
+            extra_params: Default::default(),
+            destinations: Vec::new(),
+            refresh_ahead_secs: 300,
+        }
+    }
+
+    fn record(refresh: &str) -> Record {
+        Record {
+            access_token: Some(format!("access-for-{refresh}")),
+            refresh_token: Some(refresh.into()),
+            expires_at_ms: Some(unix_ms() + 3_600_000),
+            obtained_at_ms: unix_ms(),
+            scope: None,
+            status: Status::Connected,
+            reason: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_losing_racer_neither_marks_nor_deletes_the_winners_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let grant = grant(dir.path());
+        // The winner rotated rt-1 into rt-2 and stored it; the loser's
+        // refresh with rt-1 came back invalid_grant.
+        grant
+            .shared
+            .save(&grant.key, &record("rt-2"), None)
+            .await
+            .unwrap();
+        let used = SecretValue::new(b"rt-1".to_vec());
+        grant.mark_dead("invalid_grant", Some(&used)).await;
+        let (stored, _) = grant.shared.load(&grant.key).await.unwrap().unwrap();
+        assert_eq!(stored.status, Status::Connected);
+        assert_eq!(stored.refresh_token.as_deref(), Some("rt-2"));
+        // The same refusal of the stored token marks it, keeping the tokens.
+        let used = SecretValue::new(b"rt-2".to_vec());
+        grant.mark_dead("invalid_grant", Some(&used)).await;
+        let (stored, _) = grant.shared.load(&grant.key).await.unwrap().unwrap();
+        assert_eq!(stored.status, Status::NeedsReauthorization);
+        assert_eq!(stored.refresh_token.as_deref(), Some("rt-2"));
+        assert_eq!(stored.reason.as_deref(), Some("invalid_grant"));
+    }
+
+    #[test]
+    fn refreshes_come_ahead_of_expiry_within_half_the_lifetime() {
+        let dir = tempfile::tempdir().unwrap();
+        let grant = grant(dir.path());
+        for _ in 0..100 {
+            // 30 s token: half of it (15 s) ahead, less up to 1.5 s.
+            let at = grant.refresh_at(1_000_000, 30_000);
+            assert!((1_013_500..=1_015_000).contains(&at), "{at}");
+            // 1 h token: 300 s ahead, less up to 30 s.
+            let at = grant.refresh_at(0, 3_600_000);
+            assert!((3_270_000..=3_300_000).contains(&at), "{at}");
+        }
+    }
+}
