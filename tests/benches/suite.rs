@@ -23,6 +23,8 @@ mod load;
 mod memory;
 #[path = "suite/neighbours.rs"]
 mod neighbours;
+#[path = "suite/oauth.rs"]
+mod oauth;
 #[path = "suite/pipeline.rs"]
 mod pipeline;
 #[path = "suite/stats.rs"]
@@ -56,7 +58,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline,neighbours,cluster,guests`
+    // `--only per-call,batch,spawn,long-lived,epoch,load,memory,endpoint,pipeline,neighbours,cluster,guests,oauth`
     // runs those steps.
     let only: Option<Vec<String>> = args
         .iter()
@@ -138,6 +140,7 @@ fn main() {
     step("neighbours", &mut || neighbours::spinning_neighbours(&b));
     step("cluster", &mut || cluster::throughput(&b));
     step("guests", &mut || guests::guests(&b));
+    step("oauth", &mut || oauth::cached_token(&b));
 
     let header = format!(
         "# Switchyard benchmark results ({mode} run)\n\nratio = subject / baseline unless the unit says otherwise; medians."

@@ -47,6 +47,25 @@ impl Egress {
         let not_bound = |e: crate::secrets::SecretError| {
             Failure::new(HttpError::HttpRequestDenied, e.to_string())
         };
+        // The request as the guest built it, before the host puts in any
+        // value: an OAuth token or client secret already in it came from
+        // somewhere it should not have, and is refused wherever it is
+        // headed.
+        if let Some(source) = &self.oauth.source {
+            let live = Redactor::default().with_live(source.live_values());
+            let uri = parts.uri.to_string();
+            let found = live.finds(uri.as_bytes())
+                || live.finds(&body)
+                || parts.headers.values().any(|v| live.finds(v.as_bytes()));
+            if found {
+                return Err(Failure::new(
+                    HttpError::HttpRequestDenied,
+                    format!(
+                        "an OAuth token or client secret of this connection is in a request to {dest}; connectors send `{{{{oauth:NAME}}}}`, never a token"
+                    ),
+                ));
+            }
+        }
         let body = match self
             .secrets
             .substitute_with(&body, &dest, true, note("http-body"))
@@ -88,20 +107,6 @@ impl Egress {
                     "the value of secret `{name}` is in a request to {dest}, which it is not bound to"
                 ),
             ));
-        }
-        // The host puts tokens in after this point, so a token's value (or
-        // the client secret) already in what the guest built came from
-        // somewhere it should not have: refused wherever it is headed.
-        if let Some(source) = &self.oauth.source {
-            let live = Redactor::default().with_live(source.live_values());
-            if places.iter().any(|part| live.finds(part)) {
-                return Err(Failure::new(
-                    HttpError::HttpRequestDenied,
-                    format!(
-                        "an OAuth token or client secret of this connection is in a request to {dest}; connectors send `{{{{oauth:NAME}}}}`, never a token"
-                    ),
-                ));
-            }
         }
         // A guest may shorten the host's timeouts, never lengthen them.
         let guest = options.unwrap_or_default();
