@@ -754,3 +754,90 @@ async fn token_requests_obey_the_egress_address_rules() {
         "dialed a forbidden address: {dialed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_connectors_send_oauth_tokens_through_their_sdks() {
+    use switchyard_broker::capabilities::Grants;
+    use switchyard_oauth::OAuthManager;
+    use switchyard_oauth::seal::SealKey;
+    use switchyard_oauth::store::SqliteTokenStore;
+
+    let oidc = start_oidc(30);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), oidc.client_secret()).unwrap();
+    let manager = OAuthManager::new(
+        Arc::new(SqliteTokenStore::open(&dir.path().join("oauth.sqlite")).unwrap()),
+        SealKey::from_bytes(&[5; 32]).unwrap(),
+        Arc::new(switchyard_broker::secrets::EnvOrFile),
+        switchyard_broker::egress::Network::default(),
+        (&switchyard_runtime::Limits::default()).into(),
+        "http://127.0.0.1:1",
+        None,
+    );
+    let runtime = switchyard_runtime::Runtime::builder()
+        .tokens(Arc::new(manager))
+        .build()
+        .unwrap();
+    let grants: Grants = toml::from_str(&format!(
+        r#"allow = ["{issuer}"]
+        state = true
+        secrets.api-token = {{ file = "{secret}" }}
+        [oauth.cc]
+        token_url = "{token}"
+        client_id = "{CC_CLIENT}"
+        client_secret = {{ file = "{secret}" }}
+        destinations = ["{issuer}"]"#,
+        issuer = oidc.issuer(),
+        token = oidc.token_url(),
+        secret = dir.path().join("client-secret").display(),
+    ))
+    .unwrap();
+    let manifest = format!(
+        "http = [\"{}\"]\nsecrets = [\"api-token\"]\nstate = true\noauth = [\"cc\"]\n",
+        oidc.issuer()
+    );
+    let mut outputs = Vec::new();
+    for (name, source) in [
+        ("py", "tests/guests-py/probe"),
+        ("js", "tests/guests-js/probe"),
+    ] {
+        let out = dir.path().join(format!("build-{name}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let root = switchyard_tests::workspace_root().join(source);
+        let build = if name == "js" {
+            switchyard_build::javascript::build
+        } else {
+            switchyard_build::python::build
+        };
+        let (_, component) = tokio::task::block_in_place(|| build(&root, &out))
+            .unwrap_or_else(|e| panic!("building {source}: {e}"));
+        let path = dir.path().join(format!("{name}.wasm"));
+        std::fs::copy(&component, &path).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.manifest.toml")), &manifest).unwrap();
+        runtime.load_plugin(name, &path).await.unwrap();
+        runtime
+            .add_connection_with_grants(name, name, Default::default(), &grants)
+            .unwrap();
+        for path in ["/whoami", "/echo"] {
+            let input = json!({ "url": oidc.api(path), "oauth": "cc" });
+            let answer = runtime
+                .call_action(name, "fetch", input.to_string().as_bytes())
+                .await
+                .unwrap();
+            let answer: Value = serde_json::from_slice(&answer).unwrap();
+            assert_eq!(answer["status"], 200, "{name} {path}: {answer}");
+            let body = answer["body"].as_str().unwrap();
+            if path == "/echo" {
+                assert!(body.contains("Bearer [redacted]"), "{name}: {body}");
+            } else {
+                assert!(body.contains(CC_CLIENT), "{name}: {body}");
+            }
+            outputs.push(answer.to_string());
+        }
+    }
+    let outputs = outputs.join("\n");
+    assert_no_credential_in(
+        &oidc,
+        &[("Python and JavaScript outputs", outputs.as_bytes())],
+    );
+}

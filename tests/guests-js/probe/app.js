@@ -29,7 +29,8 @@ class Probe extends sy.Connector {
   }
 
   async fetch(input) {
-    const headers = input.secret ? { authorization: sy.bearer(input.secret) } : {};
+    const headers = input.secret ? { authorization: sy.bearer(input.secret) }
+      : input.oauth ? { authorization: sy.bearerOAuth(input.oauth) } : {};
     try {
       const response = await fetch(input.url, { headers });
       return { status: response.status, body: (await response.text()).slice(0, 2000) };

@@ -54,7 +54,8 @@ class Probe(sy.Connector):
     @sy.action("fetch", "GET a URL through the host")
     def fetch(self, input):
         try:
-            response = sy.http.get(input["url"], bearer_secret=input.get("secret"))
+            response = sy.http.get(input["url"], bearer_secret=input.get("secret"),
+                                   bearer_oauth=input.get("oauth"))
         except sy.http.TransportError as error:
             return {"code": error.code, "error": error.message}
         return {"status": response.status, "body": response.text[:2000]}
