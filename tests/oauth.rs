@@ -293,6 +293,12 @@ fn assert_no_credential_in(oidc: &Oidc, places: &[(&str, &[u8])]) {
     }
 }
 
+/// Waits out the least time between two refreshes forced by a 401 (2 s),
+/// so the next 401 may force one again.
+async fn gap() {
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+}
+
 /// Captures this test's logs (every level) into a buffer.
 fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
@@ -342,6 +348,25 @@ async fn client_credentials_tokens_are_put_in_for_bound_destinations_only_and_ne
     let text = echo["body"].as_str().unwrap();
     assert!(text.contains("Bearer [redacted]"), "{text}");
     outputs.push(echo.to_string());
+    // A guest asking for a compressed (or partial) echo, which the
+    // redactor could not read, gets the plain whole one.
+    let packed = setup
+        .fetch(
+            "GET",
+            &oidc.api("/echo"),
+            &[
+                ("authorization", "Bearer {{oauth:cc}}"),
+                ("accept-encoding", "gzip, br"),
+                ("range", "bytes=10-20"),
+            ],
+        )
+        .await;
+    assert_eq!(packed["status"], 200, "{packed}");
+    let text = packed["body"].as_str().unwrap();
+    assert!(text.contains("\"accept-encoding\":\"identity\""), "{text}");
+    assert!(!text.contains("\"range\""), "{text}");
+    assert!(text.contains("Bearer [redacted]"), "{text}");
+    outputs.push(packed.to_string());
 
     // Not bound to httpbin: refused by the host, nothing sent there.
     let elsewhere = setup
@@ -439,6 +464,7 @@ async fn a_401_from_a_bound_destination_forces_one_refresh_and_retries_idempoten
 
     // A POST is not repeated, but the refresh still happens once, so the
     // next call works without another token request.
+    gap().await;
     oidc.expire_access_tokens();
     let post = setup
         .fetch(
@@ -451,6 +477,17 @@ async fn a_401_from_a_bound_destination_forces_one_refresh_and_retries_idempoten
     assert_eq!(oidc.stats()["token_requests"], 3, "{}", oidc.stats());
     assert_eq!(setup.whoami(&oidc, "cc").await["status"], 200);
     assert_eq!(oidc.stats()["token_requests"], 3, "{}", oidc.stats());
+
+    // A guest cannot make every request cost a token request: within 2 s
+    // of a forced refresh, 401s force none (the guest gets them).
+    oidc.expire_access_tokens();
+    for _ in 0..5 {
+        assert_eq!(setup.whoami(&oidc, "cc").await["status"], 401);
+    }
+    assert_eq!(oidc.stats()["token_requests"], 3, "{}", oidc.stats());
+    gap().await;
+    assert_eq!(setup.whoami(&oidc, "cc").await["status"], 200);
+    assert_eq!(oidc.stats()["token_requests"], 4, "{}", oidc.stats());
 }
 
 /// Connects grant `ac` the way an operator does: the status page's
@@ -535,6 +572,7 @@ async fn an_operator_connects_an_account_in_the_browser_and_a_revoked_grant_asks
     // provider, so a host that kept using it would fail.
     oidc.expire_access_tokens();
     assert_eq!(setup.whoami(&oidc, "ac").await["status"], 200);
+    gap().await;
     oidc.expire_access_tokens();
     assert_eq!(setup.whoami(&oidc, "ac").await["status"], 200);
     assert_eq!(oidc.stats()["by_grant"]["refresh_token"], 2);
@@ -542,6 +580,7 @@ async fn an_operator_connects_an_account_in_the_browser_and_a_revoked_grant_asks
 
     // The user revokes the app: the next refresh gets invalid_grant.
     oidc.revoke_all();
+    gap().await;
     oidc.expire_access_tokens();
     let revoked = setup.whoami(&oidc, "ac").await;
     assert_eq!(revoked["status"], 401, "{revoked}");

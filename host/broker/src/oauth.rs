@@ -204,49 +204,95 @@ impl ConnectionOAuth {
     }
 }
 
-/// How many values per [`LiveValues`] are remembered: enough for every
-/// token a busy grant went through in the time a response or a log line
-/// could still carry an old one.
+/// How many superseded values per [`LiveValues`] are remembered beside the
+/// current ones: enough for every token a busy connection went through in
+/// the time a response or a log line could still carry an old one.
 pub const LIVE_VALUES_KEPT: usize = 64;
 
-/// Values that change while the host runs (access and refresh tokens),
-/// kept with their encoded forms for redaction. Shared by every variant of
-/// a connection; the newest [`LIVE_VALUES_KEPT`] are remembered.
+type Forms = Vec<Zeroizing<Vec<u8>>>;
+
+/// Values that change while the host runs (access and refresh tokens,
+/// client secrets), kept with their encoded forms for redaction. Shared by
+/// every variant of a connection. Current values sit in named slots and are
+/// never forgotten; a value a slot no longer holds joins the newest
+/// [`LIVE_VALUES_KEPT`] superseded ones.
 #[derive(Default)]
 pub struct LiveValues {
-    values: RwLock<VecDeque<Vec<Zeroizing<Vec<u8>>>>>,
+    values: RwLock<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    current: BTreeMap<String, Forms>,
+    superseded: VecDeque<Forms>,
+}
+
+impl Slots {
+    fn knows(&self, value: &[u8]) -> bool {
+        let is = |forms: &Forms| forms.first().is_some_and(|raw| **raw == *value);
+        self.current.values().any(is) || self.superseded.iter().any(is)
+    }
+
+    fn supersede(&mut self, forms: Forms) {
+        if self.superseded.len() == LIVE_VALUES_KEPT {
+            self.superseded.pop_front();
+        }
+        self.superseded.push_back(forms);
+    }
 }
 
 impl std::fmt::Debug for LiveValues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.values.read().map(|v| v.len()).unwrap_or(0);
+        let n = self
+            .values
+            .read()
+            .map(|v| v.current.len() + v.superseded.len())
+            .unwrap_or(0);
         write!(f, "LiveValues({n})")
     }
 }
 
 impl LiveValues {
-    /// Remembers `value` (and its encodings) unless it is known already.
+    /// Makes `value` the current value of `slot` (`GRANT/access`, …); the
+    /// value it replaces is still redacted, as a superseded one.
+    pub fn set(&self, slot: &str, value: &SecretValue) {
+        if value.expose().is_empty() {
+            return;
+        }
+        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
+        let same = values
+            .current
+            .get(slot)
+            .and_then(|forms| forms.first())
+            .is_some_and(|raw| **raw == *value.expose());
+        if same {
+            return;
+        }
+        let forms = crate::secrets::encoded_forms(value.expose());
+        if let Some(old) = values.current.insert(slot.to_owned(), forms) {
+            values.supersede(old);
+        }
+    }
+
+    /// Remembers `value` among the superseded ones unless it is known.
     pub fn add(&self, value: &SecretValue) {
         if value.expose().is_empty() {
             return;
         }
         let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
-        if values
-            .iter()
-            .any(|forms| forms.first().is_some_and(|raw| **raw == *value.expose()))
-        {
-            return;
+        if !values.knows(value.expose()) {
+            values.supersede(crate::secrets::encoded_forms(value.expose()));
         }
-        if values.len() == LIVE_VALUES_KEPT {
-            values.pop_front();
-        }
-        values.push_back(crate::secrets::encoded_forms(value.expose()));
     }
 
     /// Calls `f` with every form of every value, longest first.
     pub(crate) fn with_forms<T>(&self, f: impl FnOnce(&[&[u8]]) -> T) -> T {
         let values = self.values.read().unwrap_or_else(|p| p.into_inner());
-        let mut forms: Vec<&[u8]> = values.iter().flatten().map(|v| v.as_slice()).collect();
+        let mut forms: Vec<&[u8]> = (values.current.values())
+            .chain(values.superseded.iter())
+            .flatten()
+            .map(|v| v.as_slice())
+            .collect();
         forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         f(&forms)
     }

@@ -140,23 +140,29 @@ impl OAuthManager {
         {
             Answer::Issued(issued) => issued,
             Answer::Dead(reason) | Answer::Failed(reason) => {
-                return Err(ConnectError::Exchange(reason));
+                return Err(ConnectError::Exchange(grant.redact(&reason)));
             }
         };
         // Replace whatever is stored (a dead grant, an older account),
         // under the same lock refreshes take.
         let _flight = grant.flight_lock().await;
         let shared = &grant.shared;
+        let mut locked = false;
         for _ in 0..200 {
-            if shared
+            locked = shared
                 .store
                 .lock(&grant.key, &shared.holder, Duration::from_secs(30))
                 .await
-                .map_err(|e| ConnectError::Exchange(e.to_string()))?
-            {
+                .map_err(|e| ConnectError::Exchange(e.to_string()))?;
+            if locked {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !locked {
+            return Err(ConnectError::Exchange(
+                "another host held this grant's refresh lock for 20 s; connect again".into(),
+            ));
         }
         let stored = shared
             .load(&grant.key)
@@ -165,9 +171,15 @@ impl OAuthManager {
         let result = match stored {
             Ok(stored) => {
                 let revision = stored.as_ref().map(|(_, r)| *r);
-                // Not the stored record: a new account's tokens replace it
-                // whole, and `connected` is reported.
-                let old = Record::default();
+                // The new tokens replace the record, and `connected` is
+                // reported. Only a refresh token the server did not send
+                // again (some do not on a repeat consent) is kept.
+                let kept = stored.and_then(|(record, _)| record.refresh_token.clone());
+                if issued.refresh.is_none() {
+                    tracing::warn!(connection = %grant.connection, grant = %grant.name, kept = kept.is_some(), "the code exchange gave no refresh token");
+                }
+                let mut old = Record::default();
+                old.refresh_token = kept;
                 grant.forget();
                 grant
                     .store_issued(old, revision, issued)

@@ -30,6 +30,8 @@ const REQUEST_LIMIT: Duration = Duration::from_secs(20);
 const FAILURE_PAUSE: Duration = Duration::from_secs(5);
 /// After a client-credentials grant's client was refused, this long.
 const DEAD_CLIENT_PAUSE: Duration = Duration::from_secs(60);
+/// The least time between two refreshes forced by a 401.
+pub(crate) const FORCED_REFRESH_GAP: Duration = Duration::from_secs(2);
 /// How long a caller waits for another host's refresh to land.
 const LOCK_WAIT: Duration = Duration::from_secs(20);
 /// The lifetime assumed when the server gives no `expires_in`.
@@ -54,7 +56,16 @@ pub(crate) struct Grant {
     pub(crate) live: Arc<LiveValues>,
     pub(crate) shared: Arc<Shared>,
     cached: Mutex<Option<Cached>>,
-    flight: tokio::sync::Mutex<()>,
+    /// The refresh queue of this record, shared by every generation of the
+    /// grant (a reload builds a new `Grant` while old calls still run).
+    flight: Arc<tokio::sync::Mutex<()>>,
+    /// When a 401 last forced a refresh: at most one per
+    /// [`FORCED_REFRESH_GAP`], so a guest cannot make every request cost a
+    /// token request (and a refresh-token rotation).
+    forced_at: Mutex<Option<Instant>>,
+    /// Whether this host last saw the grant dead, so adopting a
+    /// reconnected record reports it connected.
+    seen_dead: std::sync::atomic::AtomicBool,
     /// Until when, and with what error, token requests are paused after a
     /// failure.
     failed: Mutex<Option<(Instant, TokenError)>>,
@@ -69,6 +80,7 @@ impl std::fmt::Debug for Grant {
 }
 
 impl Grant {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         connection: &str,
         name: &str,
@@ -77,8 +89,9 @@ impl Grant {
         egress: Egress,
         live: Arc<LiveValues>,
         shared: Arc<Shared>,
+        flight: Arc<tokio::sync::Mutex<()>>,
     ) -> Self {
-        live.add(&client_secret);
+        live.set(&format!("{name}/client_secret"), &client_secret);
         Grant {
             key: format!("{connection}/{name}"),
             connection: connection.to_owned(),
@@ -89,7 +102,9 @@ impl Grant {
             live,
             shared,
             cached: Mutex::default(),
-            flight: tokio::sync::Mutex::default(),
+            flight,
+            forced_at: Mutex::default(),
+            seen_dead: std::sync::atomic::AtomicBool::new(false),
             failed: Mutex::default(),
         }
     }
@@ -126,6 +141,21 @@ impl Grant {
         (unix_ms() + 1000 < cached.expires_at_ms && !refused).then(|| cached.token.clone())
     }
 
+    /// Makes `access` and `refresh` the grant's current values for
+    /// redaction (the ones they replace stay redacted a while).
+    fn remember(&self, access: &SecretValue, refresh: Option<&[u8]>) {
+        self.live.set(&format!("{}/access", self.name), access);
+        if let Some(refresh) = refresh {
+            let refresh = SecretValue::new(refresh.to_vec());
+            self.live.set(&format!("{}/refresh", self.name), &refresh);
+        }
+    }
+
+    /// The refresh queue, for the grant's next generation.
+    pub(crate) fn flight(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.flight.clone()
+    }
+
     /// The in-process refresh queue, for a connect that replaces tokens.
     pub(crate) async fn flight_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.flight.lock().await
@@ -145,10 +175,12 @@ impl Grant {
         if rejected.is_some_and(|r| r.expose() == token.expose()) {
             return None;
         }
-        self.live.add(&token);
-        if let Some(refresh) = &record.refresh_token {
-            self.live
-                .add(&SecretValue::new(refresh.clone().into_bytes()));
+        self.remember(&token, record.refresh_token.as_deref().map(str::as_bytes));
+        if self
+            .seen_dead
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.shared.observer_connected(self);
         }
         let expires_at_ms = record.expires_at_ms.unwrap_or(0);
         let lifetime = expires_at_ms.saturating_sub(record.obtained_at_ms);
@@ -174,9 +206,12 @@ impl Grant {
     }
 
     /// A current access token; see the module docs for the order of
-    /// checks.
+    /// checks. The refresh runs in a task of its own, so a caller that
+    /// goes away (a guest dropping its request, a timeout) cannot cut it
+    /// off between the server rotating the refresh token and the host
+    /// storing the new one.
     pub(crate) async fn access_token(
-        &self,
+        self: &Arc<Self>,
         rejected: Option<&SecretValue>,
     ) -> Result<SecretValue, TokenError> {
         if let Some(token) = self.fresh(rejected) {
@@ -185,6 +220,38 @@ impl Grant {
         if let Some(answer) = self.paused(rejected) {
             return answer;
         }
+        let mut rejected = rejected.cloned();
+        if rejected.is_some() && !self.may_force_refresh() {
+            // A refresh was forced a moment ago: try what we have.
+            rejected = None;
+            if let Some(token) = self.unexpired(None) {
+                return Ok(token);
+            }
+        }
+        let grant = Arc::clone(self);
+        let refresh = tokio::spawn(async move { grant.refresh_queued(rejected.as_ref()).await });
+        refresh
+            .await
+            .unwrap_or_else(|e| Err(self.unavailable(format!("the refresh task failed: {e}"))))
+    }
+
+    /// Whether a 401 may force a refresh now (see [`FORCED_REFRESH_GAP`]);
+    /// if so, the gap starts.
+    fn may_force_refresh(&self) -> bool {
+        let mut forced = self.forced_at.lock().unwrap_or_else(|p| p.into_inner());
+        if forced.is_some_and(|at| at.elapsed() < FORCED_REFRESH_GAP) {
+            return false;
+        }
+        *forced = Some(Instant::now());
+        true
+    }
+
+    /// Queued behind other callers of this record: adopt, or refresh under
+    /// the store's lock.
+    async fn refresh_queued(
+        &self,
+        rejected: Option<&SecretValue>,
+    ) -> Result<SecretValue, TokenError> {
         let _flight = self.flight.lock().await;
         if let Some(token) = self.fresh(rejected) {
             return Ok(token);
@@ -256,12 +323,22 @@ impl Grant {
             && self.config.grant_type == GrantType::AuthorizationCode
         {
             self.forget();
+            self.seen_dead
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(self.needs_reauthorization(record.reason.as_deref().unwrap_or("")));
         }
         let used_refresh = match self.config.grant_type {
             GrantType::ClientCredentials => None,
             GrantType::AuthorizationCode => match &record.refresh_token {
                 Some(token) => Some(SecretValue::new(token.clone().into_bytes())),
+                None if record.status == Status::Connected => {
+                    // Connected once, but the server gave no refresh token
+                    // (some do not on a repeat consent): once the access
+                    // token is gone, so is the grant.
+                    let reason = "the access token expired and the server gave no refresh token";
+                    self.mark_dead(reason, None).await;
+                    return Err(self.needs_reauthorization(reason));
+                }
                 None => {
                     return Err(self.needs_reauthorization("no account is connected yet"));
                 }
@@ -301,7 +378,9 @@ impl Grant {
             Answer::Dead(reason) => {
                 self.mark_dead(&reason, used_refresh.as_ref()).await;
                 Err(match self.config.grant_type {
-                    GrantType::AuthorizationCode => self.needs_reauthorization(&reason),
+                    GrantType::AuthorizationCode => {
+                        self.needs_reauthorization(&self.redact(&reason))
+                    }
                     GrantType::ClientCredentials => TokenError::ClientRefused {
                         grant: self.name.clone(),
                         reason: self.redact(&reason),
@@ -316,7 +395,7 @@ impl Grant {
         }
     }
 
-    fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         switchyard_broker::secrets::Redactor::default()
             .with_live(self.live.clone())
             .redact(text)
@@ -331,10 +410,7 @@ impl Grant {
         revision: Option<u64>,
         issued: Issued,
     ) -> Result<SecretValue, TokenError> {
-        self.live.add(&issued.access);
-        if let Some(refresh) = &issued.refresh {
-            self.live.add(refresh);
-        }
+        self.remember(&issued.access, issued.refresh.as_ref().map(|r| r.expose()));
         let now = unix_ms();
         let lifetime = issued.expires_in.unwrap_or(ASSUMED_LIFETIME);
         let text = |v: &SecretValue| String::from_utf8_lossy(v.expose()).into_owned();
@@ -383,6 +459,8 @@ impl Grant {
     /// `used` was read (then someone else rotated it: not dead).
     async fn mark_dead(&self, reason: &str, used: Option<&SecretValue>) {
         self.forget();
+        // The server's words, which could quote what it was sent.
+        let reason = &self.redact(reason);
         for _ in 0..3 {
             let Ok(stored) = self.shared.load(&self.key).await else {
                 return;
@@ -398,6 +476,8 @@ impl Grant {
             record.status = Status::NeedsReauthorization;
             record.reason = Some(reason.to_owned());
             if let Ok(Some(_)) = self.shared.save(&self.key, &record, revision).await {
+                self.seen_dead
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(connection = %self.connection, grant = %self.name, reason, "oauth grant needs re-authorisation");
                 self.shared.observer_dead(self, reason);
                 return;
@@ -459,6 +539,7 @@ mod tests {
             egress,
             Arc::default(),
             shared,
+            Arc::default(),
         )
     }
 

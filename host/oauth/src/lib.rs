@@ -325,14 +325,19 @@ impl TokenBroker for OAuthManager {
             live.entry(connection.to_owned()).or_default().clone()
         };
         let mut mine = BTreeMap::new();
+        // Held while grants are made, so two loads of one connection cannot
+        // both make one: one record, one refresh queue.
+        let mut all = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
         for (name, config) in grants {
             config.validate(name)?;
             let key = format!("{connection}/{name}");
-            let existing = self.grant(connection, name);
-            let grant = match existing {
+            let grant = match all.get(&key) {
                 // A reload with the same grant keeps its cache and queue.
-                Some(grant) if grant.config == *config => grant,
-                _ => {
+                Some(grant) if grant.config == *config => grant.clone(),
+                existing => {
+                    // A changed grant: a new one, on the same refresh queue,
+                    // while calls of the old one may still run.
+                    let flight = existing.map(|g| g.flight()).unwrap_or_default();
                     let secret = self
                         .inner
                         .secret_provider
@@ -358,14 +363,15 @@ impl TokenBroker for OAuthManager {
                         egress,
                         live.clone(),
                         self.inner.shared.clone(),
+                        flight,
                     ));
-                    let mut grants = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
-                    grants.insert(key, grant.clone());
+                    all.insert(key, grant.clone());
                     grant
                 }
             };
             mine.insert(name.clone(), grant);
         }
+        drop(all);
         Ok(Arc::new(ConnectionTokens { grants: mine, live }))
     }
 }

@@ -55,6 +55,16 @@ impl Egress {
             })?
             .map_err(|e| Failure::transient(HttpError::HttpProtocolError, e.to_string()))?;
         let (parts, body) = response.into_parts();
+        let encoded = parts
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if req.carries_credentials && encoded {
+            return Err(Failure::new(
+                HttpError::HttpProtocolError,
+                "the upstream answered a request carrying a credential with a compressed body although `identity` was asked for; such an answer cannot be checked for echoed credentials, so it is not handed over",
+            ));
+        }
         let body = Limited::new(body, self.limits.response_bytes)
             .collect()
             .await

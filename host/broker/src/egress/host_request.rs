@@ -76,6 +76,7 @@ impl Egress {
             first_byte: self.limits.first_byte,
             token_templates: Vec::new(),
             tokens: Vec::new(),
+            carries_credentials: false,
         };
         let answer = tokio::time::timeout(self.limits.total, self.attempt(&prepared))
             .await

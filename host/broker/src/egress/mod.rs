@@ -153,6 +153,9 @@ struct Prepared {
     token_templates: Vec<(http::HeaderName, HeaderValue)>,
     /// The tokens put in, by grant.
     tokens: Vec<(String, SecretValue)>,
+    /// Whether a secret or token was put in: the answer must then be one
+    /// the redactor can read (see [`prepare::answers_in_plain`]).
+    carries_credentials: bool,
 }
 
 impl Egress {

@@ -114,6 +114,10 @@ impl Egress {
         for (name, value) in filled {
             req.headers.append(name, value);
         }
+        if !tokens.is_empty() {
+            req.carries_credentials = true;
+            super::prepare::answers_in_plain(&mut req.headers);
+        }
         req.tokens = tokens;
         Ok(())
     }
