@@ -20,11 +20,11 @@ use switchyard_broker::secrets::SecretValue;
 use switchyard_flows::queue::SqliteQueue;
 use switchyard_host::SwitchyardConfig;
 use switchyard_ops::monitor::AlertKind;
+use switchyard_tests::browser::{CHROMIUM, CHROMIUM_FLAGS};
 use switchyard_tests::pouchdb::{pouchdb, request_with};
 use switchyard_tests::{couchdb_plugins, guest};
 use tower::ServiceExt;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const ADMIN_TOKEN: &str = "admin-token-for-the-status-page-test";
 
 /// Waits (up to 60 s) for `check`.
@@ -50,19 +50,8 @@ fn chromium_dom(url: &str) -> String {
     let out = tempfile::NamedTempFile::new().unwrap();
     let err = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .args(["--virtual-time-budget=8000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(url)
         .stdin(Stdio::null())

@@ -17,8 +17,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// Debian's chromium package, which `./dev setup` installs.
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// Debian's Chromium, which `./dev setup` installs.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How the tests run Chromium: headless, no sandbox (tests run as root),
+/// and nothing that would reach past loopback on its own (no background
+/// networking, updates, sync or QUIC).
+pub const CHROMIUM_FLAGS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+];
 /// How long a protocol command, or a [`Browser::goto`], may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Set on the old document by [`Browser::goto`] to tell it from the new one.
@@ -60,18 +75,8 @@ impl Browser {
         let (child_in, child_out) = (command_reader.as_raw_fd(), message_writer.as_raw_fd());
         let mut command = Command::new(CHROMIUM);
         command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--remote-debugging-pipe",
-            ])
+            .args(CHROMIUM_FLAGS)
+            .arg("--remote-debugging-pipe")
             .arg(format!(
                 "--user-data-dir={}",
                 dir.path().join("profile").display()

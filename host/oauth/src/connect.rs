@@ -182,7 +182,7 @@ impl OAuthManager {
                 old.refresh_token = kept;
                 grant.forget();
                 grant
-                    .store_issued(old, revision, issued)
+                    .store_issued(old, revision, issued, true)
                     .await
                     .map(|_| ())
                     .map_err(|e| ConnectError::Exchange(e.to_string()))

@@ -374,7 +374,7 @@ impl Grant {
         };
         *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = failed;
         match answer {
-            Answer::Issued(issued) => self.store_issued(record, revision, issued).await,
+            Answer::Issued(issued) => self.store_issued(record, revision, issued, false).await,
             Answer::Dead(reason) => {
                 self.mark_dead(&reason, used_refresh.as_ref()).await;
                 Err(match self.config.grant_type {
@@ -404,11 +404,14 @@ impl Grant {
 
     /// Stores what the server issued (a rotated refresh token first of
     /// all), then caches and returns the access token.
+    /// `connecting`: the tokens come from an operator's connect, which must
+    /// win; losing the swap is then an error, never another record adopted.
     pub(crate) async fn store_issued(
         &self,
         old: Record,
         revision: Option<u64>,
         issued: Issued,
+        connecting: bool,
     ) -> Result<SecretValue, TokenError> {
         self.remember(&issued.access, issued.refresh.as_ref().map(|r| r.expose()));
         let now = unix_ms();
@@ -433,6 +436,10 @@ impl Grant {
                 // Only a lock holder writes; losing the swap means the lock
                 // ran out under us. The other writer's record stands.
                 tracing::warn!(grant = %self.key, "the stored record changed under a refresh; keeping the newer one");
+                if connecting {
+                    return Err(self
+                        .unavailable("the stored record changed while connecting; connect again"));
+                }
                 if let Ok(Some((current, _))) = self.shared.load(&self.key).await
                     && let Some(token) = self.adopt(&current, None)
                 {
