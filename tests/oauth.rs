@@ -880,3 +880,89 @@ async fn python_and_javascript_connectors_send_oauth_tokens_through_their_sdks()
         &[("Python and JavaScript outputs", outputs.as_bytes())],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_answer_to_a_request_carrying_a_token_is_refused() {
+    use switchyard_broker::capabilities::Grants;
+    use switchyard_oauth::OAuthManager;
+    use switchyard_oauth::seal::SealKey;
+    use switchyard_oauth::store::SqliteTokenStore;
+
+    // httpbin's /gzip answers compressed whatever was asked: the redactor
+    // could not read an echo in it, so it must not reach the guest.
+    let oidc = start_oidc(30);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client-secret"), oidc.client_secret()).unwrap();
+    let runtime = switchyard_runtime::Runtime::builder()
+        .tokens(Arc::new(OAuthManager::new(
+            Arc::new(SqliteTokenStore::open(&dir.path().join("oauth.sqlite")).unwrap()),
+            SealKey::from_bytes(&[6; 32]).unwrap(),
+            Arc::new(switchyard_broker::secrets::EnvOrFile),
+            switchyard_broker::egress::Network::default(),
+            (&switchyard_runtime::Limits::default()).into(),
+            "http://127.0.0.1:1",
+            None,
+        )))
+        .build()
+        .unwrap();
+    let hb = httpbin().origin();
+    // SAFETY: every test of this binary sets it to the same value.
+    unsafe {
+        std::env::set_var(
+            "SWITCHYARD_TEST_BASE_TOKEN",
+            "base-token-value-never-used-here",
+        )
+    };
+    let grants: Grants = toml::from_str(&format!(
+        r#"allow = ["{hb}"]
+        state = true
+        secrets.base-token = {{ env = "SWITCHYARD_TEST_BASE_TOKEN" }}
+        rate_limits.spare = {{ per_second = 1000, burst = 1000 }}
+        [oauth.cc]
+        token_url = "{token}"
+        client_id = "{CC_CLIENT}"
+        client_secret = {{ file = "{secret}" }}
+        destinations = ["{hb}"]"#,
+        token = oidc.token_url(),
+        secret = dir.path().join("client-secret").display(),
+    ))
+    .unwrap();
+    let path = dir.path().join("probe.wasm");
+    std::fs::copy(guest("guest-http-probe"), &path).unwrap();
+    std::fs::write(
+        dir.path().join("probe.manifest.toml"),
+        format!("http = [\"{hb}\"]\nsecrets = [\"base-token\"]\nrate_limits = [\"spare\"]\nstate = true\noauth = [\"cc\"]\n"),
+    )
+    .unwrap();
+    runtime.load_plugin("probe", &path).await.unwrap();
+    runtime
+        .add_connection_with_grants("probe", "probe", Default::default(), &grants)
+        .unwrap();
+    let fetch = |url: String| {
+        let runtime = runtime.clone();
+        async move {
+            let input = json!({ "url": url, "bearer_oauth": "cc" });
+            let out = runtime
+                .call_action("probe", "fetch", input.to_string().as_bytes())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&out).unwrap()
+        }
+    };
+    let packed = fetch(format!("{hb}/gzip")).await;
+    assert_eq!(packed["code"], "HTTP-protocol-error", "{packed}");
+    // The same token to a plain echo: sent, and redacted on the way back.
+    let plain = fetch(format!("{hb}/headers")).await;
+    assert_eq!(plain["status"], 200, "{plain}");
+    assert!(
+        plain["body"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer [redacted]"),
+        "{plain}"
+    );
+    assert_no_credential_in(
+        &oidc,
+        &[("guest outputs", format!("{packed}{plain}").as_bytes())],
+    );
+}

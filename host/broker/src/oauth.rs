@@ -197,11 +197,6 @@ impl ConnectionOAuth {
         }
         Ok(ConnectionOAuth { bound, source })
     }
-
-    /// Whether no grant is bound.
-    pub fn is_empty(&self) -> bool {
-        self.bound.is_empty()
-    }
 }
 
 /// How many superseded values per [`LiveValues`] are remembered beside the
@@ -225,6 +220,9 @@ pub struct LiveValues {
 struct Slots {
     current: BTreeMap<String, Forms>,
     superseded: VecDeque<Forms>,
+    /// Every form of both, longest first: rebuilt when a value changes
+    /// (once per token), read on every request and log line.
+    sorted: Vec<Zeroizing<Vec<u8>>>,
 }
 
 impl Slots {
@@ -238,6 +236,16 @@ impl Slots {
             self.superseded.pop_front();
         }
         self.superseded.push_back(forms);
+    }
+
+    fn sort(&mut self) {
+        let mut sorted: Vec<Zeroizing<Vec<u8>>> = (self.current.values())
+            .chain(self.superseded.iter())
+            .flatten()
+            .cloned()
+            .collect();
+        sorted.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        self.sorted = sorted;
     }
 }
 
@@ -272,6 +280,7 @@ impl LiveValues {
         if let Some(old) = values.current.insert(slot.to_owned(), forms) {
             values.supersede(old);
         }
+        values.sort();
     }
 
     /// Remembers `value` among the superseded ones unless it is known.
@@ -282,18 +291,13 @@ impl LiveValues {
         let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
         if !values.knows(value.expose()) {
             values.supersede(crate::secrets::encoded_forms(value.expose()));
+            values.sort();
         }
     }
 
     /// Calls `f` with every form of every value, longest first.
-    pub(crate) fn with_forms<T>(&self, f: impl FnOnce(&[&[u8]]) -> T) -> T {
+    pub(crate) fn with_forms<T>(&self, f: impl FnOnce(&[Zeroizing<Vec<u8>>]) -> T) -> T {
         let values = self.values.read().unwrap_or_else(|p| p.into_inner());
-        let mut forms: Vec<&[u8]> = (values.current.values())
-            .chain(values.superseded.iter())
-            .flatten()
-            .map(|v| v.as_slice())
-            .collect();
-        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-        f(&forms)
+        f(&values.sorted)
     }
 }

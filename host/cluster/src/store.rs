@@ -158,9 +158,9 @@ impl CursorStore for JetStreamCursors {
 
 /// A lease's record.
 #[derive(Debug, Serialize, Deserialize)]
-struct Held {
-    holder: String,
-    expires_ms: i64,
+pub(crate) struct Held {
+    pub(crate) holder: String,
+    pub(crate) expires_ms: i64,
 }
 
 /// Sync leases on JetStream KV; cheap to clone.
@@ -268,7 +268,7 @@ impl Leases for JetStreamLeases {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -5,8 +5,8 @@
 
 use crate::ClusterError;
 use crate::names::{Settings, encode};
+use crate::store::{Held, now_ms};
 use async_nats::jetstream::{self, kv};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use switchyard_oauth::store::{StoreError, TokenStore, Versioned};
 
@@ -17,20 +17,8 @@ pub struct JetStreamTokens {
     locks: kv::Store,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Held {
-    holder: String,
-    expires_ms: i64,
-}
-
 fn failed(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
     move |e| StoreError(format!("{what}: {e}"))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl JetStreamTokens {

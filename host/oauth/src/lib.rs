@@ -303,15 +303,6 @@ impl OAuthManager {
             observer.status(&status.connection, &status.grant, status.status);
         }
     }
-
-    /// How many grants need re-authorisation.
-    pub async fn needing_reauthorization(&self) -> usize {
-        self.statuses()
-            .await
-            .iter()
-            .filter(|s| s.status == Status::NeedsReauthorization)
-            .count()
-    }
 }
 
 impl TokenBroker for OAuthManager {

@@ -130,7 +130,8 @@ impl Egress {
         url: &str,
         rejected: Option<&[(String, SecretValue)]>,
     ) -> Result<SecretValue, Response<Full<Bytes>>> {
-        let denied = |why: String| {
+        // Logged for the operator, answered to the guest.
+        let refused = |status: StatusCode, why: &str| {
             tracing::warn!(
                 target: "switchyard::egress",
                 plugin = &*self.plugin,
@@ -139,8 +140,9 @@ impl Egress {
                 reason = %why,
                 "oauth placeholder refused"
             );
-            refusal(StatusCode::FORBIDDEN, &why)
+            refusal(status, why)
         };
+        let denied = |why: String| refused(StatusCode::FORBIDDEN, &why);
         let Some(bound) = self.oauth.bound.get(grant) else {
             return Err(denied(format!(
                 "no oauth grant `{grant}` is granted to connection `{}`; add [connections.{}.grants.oauth.{grant}] and list `{grant}` in the plugin manifest's `oauth`",
@@ -165,16 +167,7 @@ impl Egress {
                     TokenError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::UNAUTHORIZED,
                 };
-                let reason = self.redactor.redact(&error.to_string()).into_owned();
-                tracing::warn!(
-                    target: "switchyard::egress",
-                    plugin = &*self.plugin,
-                    connection = &*self.connection,
-                    grant,
-                    reason = %reason,
-                    "no access token"
-                );
-                Err(refusal(status, &reason))
+                Err(refused(status, &self.redactor.redact(&error.to_string())))
             }
         }
     }
