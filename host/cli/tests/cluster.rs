@@ -115,6 +115,30 @@ impl Host {
     }
 }
 
+/// Waits like [`wait_for`], and on time-out panics with what each host
+/// saw: its pipeline counts and the end of its log.
+fn wait_on(hosts: &[Host], what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        if started.elapsed() >= limit {
+            let report: Vec<String> = hosts
+                .iter()
+                .map(|h| {
+                    let pipelines = http(h.port, "GET", "/v1/pipelines", &[ADMIN], "")
+                        .map(|(_, p)| p["pipelines"].to_string())
+                        .unwrap_or_else(|| "down".into());
+                    let log = h.log();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    format!("{}: {pipelines}\n{}", h.dir.display(), tail.join("\n"))
+                })
+                .collect();
+            panic!("timed out waiting for {what}\n{}", report.join("\n\n"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         self.kill();
@@ -217,9 +241,16 @@ fn killing_hosts_mid_drain_ten_times_loses_nothing() {
     let nats = NatsServer::start();
     let db = pouchdb().fresh_db("cluster-kill");
     let root = tempfile::tempdir().unwrap();
+    // Each host writes at most 5 batches of 10 a second, so the drain
+    // takes 20 s or more however fast the machine: the ten kills below
+    // land mid-drain instead of racing it.
+    let paced = format!(
+        "{}\n[limits]\nhttp_destination_per_second_per_connection = 5\n",
+        webhook_flows(&db)
+    );
     let mut hosts: Vec<Host> = ["a", "b", "c"]
         .iter()
-        .map(|name| Host::new(root.path(), name, &nats, &webhook_flows(&db)))
+        .map(|name| Host::new(root.path(), name, &nats, &paced))
         .collect();
     for host in &mut hosts {
         host.start();
@@ -229,20 +260,32 @@ fn killing_hosts_mid_drain_ten_times_loses_nothing() {
         hosts[0].send("bulk", "bulk-1", &events(0, total)),
         Some(202)
     );
+    // Kills spread over the first half of the drain, each after some
+    // progress since the last (waiting for progress past the end of the
+    // drain would never return).
     let mut last = 0;
-    for round in 0..10 {
-        wait_for("progress", Duration::from_secs(120), || {
-            pouchdb().doc_count(&db) > last
+    for round in 0..10u64 {
+        let mark = (total as u64 * (round + 1) / 20).max(last + 1);
+        let what = format!("{mark} written (round {round})");
+        wait_on(&hosts, &what, Duration::from_secs(120), || {
+            pouchdb().doc_count(&db) >= mark
         });
-        let victim = &mut hosts[round % 3];
+        let victim = &mut hosts[round as usize % 3];
         victim.kill();
         last = pouchdb().doc_count(&db);
+        eprintln!(
+            "round {round}: {last} written when host {} was killed",
+            round % 3
+        );
         victim.start();
     }
     assert!(last < total as u64, "killed mid-drain ({last} written)");
-    wait_for("every event in the sink", Duration::from_secs(180), || {
-        pouchdb().doc_count(&db) as usize >= total
-    });
+    wait_on(
+        &hosts,
+        "every event in the sink",
+        Duration::from_secs(180),
+        || pouchdb().doc_count(&db) as usize >= total,
+    );
     assert_each_written_once(&db, total);
     wait_for("the queue drained", Duration::from_secs(30), || {
         http(hosts[1].port, "GET", "/v1/pipelines", &[ADMIN], "").is_some_and(|(_, p)| {
