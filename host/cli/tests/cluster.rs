@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{free_port, http, kill_9, sign_webhook, wait_for};
+use common::{free_port, http, http_text, kill_9, sign_webhook, wait_for};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -87,7 +87,7 @@ impl Host {
 
     /// Records this host's pipeline `name` delivered, from its metrics.
     fn delivered(&self, pipeline: &str) -> u64 {
-        let Some(text) = get_text(self.port, "/metrics") else {
+        let Some((_, text)) = http_text(self.port, "GET", "/metrics", &[], "") else {
             return 0;
         };
         let series = format!("switchyard_records_out_total{{flow=\"pipeline\",name=\"{pipeline}\"");
@@ -143,16 +143,6 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn get_text(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response.split("\r\n\r\n").nth(1)?.to_owned())
 }
 
 /// A webhook into a pipeline whose sink is CouchDB database `db`.

@@ -7,7 +7,10 @@
 //!   token it stored (the provider revokes the whole grant if an old one
 //!   is used, so a lost rotation would show as `invalid_grant`);
 //! - two hosts of a cluster (NATS JetStream) sharing a grant: 50 calls at
-//!   once, half on each, make exactly one token request.
+//!   once, half on each, make exactly one token request;
+//! - an account connect started on one host of a cluster and finished by
+//!   the callback on another (the flow lives in the shared store), whose
+//!   `state` then works on neither.
 
 mod common;
 
@@ -189,25 +192,9 @@ fn assert_no_credential(oidc: &Oidc, what: &str, bytes: &[u8]) {
     }
 }
 
-#[test]
-fn a_rotated_refresh_token_survives_kill_9_of_the_host() {
-    let oidc = start_oidc(30);
-    let root = tempfile::tempdir().unwrap();
-    let mut host = Host::new(root.path(), "host", &oidc, "");
-    host.start();
-
-    // The operator connects the account in a browser.
-    let port = host.port;
-    let mut browser = Browser::launch();
-    browser.goto(&format!(
-        "http://127.0.0.1:{port}/status#token={ADMIN_TOKEN}"
-    ));
-    browser.wait_for(
-        "the Connect button",
-        "!!document.querySelector('[data-testid=\"connect-crm-ac\"]')",
-        Duration::from_secs(30),
-    );
-    browser.click("[data-testid=\"connect-crm-ac\"]");
+/// Logs in at the provider and consents, in `browser` on its way to the
+/// authorization URL, until the host's callback page says connected.
+fn consent(browser: &mut Browser) {
     browser.wait_for(
         "the provider's login form",
         "!!document.querySelector('input[name=login]')",
@@ -229,6 +216,28 @@ fn a_rotated_refresh_token_survives_kill_9_of_the_host() {
         "document.querySelector('[data-testid=oauth-outcome]')?.dataset.outcome === 'connected'",
         Duration::from_secs(30),
     );
+}
+
+#[test]
+fn a_rotated_refresh_token_survives_kill_9_of_the_host() {
+    let oidc = start_oidc(30);
+    let root = tempfile::tempdir().unwrap();
+    let mut host = Host::new(root.path(), "host", &oidc, "");
+    host.start();
+
+    // The operator connects the account in a browser.
+    let port = host.port;
+    let mut browser = Browser::launch();
+    browser.goto(&format!(
+        "http://127.0.0.1:{port}/status#token={ADMIN_TOKEN}"
+    ));
+    browser.wait_for(
+        "the Connect button",
+        "!!document.querySelector('[data-testid=\"connect-crm-ac\"]')",
+        Duration::from_secs(30),
+    );
+    browser.click("[data-testid=\"connect-crm-ac\"]");
+    consent(&mut browser);
     drop(browser);
     let me = host.whoami(&oidc, "ac");
     assert_eq!(me["status"], 200, "{me}");
@@ -262,26 +271,30 @@ fn a_rotated_refresh_token_survives_kill_9_of_the_host() {
     assert_no_credential(&oidc, "the host's directory (data dir, log)", &disk);
 }
 
-#[test]
-fn two_hosts_of_a_cluster_sharing_a_grant_make_one_token_request_for_fifty_calls() {
-    let oidc = start_oidc(30);
-    let nats = NatsServer::start();
-    let root = tempfile::tempdir().unwrap();
-    // Hosts sharing tokens share the sealing key.
-    let key = root.path().join("oauth.key");
+/// The `[oauth]` and `[cluster]` config of host `name` on `nats`, with a
+/// sealing key shared by every host under `root` (hosts sharing tokens
+/// share it), and `oauth_extra` lines in `[oauth]`.
+fn cluster_config(root: &Path, nats: &NatsServer, name: &str, oauth_extra: &str) -> String {
+    let key = root.join("oauth.key");
     std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let extra = |name: &str| {
-        format!(
-            "[oauth]\nkey = {{ file = \"{}\" }}\n[cluster]\nnats = [\"{}\"]\nhost_id = \"{name}\"\n",
-            key.display(),
-            nats.url()
-        )
-    };
+    format!(
+        "[oauth]\nkey = {{ file = \"{}\" }}\n{oauth_extra}\n[cluster]\nnats = [\"{}\"]\nhost_id = \"{name}\"\n",
+        key.display(),
+        nats.url()
+    )
+}
+
+#[test]
+fn two_hosts_of_a_cluster_sharing_a_grant_make_one_token_request_for_fifty_calls() {
+    let oidc = start_oidc(30);
+    let nats = NatsServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let extra = |name: &str| cluster_config(root.path(), &nats, name, "");
     let mut a = Host::new(root.path(), "a", &oidc, &extra("a"));
     let mut b = Host::new(root.path(), "b", &oidc, &extra("b"));
     a.start();
@@ -306,6 +319,81 @@ fn two_hosts_of_a_cluster_sharing_a_grant_make_one_token_request_for_fifty_calls
     wait_for("both logs", Duration::from_secs(5), || {
         !a.log().is_empty() && !b.log().is_empty()
     });
+    a.kill();
+    b.kill();
+    for host in [&a, &b] {
+        assert_no_credential(&oidc, "a host's directory (data dir, log)", &host.disk());
+    }
+}
+
+#[test]
+fn a_connect_started_on_one_host_is_finished_by_the_callback_on_another() {
+    let oidc = start_oidc(30);
+    let nats = NatsServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let mut b = Host::new(
+        root.path(),
+        "b",
+        &oidc,
+        &cluster_config(root.path(), &nats, "b", ""),
+    );
+    // a's redirect URI is b's: the provider sends the browser to b, as a
+    // load balancer in front of both might.
+    let public_url = format!("public_url = \"http://127.0.0.1:{}\"", b.port);
+    let mut a = Host::new(
+        root.path(),
+        "a",
+        &oidc,
+        &cluster_config(root.path(), &nats, "a", &public_url),
+    );
+    a.start();
+    b.start();
+    let admin = ("Authorization", format!("Bearer {ADMIN_TOKEN}"));
+    let admin = [(admin.0, admin.1.as_str())];
+    let (status, started) =
+        http(a.port, "POST", "/admin/v1/oauth/crm/ac/connect", &admin, "").expect("a answers");
+    assert_eq!(status, 200, "{started}");
+    let url = started["authorize_url"].as_str().unwrap();
+    let mut browser = Browser::launch();
+    browser.goto(url);
+    consent(&mut browser);
+    let callback = browser.eval("location.href");
+    let callback = callback.as_str().unwrap().to_owned();
+    assert!(
+        callback.starts_with(&format!("http://127.0.0.1:{}/oauth/callback?", b.port)),
+        "{callback}"
+    );
+    drop(browser);
+
+    // Both hosts use the account b stored.
+    for host in [&a, &b] {
+        let me = host.whoami(&oidc, "ac");
+        assert_eq!(me["status"], 200, "{me}");
+    }
+    let (_, statuses) = http(a.port, "GET", "/admin/v1/oauth", &admin, "").unwrap();
+    let ac = statuses["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["grant"] == "ac")
+        .cloned()
+        .unwrap();
+    assert_eq!(ac["status"], "connected", "{statuses}");
+
+    // The `state` was used up: a replay to either host is refused before
+    // any code exchange.
+    let path = &callback[callback.find("/oauth/callback").unwrap()..];
+    let exchanges = oidc.stats()["by_grant"]["authorization_code"].clone();
+    for host in [&a, &b] {
+        let replay = common::http_text(host.port, "GET", path, &[], "").unwrap();
+        assert_eq!(replay.0, 400, "{}", replay.1);
+        assert!(replay.1.contains("unknown or expired"), "{}", replay.1);
+    }
+    assert_eq!(
+        oidc.stats()["by_grant"]["authorization_code"],
+        exchanges,
+        "no second exchange"
+    );
     a.kill();
     b.kill();
     for host in [&a, &b] {

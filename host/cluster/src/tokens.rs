@@ -1,20 +1,25 @@
 //! OAuth token records shared by every host, in JetStream KV: sealed bytes
 //! replaced by compare-and-swap on the KV revision, and a lock record per
 //! grant (`{holder, expires_ms}`, as the sync leases) so one host at a time
-//! refreshes a grant. Hosts must share the `[oauth] key` that seals them.
+//! refreshes a grant, and pending connect flows in a bucket whose entries
+//! expire with the flow, so any host can finish a flow another started.
+//! Hosts must share the `[oauth] key` that seals them.
 
 use crate::ClusterError;
 use crate::names::{Settings, encode};
 use crate::store::{Held, now_ms};
 use async_nats::jetstream::{self, kv};
 use std::time::Duration;
+use switchyard_oauth::connect::FLOW_LIFETIME;
 use switchyard_oauth::store::{StoreError, TokenStore, Versioned};
 
-/// Token records and refresh locks on JetStream KV; cheap to clone.
+/// Token records, refresh locks and pending connect flows on JetStream KV;
+/// cheap to clone.
 #[derive(Debug, Clone)]
 pub struct JetStreamTokens {
     records: kv::Store,
     locks: kv::Store,
+    flows: kv::Store,
 }
 
 fn failed(what: &'static str) -> impl Fn(&dyn std::fmt::Display) -> StoreError {
@@ -32,6 +37,11 @@ impl JetStreamTokens {
                 .await?,
             locks: settings
                 .kv(context, "oauth-locks", 1, Duration::ZERO)
+                .await?,
+            // The bucket's age limit is the flows' lifetime: the server
+            // drops a flow nobody finished.
+            flows: settings
+                .kv(context, "oauth-flows", 1, FLOW_LIFETIME)
                 .await?,
         })
     }
@@ -116,5 +126,33 @@ impl TokenStore for JetStreamTokens {
                 .await;
         }
         Ok(())
+    }
+
+    /// Every flow lives [`FLOW_LIFETIME`] (the bucket's age limit), so
+    /// `ttl` is not needed here beyond it.
+    async fn put_flow(&self, id: &str, sealed: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        debug_assert!(ttl <= FLOW_LIFETIME);
+        let value = bytes::Bytes::copy_from_slice(sealed);
+        (self.flows.put(encode(id), value).await).map_err(|e| failed("put flow")(&e))?;
+        Ok(())
+    }
+
+    async fn take_flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = encode(id);
+        let entry = (self.flows.entry(&name).await).map_err(|e| failed("take flow")(&e))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(None);
+        };
+        // Only the caller whose purge names the revision it read gets the
+        // flow: two callbacks with one `state` cannot both use it.
+        match self
+            .flows
+            .purge_expect_revision(&name, Some(entry.revision))
+            .await
+        {
+            Ok(()) => Ok(Some(entry.value.to_vec())),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(failed("take flow")(&e)),
+        }
     }
 }

@@ -2,39 +2,40 @@
 //! a `state` check.
 //!
 //! [`OAuthManager::start_connect`] (the admin API, the status page's
-//! Connect / Reconnect button) returns the authorization URL and remembers
-//! the flow under its random `state`; the server sends the browser back to
-//! `/oauth/callback?code=…&state=…`, where
-//! [`OAuthManager::finish_connect`] takes the flow out (a `state` works
-//! once, for ten minutes), exchanges the code with the PKCE verifier, and
-//! stores the tokens, replacing a dead grant.
+//! Connect / Reconnect button) returns the authorization URL and keeps the
+//! flow in the token store, sealed, under a hash of its random `state`;
+//! the server sends the browser back to `/oauth/callback?code=…&state=…`,
+//! where [`OAuthManager::finish_connect`] takes the flow out (a `state`
+//! works once, for ten minutes), exchanges the code with the PKCE
+//! verifier, and stores the tokens, replacing a dead grant.
 //!
-//! Pending flows live in this host's memory: the callback must reach the
-//! host that started the flow.
+//! Because flows live in the store, the callback may reach any host that
+//! shares it (several hosts behind one `public_url` on a cluster).
 
 use crate::client::{self, Answer};
-use crate::{OAuthManager, Record};
+use crate::{OAuthManager, Record, unix_ms};
 use oauth2::PkceCodeVerifier;
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
 use switchyard_broker::oauth::GrantType;
 
 /// How long an operator has to finish consenting.
 pub const FLOW_LIFETIME: Duration = Duration::from_secs(600);
 
-/// Most flows pending at once; the oldest is dropped beyond it.
-const MAX_PENDING: usize = 256;
-
+/// A flow started and not finished, as sealed in the store.
+#[derive(Serialize, Deserialize)]
 struct Flow {
     grant_key: String,
-    verifier: PkceCodeVerifier,
-    started: Instant,
+    verifier: String,
+    started_ms: u64,
 }
 
-/// Flows started and not finished, by `state`.
-#[derive(Default)]
-pub(crate) struct Pending(Mutex<HashMap<String, Flow>>);
+/// The store's name for the flow of `state`: a hash, so the store never
+/// holds a usable `state`.
+fn flow_id(state: &str) -> String {
+    format!("flow/{}", hex::encode(Sha256::digest(state.as_bytes())))
+}
 
 /// Why connecting failed. Holds no token, code or verifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,12 +55,18 @@ pub enum ConnectError {
     Exchange(String),
     #[error("oauth grant `{grant}`: {reason}")]
     Config { grant: String, reason: String },
+    #[error("the token store failed: {0}")]
+    Store(String),
 }
 
 impl OAuthManager {
     /// Starts connecting `connection`'s `grant`: the URL to send the
     /// operator's browser to.
-    pub fn start_connect(&self, connection: &str, grant: &str) -> Result<String, ConnectError> {
+    pub async fn start_connect(
+        &self,
+        connection: &str,
+        grant: &str,
+    ) -> Result<String, ConnectError> {
         let found = self
             .grant(connection, grant)
             .ok_or_else(|| ConnectError::UnknownGrant {
@@ -74,29 +81,17 @@ impl OAuthManager {
                 grant: grant.to_owned(),
                 reason,
             })?;
-        let mut pending = self
-            .inner
-            .pending
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        pending.retain(|_, flow| flow.started.elapsed() < FLOW_LIFETIME);
-        if pending.len() >= MAX_PENDING
-            && let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, flow)| flow.started)
-                .map(|(state, _)| state.clone())
-        {
-            pending.remove(&oldest);
-        }
-        pending.insert(
-            state.secret().clone(),
-            Flow {
-                grant_key: found.key.clone(),
-                verifier,
-                started: Instant::now(),
-            },
-        );
+        let flow = Flow {
+            grant_key: found.key.clone(),
+            verifier: verifier.into_secret(),
+            started_ms: unix_ms(),
+        };
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&flow).expect("a flow serializes"));
+        let id = flow_id(state.secret());
+        let shared = &self.inner.shared;
+        let sealed = shared.key.seal(&id, &plain);
+        (shared.store.put_flow(&id, &sealed, FLOW_LIFETIME).await)
+            .map_err(|e| ConnectError::Store(e.to_string()))?;
         tracing::info!(connection, grant, "oauth connect started");
         Ok(url)
     }
@@ -109,18 +104,16 @@ impl OAuthManager {
         code: Option<&str>,
         error: Option<&str>,
     ) -> Result<(String, String), ConnectError> {
-        let flow = {
-            let mut pending = self
-                .inner
-                .pending
-                .0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            pending.remove(state)
-        };
-        let flow = flow
-            .filter(|flow| flow.started.elapsed() < FLOW_LIFETIME)
+        let id = flow_id(state);
+        let shared = &self.inner.shared;
+        let sealed = (shared.store.take_flow(&id).await)
+            .map_err(|e| ConnectError::Store(e.to_string()))?
             .ok_or(ConnectError::UnknownState)?;
+        let plain = (shared.key.open(&id, &sealed)).map_err(|_| ConnectError::UnknownState)?;
+        let flow: Flow = serde_json::from_slice(&plain).map_err(|_| ConnectError::UnknownState)?;
+        if unix_ms().saturating_sub(flow.started_ms) >= FLOW_LIFETIME.as_millis() as u64 {
+            return Err(ConnectError::UnknownState);
+        }
         let grant = {
             let grants = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
             grants.get(&flow.grant_key).cloned()
@@ -133,7 +126,7 @@ impl OAuthManager {
         let issued = match client::exchange_code(
             &grant,
             code.to_owned(),
-            flow.verifier,
+            PkceCodeVerifier::new(flow.verifier),
             &self.inner.redirect_url,
         )
         .await

@@ -194,7 +194,6 @@ struct Inner {
     redirect_url: String,
     grants: Mutex<HashMap<String, Arc<Grant>>>,
     live: Mutex<HashMap<String, Arc<LiveValues>>>,
-    pending: connect::Pending,
 }
 
 impl std::fmt::Debug for OAuthManager {
@@ -242,7 +241,6 @@ impl OAuthManager {
                 redirect_url: format!("{}{CALLBACK_PATH}", public_url.trim_end_matches('/')),
                 grants: Mutex::default(),
                 live: Mutex::default(),
-                pending: connect::Pending::default(),
             }),
         }
     }

@@ -1,6 +1,8 @@
 //! Where tokens live between uses and restarts: a small seam, sealed bytes
 //! in, sealed bytes out, compare-and-swap by revision, plus an expiring
-//! lock per record so one holder refreshes at a time.
+//! lock per record so one holder refreshes at a time, and the pending
+//! connect flows (so the authorization server's callback may reach any
+//! host sharing the store).
 //!
 //! [`SqliteTokenStore`] (`<data_dir>/oauth.sqlite`) is the embedded
 //! default; the cluster backend keeps the same records in a JetStream
@@ -44,7 +46,18 @@ pub trait TokenStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Gives the lock up if `holder` still holds it.
     async fn unlock(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Keeps pending connect flow `id` (sealed) for `ttl`. Durable when
+    /// it returns.
+    async fn put_flow(&self, id: &str, sealed: &[u8], ttl: Duration) -> Result<(), StoreError>;
+
+    /// Takes flow `id` out: its bytes for exactly one caller, `None` when
+    /// unknown, expired or taken already.
+    async fn take_flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
+
+/// Most flows the SQLite store keeps pending; the oldest go beyond it.
+const MAX_FLOWS: i64 = 256;
 
 /// The embedded default: one SQLite file, written with full sync.
 #[derive(Debug)]
@@ -82,6 +95,11 @@ impl SqliteTokenStore {
              CREATE TABLE IF NOT EXISTS locks (
                  key TEXT PRIMARY KEY,
                  holder TEXT NOT NULL,
+                 until_ms INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS flows (
+                 id TEXT PRIMARY KEY,
+                 sealed BLOB NOT NULL,
                  until_ms INTEGER NOT NULL
              );",
         )
@@ -159,6 +177,39 @@ impl TokenStore for SqliteTokenStore {
             .map_err(failed)?;
         Ok(())
     }
+
+    async fn put_flow(&self, id: &str, sealed: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut db = self.db();
+        let tx = db.transaction().map_err(failed)?;
+        tx.execute("DELETE FROM flows WHERE until_ms <= ?1", [now])
+            .map_err(failed)?;
+        tx.execute(
+            "DELETE FROM flows WHERE id IN (
+                 SELECT id FROM flows ORDER BY until_ms DESC, rowid DESC LIMIT -1 OFFSET ?1)",
+            [MAX_FLOWS - 1],
+        )
+        .map_err(failed)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO flows (id, sealed, until_ms) VALUES (?1, ?2, ?3)",
+            rusqlite::params![id, sealed, now + ttl.as_millis() as i64],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)
+    }
+
+    async fn take_flow(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.db()
+            .query_row(
+                "DELETE FROM flows WHERE id = ?1 RETURNING sealed, until_ms",
+                [id],
+                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()
+            .map(|taken| taken.filter(|(_, until)| *until > now_ms()).map(|(s, _)| s))
+            .map_err(failed)
+    }
 }
 
 #[cfg(test)]
@@ -193,5 +244,39 @@ mod tests {
         );
         store.unlock("k", "b").await.unwrap();
         assert!(store.lock("k", "a", ttl).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_flow_is_taken_once_and_not_after_it_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth.sqlite");
+        let store = SqliteTokenStore::open(&path).unwrap();
+        let long = Duration::from_secs(60);
+        store.put_flow("f", b"sealed", long).await.unwrap();
+        store
+            .put_flow("brief", b"x", Duration::from_millis(50))
+            .await
+            .unwrap();
+        // Another process (another host on the same file) takes it.
+        let other = SqliteTokenStore::open(&path).unwrap();
+        assert_eq!(
+            other.take_flow("f").await.unwrap().as_deref(),
+            Some(&b"sealed"[..])
+        );
+        assert_eq!(store.take_flow("f").await.unwrap(), None, "taken once");
+        assert_eq!(store.take_flow("unknown").await.unwrap(), None);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(store.take_flow("brief").await.unwrap(), None, "expired");
+
+        for i in 0..MAX_FLOWS + 10 {
+            store.put_flow(&format!("n{i}"), b"x", long).await.unwrap();
+        }
+        let kept: i64 = (store.db())
+            .query_row("SELECT count(*) FROM flows", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, MAX_FLOWS);
+        let newest = format!("n{}", MAX_FLOWS + 9);
+        assert!(store.take_flow(&newest).await.unwrap().is_some());
+        assert_eq!(store.take_flow("n0").await.unwrap(), None, "oldest dropped");
     }
 }

@@ -79,6 +79,19 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Option<(u16, Value)> {
+    let (status, text) = http_text(port, method, path, headers, body)?;
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// One HTTP/1.1 exchange: `(status, body text)`, or `None` if the server
+/// is not there.
+pub fn http_text(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
@@ -97,7 +110,7 @@ pub fn http(
     stream.read_to_string(&mut response).ok()?;
     let status = response.get(9..12)?.parse().ok()?;
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+    Some((status, body.to_owned()))
 }
 
 /// Polls `check` every 10 ms for up to `limit`.

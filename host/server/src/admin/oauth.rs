@@ -69,7 +69,7 @@ async fn connect(
     let Some(oauth) = &state.oauth else {
         return not_configured();
     };
-    match oauth.start_connect(&connection, &grant) {
+    match oauth.start_connect(&connection, &grant).await {
         Ok(url) => axum::Json(json!({ "authorize_url": url })).into_response(),
         Err(e @ ConnectError::UnknownGrant { .. }) => {
             error_body(StatusCode::NOT_FOUND, "unknown_grant", &e.to_string())
@@ -77,6 +77,11 @@ async fn connect(
         Err(e @ ConnectError::NotAuthorizationCode(_)) => {
             error_body(StatusCode::CONFLICT, "not_connectable", &e.to_string())
         }
+        Err(e @ ConnectError::Store(_)) => error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "token_store",
+            &e.to_string(),
+        ),
         Err(e) => error_body(StatusCode::BAD_REQUEST, "oauth_config", &e.to_string()),
     }
 }
