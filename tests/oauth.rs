@@ -446,6 +446,52 @@ async fn fifty_concurrent_calls_needing_a_token_make_exactly_one_token_request()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_due_for_refresh_is_refreshed_in_the_background_while_calls_go_on() {
+    // 16 s tokens: due for refresh 7.2–8 s after they were obtained (half
+    // the lifetime, less jitter), handed out without waiting until 5 s
+    // before they expire.
+    let oidc = start_oidc(16);
+    let setup = Arc::new(setup(&oidc).await);
+    assert_eq!(setup.whoami(&oidc, "cc").await["status"], 200);
+    assert_eq!(oidc.stats()["token_requests"], 1);
+    tokio::time::sleep(Duration::from_millis(8_500)).await;
+
+    // A token endpoint slower than the guest's 5 s deadline: a call that
+    // waited for the refresh would fail.
+    oidc.slow_token_endpoint(6_000);
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let setup = setup.clone();
+            let url = oidc.api("/whoami");
+            tokio::spawn(async move {
+                setup
+                    .fetch("GET", &url, &[("authorization", "Bearer {{oauth:cc}}")])
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert_eq!(answer["status"], 200, "served the current token: {answer}");
+    }
+    let started = std::time::Instant::now();
+    while oidc.stats()["token_requests"] != 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "one background refresh: {}",
+            oidc.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    oidc.slow_token_endpoint(0);
+    // The refreshed token is used once the first one has expired.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let answer = setup.whoami(&oidc, "cc").await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(oidc.stats()["token_requests"], 2, "{}", oidc.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_from_a_bound_destination_forces_one_refresh_and_retries_idempotent_requests() {
     let oidc = start_oidc(30);
     let setup = setup(&oidc).await;

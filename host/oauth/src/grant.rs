@@ -1,5 +1,10 @@
 //! One grant of one connection: its cached token and how it is refreshed.
 //!
+//! A token due for refresh (`refresh_ahead_secs` before expiry) is still
+//! handed out while one background refresh runs, until [`STALE_MARGIN`]
+//! before it expires; only an expired, missing or rejected (401) token
+//! makes callers wait.
+//!
 //! A refresh is single-flight twice over: callers in this process queue on
 //! one async mutex, and the refresher then takes the record's lock in the
 //! token store, so hosts sharing the store refresh one at a time. After
@@ -34,6 +39,10 @@ const DEAD_CLIENT_PAUSE: Duration = Duration::from_secs(60);
 pub(crate) const FORCED_REFRESH_GAP: Duration = Duration::from_secs(2);
 /// How long a caller waits for another host's refresh to land.
 const LOCK_WAIT: Duration = Duration::from_secs(20);
+/// A token due for refresh is still handed out, while a refresh runs in
+/// the background, until this long before it expires; after that callers
+/// wait for the new one.
+const STALE_MARGIN: Duration = Duration::from_secs(5);
 /// The lifetime assumed when the server gives no `expires_in`.
 const ASSUMED_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -66,6 +75,9 @@ pub(crate) struct Grant {
     /// Whether this host last saw the grant dead, so adopting a
     /// reconnected record reports it connected.
     seen_dead: std::sync::atomic::AtomicBool,
+    /// Whether a background refresh (of a token due but not expired) is
+    /// under way, so calls in the meantime start no other.
+    refreshing: Arc<std::sync::atomic::AtomicBool>,
     /// Until when, and with what error, token requests are paused after a
     /// failure.
     failed: Mutex<Option<(Instant, TokenError)>>,
@@ -105,6 +117,7 @@ impl Grant {
             flight,
             forced_at: Mutex::default(),
             seen_dead: std::sync::atomic::AtomicBool::new(false),
+            refreshing: Arc::default(),
             failed: Mutex::default(),
         }
     }
@@ -135,10 +148,32 @@ impl Grant {
     /// The cached token while it has not expired (it may be due for
     /// refresh): what a failed refresh falls back on.
     fn unexpired(&self, rejected: Option<&SecretValue>) -> Option<SecretValue> {
+        self.valid_for(Duration::from_secs(1), rejected)
+    }
+
+    /// The cached token if it is valid `margin` from now and not
+    /// `rejected`.
+    fn valid_for(&self, margin: Duration, rejected: Option<&SecretValue>) -> Option<SecretValue> {
         let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         let cached = cached.as_ref()?;
         let refused = rejected.is_some_and(|r| r.expose() == cached.token.expose());
-        (unix_ms() + 1000 < cached.expires_at_ms && !refused).then(|| cached.token.clone())
+        (unix_ms() + margin.as_millis() as u64 <= cached.expires_at_ms && !refused)
+            .then(|| cached.token.clone())
+    }
+
+    /// Starts a refresh in the background unless one is under way.
+    fn refresh_in_background(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let grant = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = grant.refresh_queued(None).await {
+                tracing::warn!(grant = %grant.key, error = %e, "background token refresh failed; calls use the current token until it expires");
+            }
+            grant.refreshing.store(false, Ordering::Release);
+        });
     }
 
     /// Makes `access` and `refresh` the grant's current values for
@@ -215,6 +250,15 @@ impl Grant {
         rejected: Option<&SecretValue>,
     ) -> Result<SecretValue, TokenError> {
         if let Some(token) = self.fresh(rejected) {
+            return Ok(token);
+        }
+        // Due for refresh but good a while yet: no caller waits for it.
+        if rejected.is_none()
+            && let Some(token) = self.valid_for(STALE_MARGIN, None)
+        {
+            if self.paused(None).is_none() {
+                self.refresh_in_background();
+            }
             return Ok(token);
         }
         if let Some(answer) = self.paused(rejected) {
