@@ -25,3 +25,4 @@ mod oauth;
 pub use access::Access;
 pub use config::{ConfigError, SwitchyardConfig};
 pub use host::{Host, HostError, queues};
+pub use oauth::offline_manager;

@@ -5,7 +5,7 @@ use crate::config::SwitchyardConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_broker::egress::Network;
-use switchyard_broker::secrets::SecretProvider;
+use switchyard_broker::secrets::{EnvOrFile, SecretProvider};
 use switchyard_oauth::seal::SealKey;
 use switchyard_oauth::store::{SqliteTokenStore, TokenStore};
 use switchyard_oauth::{OAuthManager, OAuthObserver, Status};
@@ -73,6 +73,52 @@ pub(crate) fn manager(
     metrics: Arc<Metrics>,
     monitor: Option<Monitor>,
 ) -> Result<Option<OAuthManager>, String> {
+    let events: Arc<dyn OAuthObserver> = Arc::new(OAuthEvents { metrics, monitor });
+    manager_with(config, store, secrets, network, Some(events))
+}
+
+/// The grants of every configured connection over the store a server of
+/// `config` uses (SQLite, or the cluster's JetStream), with no server
+/// running: what `switchyard oauth` reads and starts connects with. A
+/// running server finishes such a connect at its callback (the pending
+/// flow is in the shared store). `None` when nothing uses OAuth.
+pub async fn offline_manager(config: &SwitchyardConfig) -> Result<Option<OAuthManager>, String> {
+    use switchyard_broker::oauth::TokenBroker;
+    if !config.uses_oauth() {
+        return Ok(None);
+    }
+    let store = match &config.cluster {
+        Some(cluster) => {
+            let cluster = switchyard_cluster::Cluster::connect(cluster, &EnvOrFile)
+                .await
+                .map_err(|e| e.to_string())?;
+            let store = (cluster.token_store().await)
+                .map_err(|e| format!("[cluster] oauth tokens: {e}"))?;
+            Some(store)
+        }
+        None => None,
+    };
+    let secrets: Arc<dyn SecretProvider> = Arc::new(EnvOrFile);
+    let Some(manager) = manager_with(config, store, secrets, Network::default(), None)? else {
+        return Ok(None);
+    };
+    for (name, connection) in &config.connections {
+        if !connection.grants.oauth.is_empty() {
+            manager
+                .for_connection(name, &connection.grants.oauth)
+                .map_err(|e| format!("connections.{name}: {e}"))?;
+        }
+    }
+    Ok(Some(manager))
+}
+
+fn manager_with(
+    config: &SwitchyardConfig,
+    store: Option<Arc<dyn TokenStore>>,
+    secrets: Arc<dyn SecretProvider>,
+    network: Network,
+    observer: Option<Arc<dyn OAuthObserver>>,
+) -> Result<Option<OAuthManager>, String> {
     if !config.uses_oauth() {
         return Ok(None);
     }
@@ -105,6 +151,6 @@ pub(crate) fn manager(
         network,
         (&config.limits).into(),
         &public_url,
-        Some(Arc::new(OAuthEvents { metrics, monitor })),
+        observer,
     )))
 }

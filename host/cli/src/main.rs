@@ -32,6 +32,8 @@ enum Command {
     Dlq(commands::dlq::Args),
     /// Show the audit trail: egress, secret uses and state writes.
     Audit(commands::audit::Args),
+    /// OAuth grants: where each stands, and connecting accounts.
+    Oauth(commands::oauth::Args),
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Call(args) => commands::call::run(args),
         Command::Dlq(args) => commands::dlq::run(args),
         Command::Audit(args) => commands::audit::run(args),
+        Command::Oauth(args) => commands::oauth::run(args),
         Command::Plugin(PluginCommand::Inspect(args)) => commands::inspect::run(args),
         Command::Plugin(PluginCommand::Build(args)) => commands::build::run(args),
         Command::Plugin(PluginCommand::New(args)) => commands::new::run(args),

@@ -10,7 +10,10 @@
 //!   once, half on each, make exactly one token request;
 //! - an account connect started on one host of a cluster and finished by
 //!   the callback on another (the flow lives in the shared store), whose
-//!   `state` then works on neither.
+//!   `state` then works on neither;
+//! - `switchyard oauth connect` from a shell, finished by the running
+//!   server's callback; `switchyard oauth status` with the server down,
+//!   before and after the provider revokes the grant.
 
 mod common;
 
@@ -399,4 +402,76 @@ fn a_connect_started_on_one_host_is_finished_by_the_callback_on_another() {
     for host in [&a, &b] {
         assert_no_credential(&oidc, "a host's directory (data dir, log)", &host.disk());
     }
+}
+
+#[test]
+fn switchyard_oauth_connect_prints_a_url_that_the_running_servers_callback_finishes() {
+    let oidc = start_oidc(30);
+    let root = tempfile::tempdir().unwrap();
+    let mut host = Host::new(root.path(), "host", &oidc, "");
+    let dir = host.dir.clone();
+
+    // Before any server ran: nothing connected; mistakes name the fix.
+    let status = common::ok(&dir, &["oauth", "status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("crm") && l.contains("ac") && l.contains("not_connected")),
+        "{status}"
+    );
+    let cc = common::refused(&dir, &["oauth", "connect", "crm", "cc"]);
+    assert!(cc.contains("client credentials"), "{cc}");
+    let unknown = common::refused(&dir, &["oauth", "connect", "crm", "nope"]);
+    assert!(
+        unknown.contains("crm ac") && unknown.contains("crm cc"),
+        "{unknown}"
+    );
+
+    // The operator starts the connect from a shell while the server runs,
+    // and consents in a browser: the server's callback takes the flow the
+    // CLI left in the token store.
+    host.start();
+    let url = common::ok(&dir, &["oauth", "connect", "crm", "ac"]);
+    let url = url.trim();
+    assert!(url.starts_with(&oidc.authorize_url()), "{url}");
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let mut browser = Browser::launch();
+    browser.goto(url);
+    consent(&mut browser);
+    drop(browser);
+    let me = host.whoami(&oidc, "ac");
+    assert_eq!(me["status"], 200, "{me}");
+
+    // With the server down, the CLI reads the sealed store.
+    host.kill();
+    let out = common::ok(&dir, &["oauth", "status", "--json"]);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    let ac = status["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["grant"] == "ac")
+        .cloned()
+        .unwrap();
+    assert_eq!(ac["status"], "connected", "{status}");
+    assert_no_credential(&oidc, "switchyard oauth status", out.as_bytes());
+
+    // The provider revokes the grant: the next call finds out, and the
+    // CLI's status says so and exits 1 (for a cron job or a probe).
+    host.start();
+    oidc.revoke_all();
+    let me = host.whoami(&oidc, "ac");
+    assert_eq!(me["status"], 401, "{me}");
+    host.kill();
+    let out = common::switchyard(&dir, &["oauth", "status"]);
+    let table = common::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("crm") && l.contains("needs_reauthorization")),
+        "{table}"
+    );
+    assert_no_credential(&oidc, "switchyard oauth status", table.as_bytes());
+    assert_no_credential(&oidc, "the host's directory (data dir, log)", &host.disk());
 }

@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod inspect;
 pub mod key;
 pub mod new;
+pub mod oauth;
 pub mod serve;
 pub mod sign;
 
