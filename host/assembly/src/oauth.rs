@@ -5,7 +5,7 @@ use crate::config::SwitchyardConfig;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_broker::egress::Network;
-use switchyard_broker::secrets::{EnvOrFile, SecretProvider};
+use switchyard_broker::secrets::{EnvOrFile, SecretProvider, SecretValue};
 use switchyard_oauth::seal::SealKey;
 use switchyard_oauth::store::{SqliteTokenStore, TokenStore};
 use switchyard_oauth::{OAuthManager, OAuthObserver, Status};
@@ -74,7 +74,14 @@ pub(crate) fn manager(
     monitor: Option<Monitor>,
 ) -> Result<Option<OAuthManager>, String> {
     let events: Arc<dyn OAuthObserver> = Arc::new(OAuthEvents { metrics, monitor });
-    manager_with(config, store, secrets, network, Some(events))
+    manager_with(
+        config,
+        store,
+        secrets.as_ref(),
+        secrets.clone(),
+        network,
+        Some(events),
+    )
 }
 
 /// The grants of every configured connection over the store a server of
@@ -98,8 +105,26 @@ pub async fn offline_manager(config: &SwitchyardConfig) -> Result<Option<OAuthMa
         }
         None => None,
     };
-    let secrets: Arc<dyn SecretProvider> = Arc::new(EnvOrFile);
-    let Some(manager) = manager_with(config, store, secrets, Network::default(), None)? else {
+    // The CLI neither creates the host's key (a key made by another user
+    // than the server's would lock the server out) nor needs one made.
+    if config.oauth.key.is_none() && config.cluster.is_none() {
+        let path = config.oauth_key_path();
+        if !path.exists() {
+            return Err(format!(
+                "no {}: start `switchyard serve` with this config once (it creates the key), or set [oauth] key",
+                path.display()
+            ));
+        }
+    }
+    let Some(manager) = manager_with(
+        config,
+        store,
+        &EnvOrFile,
+        Arc::new(ClientSecretsUnused),
+        Network::default(),
+        None,
+    )?
+    else {
         return Ok(None);
     };
     for (name, connection) in &config.connections {
@@ -112,10 +137,32 @@ pub async fn offline_manager(config: &SwitchyardConfig) -> Result<Option<OAuthMa
     Ok(Some(manager))
 }
 
+/// What the CLI gives grants for client secrets: it never sends one (the
+/// server exchanges codes and refreshes), so it resolves none and runs
+/// without the server's secret environment. Each grant gets random bytes
+/// that match nothing.
+struct ClientSecretsUnused;
+
+impl SecretProvider for ClientSecretsUnused {
+    fn resolve(
+        &self,
+        _name: &str,
+        _grant: &switchyard_broker::secrets::SecretGrant,
+    ) -> Result<SecretValue, switchyard_broker::secrets::SecretError> {
+        let mut bytes = vec![0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS random source works");
+        Ok(SecretValue::new(bytes))
+    }
+}
+
+/// The manager over `store` (default: `<data_dir>/oauth.sqlite`), its key
+/// from `[oauth] key` via `key_secrets` (default: `<data_dir>/oauth.key`,
+/// created if missing), client secrets from `grant_secrets`.
 fn manager_with(
     config: &SwitchyardConfig,
     store: Option<Arc<dyn TokenStore>>,
-    secrets: Arc<dyn SecretProvider>,
+    key_secrets: &dyn SecretProvider,
+    grant_secrets: Arc<dyn SecretProvider>,
     network: Network,
     observer: Option<Arc<dyn OAuthObserver>>,
 ) -> Result<Option<OAuthManager>, String> {
@@ -126,7 +173,7 @@ fn manager_with(
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let key = match &config.oauth.key {
         Some(grant) => {
-            let text = secrets
+            let text = key_secrets
                 .resolve("oauth key", grant)
                 .map_err(|e| format!("[oauth] key: {e}"))?;
             SealKey::from_text(text.expose()).map_err(|e| format!("[oauth] key: {e}"))?
@@ -147,7 +194,7 @@ fn manager_with(
     Ok(Some(OAuthManager::new(
         store,
         key,
-        secrets,
+        grant_secrets,
         network,
         (&config.limits).into(),
         &public_url,

@@ -411,7 +411,17 @@ fn switchyard_oauth_connect_prints_a_url_that_the_running_servers_callback_finis
     let mut host = Host::new(root.path(), "host", &oidc, "");
     let dir = host.dir.clone();
 
-    // Before any server ran: nothing connected; mistakes name the fix.
+    // Before any server ran there is no key, and the CLI makes none (one
+    // made by another user than the server's would lock it out).
+    let before = common::refused(&dir, &["oauth", "status"]);
+    assert!(
+        before.contains("oauth.key") && before.contains("switchyard serve"),
+        "{before}"
+    );
+    assert!(!dir.join("data/oauth.key").exists());
+
+    // With the server up: nothing connected yet; mistakes name the fix.
+    host.start();
     let status = common::ok(&dir, &["oauth", "status"]);
     assert!(
         status
@@ -423,14 +433,13 @@ fn switchyard_oauth_connect_prints_a_url_that_the_running_servers_callback_finis
     assert!(cc.contains("client credentials"), "{cc}");
     let unknown = common::refused(&dir, &["oauth", "connect", "crm", "nope"]);
     assert!(
-        unknown.contains("crm ac") && unknown.contains("crm cc"),
+        unknown.contains("crm ac") && !unknown.contains("crm cc"),
         "{unknown}"
     );
 
     // The operator starts the connect from a shell while the server runs,
     // and consents in a browser: the server's callback takes the flow the
     // CLI left in the token store.
-    host.start();
     let url = common::ok(&dir, &["oauth", "connect", "crm", "ac"]);
     let url = url.trim();
     assert!(url.starts_with(&oidc.authorize_url()), "{url}");
@@ -463,6 +472,8 @@ fn switchyard_oauth_connect_prints_a_url_that_the_running_servers_callback_finis
     let me = host.whoami(&oidc, "ac");
     assert_eq!(me["status"], 401, "{me}");
     host.kill();
+    // The CLI sends no client secret, so it needs none of the server's.
+    std::fs::remove_file(root.path().join("client-secret")).unwrap();
     let out = common::switchyard(&dir, &["oauth", "status"]);
     let table = common::text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{table}");
@@ -473,5 +484,21 @@ fn switchyard_oauth_connect_prints_a_url_that_the_running_servers_callback_finis
         "{table}"
     );
     assert_no_credential(&oidc, "switchyard oauth status", table.as_bytes());
+
+    // Another key than the one that sealed the records: unreadable, said
+    // so, exit 2 (never "not connected" and 0).
+    let key = dir.join("data/oauth.key");
+    let sealed_with = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    let out = common::switchyard(&dir, &["oauth", "status"]);
+    let table = common::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("crm") && l.contains("unreadable")),
+        "{table}"
+    );
+    std::fs::write(&key, sealed_with).unwrap();
     assert_no_credential(&oidc, "the host's directory (data dir, log)", &host.disk());
 }

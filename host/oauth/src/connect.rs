@@ -29,6 +29,9 @@ struct Flow {
     grant_key: String,
     verifier: String,
     started_ms: u64,
+    /// The redirect URI the authorization request named: the code
+    /// exchange must name the same, whichever host finishes it.
+    redirect_url: String,
 }
 
 /// The store's name for the flow of `state`: a hash, so the store never
@@ -85,6 +88,7 @@ impl OAuthManager {
             grant_key: found.key.clone(),
             verifier: verifier.into_secret(),
             started_ms: unix_ms(),
+            redirect_url: self.inner.redirect_url.clone(),
         };
         let plain = zeroize::Zeroizing::new(serde_json::to_vec(&flow).expect("a flow serializes"));
         let id = flow_id(state.secret());
@@ -97,8 +101,32 @@ impl OAuthManager {
     }
 
     /// Finishes a flow from the callback's query: `(connection, grant)`
-    /// once the tokens are stored.
+    /// once the tokens are stored. Runs in a task of its own (counted for
+    /// [`OAuthManager::drain`]): a browser that goes away mid-exchange
+    /// cannot lose tokens the server has issued.
     pub async fn finish_connect(
+        &self,
+        state: &str,
+        code: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<(String, String), ConnectError> {
+        let manager = self.clone();
+        let (state, code, error) = (
+            state.to_owned(),
+            code.map(str::to_owned),
+            error.map(str::to_owned),
+        );
+        let finish = async move {
+            (manager.finish_in_task(&state, code.as_deref(), error.as_deref())).await
+        };
+        (self.inner.shared.spawn_refresh(finish).await).unwrap_or_else(|e| {
+            Err(ConnectError::Exchange(format!(
+                "the connect task failed: {e}"
+            )))
+        })
+    }
+
+    async fn finish_in_task(
         &self,
         state: &str,
         code: Option<&str>,
@@ -109,16 +137,24 @@ impl OAuthManager {
         let sealed = (shared.store.take_flow(&id).await)
             .map_err(|e| ConnectError::Store(e.to_string()))?
             .ok_or(ConnectError::UnknownState)?;
-        let plain = (shared.key.open(&id, &sealed)).map_err(|_| ConnectError::UnknownState)?;
-        let flow: Flow = serde_json::from_slice(&plain).map_err(|_| ConnectError::UnknownState)?;
+        // Each refusal below looks the same to the browser; the log says
+        // which it was.
+        let unknown = |why: &str| {
+            tracing::warn!(reason = why, "oauth callback refused");
+            ConnectError::UnknownState
+        };
+        let plain = (shared.key.open(&id, &sealed))
+            .map_err(|_| unknown("the flow does not open with this host's [oauth] key"))?;
+        let flow: Flow =
+            serde_json::from_slice(&plain).map_err(|_| unknown("the stored flow is unreadable"))?;
         if unix_ms().saturating_sub(flow.started_ms) >= FLOW_LIFETIME.as_millis() as u64 {
-            return Err(ConnectError::UnknownState);
+            return Err(unknown("the flow expired"));
         }
         let grant = {
             let grants = self.inner.grants.lock().unwrap_or_else(|p| p.into_inner());
             grants.get(&flow.grant_key).cloned()
         }
-        .ok_or(ConnectError::UnknownState)?;
+        .ok_or_else(|| unknown("this host has no such grant (is its config the same?)"))?;
         if let Some(error) = error {
             return Err(ConnectError::Refused(error.chars().take(200).collect()));
         }
@@ -127,7 +163,7 @@ impl OAuthManager {
             &grant,
             code.to_owned(),
             PkceCodeVerifier::new(flow.verifier),
-            &self.inner.redirect_url,
+            &flow.redirect_url,
         )
         .await
         {

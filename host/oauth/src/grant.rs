@@ -167,12 +167,21 @@ impl Grant {
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
+        /// Clears the flag however the task ends (a panic included), so a
+        /// later refresh ahead of expiry runs in the background again.
+        struct Clear(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let clear = Clear(self.refreshing.clone());
         let grant = Arc::clone(self);
-        tokio::spawn(async move {
+        self.shared.spawn_refresh(async move {
+            let _clear = clear;
             if let Err(e) = grant.refresh_queued(None).await {
                 tracing::warn!(grant = %grant.key, error = %e, "background token refresh failed; calls use the current token until it expires");
             }
-            grant.refreshing.store(false, Ordering::Release);
         });
     }
 
@@ -273,7 +282,8 @@ impl Grant {
             }
         }
         let grant = Arc::clone(self);
-        let refresh = tokio::spawn(async move { grant.refresh_queued(rejected.as_ref()).await });
+        let refresh = (self.shared)
+            .spawn_refresh(async move { grant.refresh_queued(rejected.as_ref()).await });
         refresh
             .await
             .unwrap_or_else(|e| Err(self.unavailable(format!("the refresh task failed: {e}"))))
@@ -563,6 +573,7 @@ mod tests {
             key: SealKey::from_bytes(&[3; 32]).unwrap(),
             holder: "test".into(),
             observer: None,
+            refreshes: Arc::default(),
         });
         let limits = switchyard_broker::egress::EgressLimits {
             connect: Duration::from_secs(1),

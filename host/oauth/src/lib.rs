@@ -121,9 +121,39 @@ pub(crate) struct Shared {
     /// This host's name as a lock holder.
     pub(crate) holder: String,
     pub(crate) observer: Option<Arc<dyn OAuthObserver>>,
+    /// Refresh tasks under way, so shutdown can wait for them.
+    pub(crate) refreshes: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+}
+
+/// Counts a refresh task as under way until dropped (panic or not).
+struct RefreshRunning(Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>);
+
+impl Drop for RefreshRunning {
+    fn drop(&mut self) {
+        if self.0.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.1.notify_waiters();
+        }
+    }
 }
 
 impl Shared {
+    /// Runs a refresh in a task of its own (a caller that goes away
+    /// cannot cut it off between the server rotating a refresh token and
+    /// the store keeping it), counted for [`OAuthManager::drain`].
+    pub(crate) fn spawn_refresh<T: Send + 'static>(
+        &self,
+        refresh: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.refreshes
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let running = RefreshRunning(self.refreshes.clone());
+        tokio::spawn(async move {
+            let _running = running;
+            refresh.await
+        })
+    }
+
     pub(crate) async fn load(&self, key: &str) -> Result<Option<(Record, u64)>, String> {
         let Some(found) = self.store.load(key).await.map_err(|e| e.to_string())? else {
             return Ok(None);
@@ -178,6 +208,10 @@ pub struct GrantStatus {
     pub scope: Option<String>,
     /// Whether an operator can (re)connect it from the status page.
     pub connectable: bool,
+    /// Why the stored record could not be read (the store failed, or it
+    /// does not open with this host's key); `status` is then a guess.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The host's OAuth grants. Cheap to clone.
@@ -234,6 +268,7 @@ impl OAuthManager {
                     key,
                     holder,
                     observer,
+                    refreshes: Arc::default(),
                 }),
                 secret_provider,
                 network,
@@ -273,8 +308,7 @@ impl OAuthManager {
                     (r.obtained_at_ms > 0).then_some(r.obtained_at_ms),
                     r.scope.clone(),
                 ),
-                Ok(None) => (Status::NotConnected, None, None, None, None),
-                Err(e) => (Status::NotConnected, Some(e.clone()), None, None, None),
+                Ok(None) | Err(_) => (Status::NotConnected, None, None, None, None),
             };
             out.push(GrantStatus {
                 connection: grant.connection.clone(),
@@ -286,9 +320,28 @@ impl OAuthManager {
                 obtained_at_ms: obtained,
                 scope,
                 connectable: grant.config.grant_type == GrantType::AuthorizationCode,
+                error: record.err(),
             });
         }
         out
+    }
+
+    /// Waits, up to `limit`, for refreshes under way to finish: a shutdown
+    /// that cut one off after the server rotated a refresh token but
+    /// before the store kept it would leave the grant needing
+    /// re-authorisation. Whether none was left running.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let refreshes = &self.inner.shared.refreshes;
+        let waited = tokio::time::timeout(limit, async {
+            loop {
+                let notified = refreshes.1.notified();
+                if refreshes.0.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        });
+        waited.await.is_ok()
     }
 
     /// Tells the observer where every grant stands (at start-up, so a
@@ -424,6 +477,57 @@ mod tests {
         assert_eq!(
             origin_of("http://[::1]:9000/t").unwrap(),
             "http://[::1]:9000"
+        );
+    }
+
+    fn manager(dir: &std::path::Path) -> OAuthManager {
+        let limits = EgressLimits {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(1),
+            total: Duration::from_secs(1),
+            request_bytes: 1 << 16,
+            response_bytes: 1 << 16,
+            rate_wait: Duration::ZERO,
+            destination_per_second: 0,
+            invocation_bytes: 0,
+            connection_destination_per_second: 0,
+        };
+        OAuthManager::new(
+            Arc::new(store::SqliteTokenStore::open(&dir.join("oauth.sqlite")).unwrap()),
+            SealKey::from_bytes(&[5; 32]).unwrap(),
+            Arc::new(switchyard_broker::secrets::EnvOrFile),
+            Network::default(),
+            limits,
+            "http://127.0.0.1:1",
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_refreshes_under_way_panics_included() {
+        let dir = tempfile::tempdir().unwrap();
+        let oauth = manager(dir.path());
+        let shared = &oauth.inner.shared;
+        assert!(oauth.drain(Duration::from_millis(10)).await, "none running");
+
+        let landed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = landed.clone();
+        drop(shared.spawn_refresh(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }));
+        assert!(
+            !oauth.drain(Duration::from_millis(20)).await,
+            "still running"
+        );
+        assert!(oauth.drain(Duration::from_secs(5)).await);
+        assert!(landed.load(std::sync::atomic::Ordering::SeqCst));
+
+        let panicked = shared.spawn_refresh(async { panic!("a refresh that panics") });
+        assert!(panicked.await.is_err());
+        assert!(
+            oauth.drain(Duration::from_millis(10)).await,
+            "a panicked refresh is not counted as running"
         );
     }
 }

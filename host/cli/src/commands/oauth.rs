@@ -8,6 +8,7 @@
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use switchyard_broker::oauth::GrantType;
 use switchyard_host::SwitchyardConfig;
 use switchyard_oauth::{GrantStatus, Status};
 
@@ -23,7 +24,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Every grant and where it stands (never a token). Exits 1 when one
-    /// needs re-authorisation.
+    /// needs re-authorisation, 2 when a record could not be read.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -59,10 +60,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     print_table(&grants);
                 }
+                let unreadable = grants.iter().any(|g| g.error.is_some());
                 let dead = grants
                     .iter()
                     .any(|g| g.status == Status::NeedsReauthorization);
-                Ok(if dead {
+                Ok(if unreadable {
+                    ExitCode::from(2)
+                } else if dead {
                     ExitCode::FAILURE
                 } else {
                     ExitCode::SUCCESS
@@ -78,10 +82,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                                 .connections
                                 .iter()
                                 .flat_map(|(c, conn)| {
-                                    conn.grants.oauth.keys().map(move |g| format!("{c} {g}"))
+                                    (conn.grants.oauth.iter())
+                                        .filter(|(_, g)| g.grant_type == GrantType::AuthorizationCode)
+                                        .map(move |(g, _)| format!("{c} {g}"))
                                 })
                                 .collect();
-                            anyhow::anyhow!("{e}; the config has: {}", known.join(", "))
+                            anyhow::anyhow!(
+                                "{e}; grants to connect (authorization_code) in the config: {}",
+                                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                            )
                         }
                         e => anyhow::Error::new(e),
                     })?;
@@ -111,13 +120,13 @@ fn print_table(grants: &[GrantStatus]) {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
+        let why = match &g.error {
+            Some(error) => format!("unreadable: {error}"),
+            None => g.reason.clone().unwrap_or_default(),
+        };
         println!(
-            "{:<20}  {:<12}  {:<18}  {:<22}  {}",
-            g.connection,
-            g.grant,
-            kind,
-            status,
-            g.reason.as_deref().unwrap_or("")
+            "{:<20}  {:<12}  {:<18}  {:<22}  {why}",
+            g.connection, g.grant, kind, status
         );
     }
 }

@@ -91,6 +91,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..switchyard_server::Services::from_host(&host)
         });
         switchyard_server::serve(router, listener, shutdown_signal()).await?;
+        // A token refresh cut off between the server rotating the refresh
+        // token and the store keeping it would cost the grant: let it land
+        // (a token request takes 20 s at most).
+        if let Some(oauth) = &host.oauth
+            && !oauth.drain(std::time::Duration::from_secs(25)).await
+        {
+            tracing::warn!("a token refresh was still running at shutdown");
+        }
         tracing::info!("switchyard stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -121,6 +121,15 @@ async fn callback(State(state): State<AppState>, Query(query): Query<Callback>) 
             "Connected",
             format!("Connection {connection} is connected (oauth grant {grant})."),
         ),
+        Err(ConnectError::Store(detail)) => {
+            // The page is public: the store's detail goes to the log only.
+            tracing::error!(error = %detail, "oauth callback: the token store failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Not connected",
+                "The host's token store is unavailable; try the callback again shortly.".to_owned(),
+            )
+        }
         Err(e) => (StatusCode::BAD_REQUEST, "Not connected", e.to_string()),
     };
     let outcome = if result.is_ok() {
