@@ -293,6 +293,27 @@ fn assert_no_credential_in(oidc: &Oidc, places: &[(&str, &[u8])]) {
     }
 }
 
+/// `n` calls of `GET /api/whoami` with grant `cc`'s token at once: the
+/// probe's answers.
+async fn whoami_at_once(setup: &Arc<Setup>, oidc: &Oidc, n: usize) -> Vec<Value> {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let setup = setup.clone();
+            let url = oidc.api("/whoami");
+            tokio::spawn(async move {
+                setup
+                    .fetch("GET", &url, &[("authorization", "Bearer {{oauth:cc}}")])
+                    .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    answers
+}
+
 /// Waits out the least time between two refreshes forced by a 401 (2 s),
 /// so the next 401 may force one again.
 async fn gap() {
@@ -426,19 +447,7 @@ async fn fifty_concurrent_calls_needing_a_token_make_exactly_one_token_request()
     let setup = Arc::new(setup(&oidc).await);
     // A slow token endpoint keeps every caller waiting on the one refresh.
     oidc.slow_token_endpoint(500);
-    let calls: Vec<_> = (0..50)
-        .map(|_| {
-            let setup = setup.clone();
-            let url = oidc.api("/whoami");
-            tokio::spawn(async move {
-                setup
-                    .fetch("GET", &url, &[("authorization", "Bearer {{oauth:cc}}")])
-                    .await
-            })
-        })
-        .collect();
-    for call in calls {
-        let answer = call.await.unwrap();
+    for answer in whoami_at_once(&setup, &oidc, 50).await {
         assert_eq!(answer["status"], 200, "{answer}");
     }
     oidc.slow_token_endpoint(0);
@@ -461,19 +470,7 @@ async fn a_token_due_for_refresh_is_refreshed_in_the_background_while_calls_go_o
         // that waited for the refresh would fail.
         oidc.slow_token_endpoint(6_000);
         let issued = oidc.issued().len();
-        let calls: Vec<_> = (0..10)
-            .map(|_| {
-                let setup = setup.clone();
-                let url = oidc.api("/whoami");
-                tokio::spawn(async move {
-                    setup
-                        .fetch("GET", &url, &[("authorization", "Bearer {{oauth:cc}}")])
-                        .await
-                })
-            })
-            .collect();
-        for call in calls {
-            let answer = call.await.unwrap();
+        for answer in whoami_at_once(&setup, &oidc, 10).await {
             assert_eq!(answer["status"], 200, "round {round}: {answer}");
         }
         oidc.slow_token_endpoint(0);

@@ -575,17 +575,7 @@ mod tests {
             observer: None,
             refreshes: Arc::default(),
         });
-        let limits = switchyard_broker::egress::EgressLimits {
-            connect: Duration::from_secs(1),
-            first_byte: Duration::from_secs(1),
-            total: Duration::from_secs(1),
-            request_bytes: 1 << 16,
-            response_bytes: 1 << 16,
-            rate_wait: Duration::ZERO,
-            destination_per_second: 0,
-            invocation_bytes: 0,
-            connection_destination_per_second: 0,
-        };
+        let limits = crate::tests::test_limits();
         let egress = Egress::for_host(
             "t",
             &["https://login.test".into()],

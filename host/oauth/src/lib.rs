@@ -480,8 +480,9 @@ mod tests {
         );
     }
 
-    fn manager(dir: &std::path::Path) -> OAuthManager {
-        let limits = EgressLimits {
+    /// Small, quick egress limits for unit tests.
+    pub(crate) fn test_limits() -> EgressLimits {
+        EgressLimits {
             connect: Duration::from_secs(1),
             first_byte: Duration::from_secs(1),
             total: Duration::from_secs(1),
@@ -491,7 +492,11 @@ mod tests {
             destination_per_second: 0,
             invocation_bytes: 0,
             connection_destination_per_second: 0,
-        };
+        }
+    }
+
+    fn manager(dir: &std::path::Path) -> OAuthManager {
+        let limits = test_limits();
         OAuthManager::new(
             Arc::new(store::SqliteTokenStore::open(&dir.join("oauth.sqlite")).unwrap()),
             SealKey::from_bytes(&[5; 32]).unwrap(),
