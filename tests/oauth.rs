@@ -92,9 +92,10 @@ async fn setup(oidc: &Oidc) -> Setup {
         "not-the-client-secret-0123456789",
     )
     .unwrap();
+    // Held from here on: a port released and bound again could be taken
+    // by a test running beside this one.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    drop(listener);
     let (down_url, down_requests) = failing_token_endpoint();
     let text = format!(
         r#"data_dir = "{data}"
@@ -150,7 +151,8 @@ async fn setup(oidc: &Oidc) -> Setup {
         )),
         ..switchyard_server::Services::from_host(&host)
     });
-    let tokio_listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let tokio_listener = tokio::net::TcpListener::from_std(listener).unwrap();
     tokio::spawn(async move { axum::serve(tokio_listener, app).await.unwrap() });
     Setup {
         host,

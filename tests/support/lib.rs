@@ -37,6 +37,30 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "bench-transform",
 ];
 
+/// A free loopback port, never handed out twice by one test process.
+///
+/// Asking the kernel for port 0 and releasing it can give two tests that
+/// start hosts at once the same port; the second host then fails to bind
+/// while the first answers its health check, and the test talks to the
+/// wrong host. So ports come from a counter, below the kernel's ephemeral
+/// range (32768 and up, which nothing else is handed), from an offset by
+/// process id, each checked free when handed out.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (offset + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
+}
+
 /// The canary secret value of this test run: every test that hands a
 /// guest a secret uses it, and the suite's last step greps every captured
 /// log for it. `./dev test` sets a fresh one per run.

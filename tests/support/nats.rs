@@ -35,11 +35,7 @@ fn executable() -> PathBuf {
 impl NatsServer {
     /// Starts a server with JetStream on a free loopback port.
     pub fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::free_port();
         let mut server = NatsServer {
             port,
             store: tempfile::tempdir().unwrap(),

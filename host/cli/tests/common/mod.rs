@@ -54,10 +54,10 @@ pub fn refused(cwd: &Path, args: &[&str]) -> String {
     text(&out.stderr)
 }
 
-/// A free loopback port.
+/// A free loopback port, never handed out twice by one test process
+/// ([`switchyard_tests::free_port`]).
 pub fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
+    switchyard_tests::free_port()
 }
 
 /// SIGKILL, then reaps it; a child that already exited is only reaped
