@@ -226,11 +226,6 @@ struct Slots {
 }
 
 impl Slots {
-    fn knows(&self, value: &[u8]) -> bool {
-        let is = |forms: &Forms| forms.first().is_some_and(|raw| **raw == *value);
-        self.current.values().any(is) || self.superseded.iter().any(is)
-    }
-
     fn supersede(&mut self, forms: Forms) {
         if self.superseded.len() == LIVE_VALUES_KEPT {
             self.superseded.pop_front();
@@ -281,18 +276,6 @@ impl LiveValues {
             values.supersede(old);
         }
         values.sort();
-    }
-
-    /// Remembers `value` among the superseded ones unless it is known.
-    pub fn add(&self, value: &SecretValue) {
-        if value.expose().is_empty() {
-            return;
-        }
-        let mut values = self.values.write().unwrap_or_else(|p| p.into_inner());
-        if !values.knows(value.expose()) {
-            values.supersede(crate::secrets::encoded_forms(value.expose()));
-            values.sort();
-        }
     }
 
     /// Calls `f` with every form of every value, longest first.

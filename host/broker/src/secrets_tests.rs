@@ -238,19 +238,22 @@ fn a_redactor_scrubs_live_values_added_after_it_was_made() {
     let redactor = secrets().redactor().with_live(live.clone());
     let token = "access-token-issued-later-0123456789";
     assert!(!redactor.finds(token.as_bytes()));
-    live.add(&SecretValue::new(token.as_bytes().to_vec()));
+    live.set("g/access", &SecretValue::new(token.as_bytes().to_vec()));
     let echoed = format!("Authorization: Bearer {token}");
     assert_eq!(redactor.redact(&echoed), "Authorization: Bearer [redacted]");
     // Encoded forms too, as for static secrets.
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(token);
     assert_eq!(redactor.redact(&b64), "[redacted]");
-    // The newest LIVE_VALUES_KEPT values are remembered; older ones go.
-    for i in 0..LIVE_VALUES_KEPT {
-        live.add(&SecretValue::new(
-            format!("rotated-token-{i:04}-abcdef").into_bytes(),
-        ));
+    // The current value and the newest LIVE_VALUES_KEPT it superseded
+    // are remembered; older ones go.
+    for i in 0..=LIVE_VALUES_KEPT {
+        live.set(
+            "g/access",
+            &SecretValue::new(format!("rotated-token-{i:04}-abcdef").into_bytes()),
+        );
     }
-    assert!(redactor.finds(b"rotated-token-0063-abcdef"));
+    assert!(redactor.finds(b"rotated-token-0064-abcdef"));
+    assert!(redactor.finds(b"rotated-token-0000-abcdef"));
     assert!(!redactor.finds(token.as_bytes()));
 }

@@ -221,6 +221,17 @@ fn consent(browser: &mut Browser) {
     );
 }
 
+/// Kills `hosts`, then checks that none left a token or the client
+/// secret in its directory (data dir, log).
+fn stop_and_check_disks(oidc: &Oidc, hosts: &mut [&mut Host]) {
+    for host in hosts.iter_mut() {
+        host.kill();
+    }
+    for host in hosts.iter() {
+        assert_no_credential(oidc, "a host's directory (data dir, log)", &host.disk());
+    }
+}
+
 #[test]
 fn a_rotated_refresh_token_survives_kill_9_of_the_host() {
     let oidc = start_oidc(30);
@@ -322,11 +333,7 @@ fn two_hosts_of_a_cluster_sharing_a_grant_make_one_token_request_for_fifty_calls
     wait_for("both logs", Duration::from_secs(5), || {
         !a.log().is_empty() && !b.log().is_empty()
     });
-    a.kill();
-    b.kill();
-    for host in [&a, &b] {
-        assert_no_credential(&oidc, "a host's directory (data dir, log)", &host.disk());
-    }
+    stop_and_check_disks(&oidc, &mut [&mut a, &mut b]);
 }
 
 #[test]
@@ -397,11 +404,7 @@ fn a_connect_started_on_one_host_is_finished_by_the_callback_on_another() {
         exchanges,
         "no second exchange"
     );
-    a.kill();
-    b.kill();
-    for host in [&a, &b] {
-        assert_no_credential(&oidc, "a host's directory (data dir, log)", &host.disk());
-    }
+    stop_and_check_disks(&oidc, &mut [&mut a, &mut b]);
 }
 
 #[test]
